@@ -1,0 +1,626 @@
+//! The TOML configuration: one file, sections by stage, unknown keys refused.
+//!
+//! Every field has a documented default so that an empty file is a working
+//! configuration; `config/facegate.toml` spells all of them out and a test
+//! parses it. `validate()` names the bad key and says why.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub site: SiteConfig,
+    pub vision: VisionConfig,
+    pub matching: MatchingConfig,
+    pub storage: StorageConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// Where this gateway stands in the city's grid (street → community → grid).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteConfig {
+    /// The estate's code, used in MQTT topics and on every event.
+    pub code: String,
+    pub name: String,
+    pub street_code: String,
+    pub community_code: String,
+    pub grid_code: String,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        Self {
+            code: "demo-estate".into(),
+            name: "Demo estate".into(),
+            street_code: String::new(),
+            community_code: String::new(),
+            grid_code: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisionConfig {
+    /// Folder holding the ONNX files (relative paths are taken from the
+    /// current directory, then from the folder above the binary).
+    pub models_dir: PathBuf,
+    /// Path of `libonnxruntime.so`; empty = `ORT_DYLIB_PATH`, then next to
+    /// the binary, then `<models_dir>/onnxruntime/`.
+    pub onnxruntime: Option<PathBuf>,
+    /// Intra-op threads per ONNX session.
+    pub threads: usize,
+    /// Which entry of `detectors` runs.
+    pub detector: String,
+    /// Which entry of `embedders` runs.
+    pub embedder: String,
+    pub detectors: BTreeMap<String, DetectorModel>,
+    pub embedders: BTreeMap<String, EmbedderModel>,
+    pub liveness: LivenessConfig,
+    pub pose: PoseConfig,
+    pub quality: QualityConfig,
+}
+
+impl Default for VisionConfig {
+    fn default() -> Self {
+        let mut detectors = BTreeMap::new();
+        detectors.insert("yunet".into(), DetectorModel::yunet());
+        detectors.insert("retinaface".into(), DetectorModel::retinaface());
+        let mut embedders = BTreeMap::new();
+        embedders.insert("arcface_mbf".into(), EmbedderModel::arcface_mbf());
+        embedders.insert("mobilefacenet".into(), EmbedderModel::mobilefacenet());
+        Self {
+            models_dir: PathBuf::from("models"),
+            onnxruntime: None,
+            threads: 1,
+            detector: "yunet".into(),
+            embedder: "arcface_mbf".into(),
+            detectors,
+            embedders,
+            liveness: LivenessConfig::default(),
+            pose: PoseConfig::default(),
+            quality: QualityConfig::default(),
+        }
+    }
+}
+
+/// The decoders facegate knows; a closed set, each with its own output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorKind {
+    Yunet,
+    Retinaface,
+}
+
+/// Channel order of a model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    Rgb,
+    Bgr,
+}
+
+/// Memory layout of a model's image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// How a model wants its pixels: `(x - mean[c]) / std[c]` in the given channel order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PixelFormat {
+    pub channels: Channels,
+    pub layout: Layout,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorModel {
+    pub kind: DetectorKind,
+    pub file: PathBuf,
+    /// Expected SHA-256 of the file; empty skips the check (own models).
+    #[serde(default)]
+    pub sha256: String,
+    pub pixels: PixelFormat,
+    /// The frame is scaled so its long side is at most this (YuNet misses
+    /// very large faces at full resolution).
+    pub max_side: u32,
+    /// Frames whose long side is below this are scaled up before detection
+    /// (small surveillance images: the detector sees more pixels per face).
+    #[serde(default)]
+    pub upscale_below: u32,
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+}
+
+impl DetectorModel {
+    pub fn yunet() -> Self {
+        Self {
+            kind: DetectorKind::Yunet,
+            file: "yunet_2023mar_dynamic.onnx".into(),
+            sha256: "04ee49bc2077fefa0cd1898cf02db84726ef6e7b20d14f5f09b720b3e1f16b25".into(),
+            pixels: PixelFormat {
+                channels: Channels::Bgr,
+                layout: Layout::Nchw,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+            max_side: 640,
+            upscale_below: 320,
+            score_threshold: 0.7,
+            nms_iou: 0.3,
+        }
+    }
+
+    pub fn retinaface() -> Self {
+        Self {
+            kind: DetectorKind::Retinaface,
+            file: "retinaface_mnet025.onnx".into(),
+            sha256: "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5".into(),
+            pixels: PixelFormat {
+                channels: Channels::Bgr,
+                layout: Layout::Nchw,
+                mean: [104.0, 117.0, 123.0],
+                std: [1.0; 3],
+            },
+            max_side: 640,
+            upscale_below: 320,
+            score_threshold: 0.7,
+            nms_iou: 0.4,
+        }
+    }
+}
+
+/// The 5-point template a face is aligned to before embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlignTemplate {
+    /// InsightFace's ArcFace 112×112 points.
+    Arcface,
+    /// dlib's 150×150 chip points.
+    Dlib,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderModel {
+    pub file: PathBuf,
+    #[serde(default)]
+    pub sha256: String,
+    /// Square input side in pixels.
+    pub input_size: u32,
+    pub template: AlignTemplate,
+    pub pixels: PixelFormat,
+    /// Embedding length the model outputs.
+    pub dim: usize,
+    /// Whether the input batch dimension accepts more than one face.
+    #[serde(default)]
+    pub batch: bool,
+}
+
+impl EmbedderModel {
+    pub fn arcface_mbf() -> Self {
+        Self {
+            file: "arcface_mbf_faceplugin_512.onnx".into(),
+            sha256: "87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581".into(),
+            input_size: 112,
+            template: AlignTemplate::Arcface,
+            pixels: PixelFormat {
+                channels: Channels::Bgr,
+                layout: Layout::Nchw,
+                mean: [127.0; 3],
+                std: [128.0; 3],
+            },
+            dim: 512,
+            batch: false,
+        }
+    }
+
+    pub fn mobilefacenet() -> Self {
+        Self {
+            file: "mobilefacenet_sirius_192.onnx".into(),
+            sha256: "62cd4ad02b950347a36e2d542b9a9ed01737b9ccd3cefcdec1b7de084d7b6a2b".into(),
+            input_size: 112,
+            template: AlignTemplate::Arcface,
+            pixels: PixelFormat {
+                channels: Channels::Rgb,
+                layout: Layout::Nhwc,
+                mean: [127.5; 3],
+                std: [128.0; 3],
+            },
+            dim: 192,
+            batch: true,
+        }
+    }
+}
+
+/// Passive anti-spoofing on a crop around the face.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessConfig {
+    pub enabled: bool,
+    pub file: PathBuf,
+    pub sha256: String,
+    pub input_size: u32,
+    pub pixels: PixelFormat,
+    /// The crop is the detector box enlarged this much around its centre.
+    pub crop_scale: f32,
+    /// Index of the "live" class in the softmax output.
+    pub live_class: usize,
+    /// Faces whose live probability is below this are treated as spoofs.
+    pub threshold: f32,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            file: "liveness_faceplugin_128.onnx".into(),
+            sha256: "afa783b7e902fdfcf323a7240cac2a1c580c25314ea4161129dc1b0d100dc32d".into(),
+            input_size: 128,
+            pixels: PixelFormat {
+                channels: Channels::Bgr,
+                layout: Layout::Nchw,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+            crop_scale: 2.7,
+            live_class: 0,
+            threshold: 0.5,
+        }
+    }
+}
+
+/// Head pose estimation, used to skip profile faces (they embed badly).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoseConfig {
+    pub enabled: bool,
+    pub file: PathBuf,
+    pub sha256: String,
+    pub input_size: u32,
+    pub pixels: PixelFormat,
+    /// Faces turned further than this (degrees, either side) are rejected.
+    pub max_yaw: f32,
+    pub max_pitch: f32,
+}
+
+impl Default for PoseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            file: "headpose_hopenet_faceplugin.onnx".into(),
+            sha256: "72d032ec941b7153bf8d3f2c03a4c165453cc7e63d479041ec7c6ef087e5839d".into(),
+            input_size: 224,
+            pixels: PixelFormat {
+                channels: Channels::Rgb,
+                layout: Layout::Nchw,
+                mean: [0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0],
+                std: [0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0],
+            },
+            max_yaw: 45.0,
+            max_pitch: 40.0,
+        }
+    }
+}
+
+/// Face quality gates and embedding options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// Faces whose box is smaller than this (pixels, shorter side, in the
+    /// original image) are rejected as too small to recognise.
+    pub min_face_px: u32,
+    /// Average the embedding of the face with that of its mirror image.
+    pub flip_average: bool,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            min_face_px: 20,
+            flip_average: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchingConfig {
+    /// Cosine similarity at or above which a face is taken as a registered person.
+    pub threshold: f32,
+    /// How many candidates a search returns.
+    pub top_k: usize,
+}
+
+impl Default for MatchingConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.40,
+            top_k: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The SQLite registry (owners, consents, templates, watch list, audit).
+    pub db: PathBuf,
+    /// Where snapshots and other files live.
+    pub data_dir: PathBuf,
+    /// Largest photo file accepted, bytes.
+    pub max_photo_bytes: u64,
+    /// Largest photo accepted, pixels (width × height).
+    pub max_photo_pixels: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            db: PathBuf::from("data/facegate.db"),
+            data_dir: PathBuf::from("data"),
+            max_photo_bytes: 20 * 1024 * 1024,
+            max_photo_pixels: 40_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Keep the enrolment photo in the registry (off by default: only the
+    /// embedding is needed to recognise someone).
+    pub store_enrolment_photos: bool,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            store_enrolment_photos: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: references between sections and ranges.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let v = &self.vision;
+        if !v.detectors.contains_key(&v.detector) {
+            return Err(bad(
+                "vision.detector",
+                format!(
+                    "no [vision.detectors.{}] section (known: {})",
+                    v.detector,
+                    join_keys(&v.detectors)
+                ),
+            ));
+        }
+        if !v.embedders.contains_key(&v.embedder) {
+            return Err(bad(
+                "vision.embedder",
+                format!(
+                    "no [vision.embedders.{}] section (known: {})",
+                    v.embedder,
+                    join_keys(&v.embedders)
+                ),
+            ));
+        }
+        if v.threads == 0 || v.threads > 64 {
+            return Err(bad("vision.threads", "must be between 1 and 64".into()));
+        }
+        for (name, d) in &v.detectors {
+            let key = format!("vision.detectors.{name}");
+            if !(0.0..=1.0).contains(&d.score_threshold) {
+                return Err(bad(
+                    &format!("{key}.score_threshold"),
+                    "must be between 0 and 1".into(),
+                ));
+            }
+            if !(0.0..=1.0).contains(&d.nms_iou) {
+                return Err(bad(
+                    &format!("{key}.nms_iou"),
+                    "must be between 0 and 1".into(),
+                ));
+            }
+            if d.max_side < 64 || d.max_side > 4096 {
+                return Err(bad(
+                    &format!("{key}.max_side"),
+                    "must be between 64 and 4096".into(),
+                ));
+            }
+            if d.upscale_below > d.max_side {
+                return Err(bad(
+                    &format!("{key}.upscale_below"),
+                    "must not exceed max_side".into(),
+                ));
+            }
+            check_pixels(&d.pixels).map_err(|r| bad(&format!("{key}.pixels"), r))?;
+        }
+        for (name, e) in &v.embedders {
+            let key = format!("vision.embedders.{name}");
+            if e.input_size < 32 || e.input_size > 512 {
+                return Err(bad(
+                    &format!("{key}.input_size"),
+                    "must be between 32 and 512".into(),
+                ));
+            }
+            if e.dim == 0 || e.dim > 4096 {
+                return Err(bad(
+                    &format!("{key}.dim"),
+                    "must be between 1 and 4096".into(),
+                ));
+            }
+            check_pixels(&e.pixels).map_err(|r| bad(&format!("{key}.pixels"), r))?;
+        }
+        if !(0.0..=1.0).contains(&v.liveness.threshold) {
+            return Err(bad(
+                "vision.liveness.threshold",
+                "must be between 0 and 1".into(),
+            ));
+        }
+        if v.liveness.live_class > 2 {
+            return Err(bad(
+                "vision.liveness.live_class",
+                "the liveness model has 3 classes (0..=2)".into(),
+            ));
+        }
+        if !(1.0..=6.0).contains(&v.liveness.crop_scale) {
+            return Err(bad(
+                "vision.liveness.crop_scale",
+                "must be between 1 and 6".into(),
+            ));
+        }
+        if !(0.0..=90.0).contains(&v.pose.max_yaw) || !(0.0..=90.0).contains(&v.pose.max_pitch) {
+            return Err(bad(
+                "vision.pose",
+                "max_yaw and max_pitch must be 0..=90 degrees".into(),
+            ));
+        }
+        if !(-1.0..=1.0).contains(&self.matching.threshold) {
+            return Err(bad(
+                "matching.threshold",
+                "a cosine similarity: -1 to 1".into(),
+            ));
+        }
+        if self.matching.top_k == 0 {
+            return Err(bad("matching.top_k", "must be at least 1".into()));
+        }
+        if self.storage.max_photo_bytes == 0 || self.storage.max_photo_pixels == 0 {
+            return Err(bad("storage", "photo limits must be positive".into()));
+        }
+        if self.site.code.is_empty()
+            || !self
+                .site
+                .code
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(
+                "site.code",
+                "must be non-empty ASCII letters, digits, '-' or '_' (it is used in MQTT topics)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn detector(&self) -> &DetectorModel {
+        &self.vision.detectors[&self.vision.detector]
+    }
+
+    pub fn embedder(&self) -> &EmbedderModel {
+        &self.vision.embedders[&self.vision.embedder]
+    }
+}
+
+fn check_pixels(p: &PixelFormat) -> Result<(), String> {
+    if p.std.iter().any(|s| !s.is_finite() || *s == 0.0) || p.mean.iter().any(|m| !m.is_finite()) {
+        return Err("std must be non-zero and mean/std finite".into());
+    }
+    Ok(())
+}
+
+fn join_keys<V>(map: &BTreeMap<String, V>) -> String {
+    map.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_config() {
+        let c = Config::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.vision.detector, "yunet");
+        assert_eq!(c.embedder().dim, 512);
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/facegate.toml");
+        let c = Config::load(&path).unwrap();
+        let d = Config::default();
+        assert_eq!(c.vision.detector, d.vision.detector);
+        assert_eq!(c.detector().sha256, d.detector().sha256);
+        assert_eq!(c.embedder().pixels, d.embedder().pixels);
+        assert_eq!(c.matching.threshold, d.matching.threshold);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::parse("[vision]\ndetektor = \"yunet\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("detektor"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_detector_section_names_the_key() {
+        let err = Config::parse("[vision]\ndetector = \"mtcnn\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vision.detector"), "{err}");
+        assert!(err.contains("retinaface"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_threshold_is_refused() {
+        let err = Config::parse("[matching]\nthreshold = 3.0\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("matching.threshold"), "{err}");
+    }
+}

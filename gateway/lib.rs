@@ -1,0 +1,20 @@
+//! facegate: an edge gateway for face recognition in residential estates.
+//!
+//! # Layout
+//! A photo's (later: a frame's) journey is the architecture:
+//! decode → detect → align → quality (liveness, pose, size) → embed → match.
+//!
+//! - [`config`]: the TOML configuration, defaults and validation.
+//! - [`vision`]: ONNX Runtime, photo decoding, detectors (YuNet,
+//!   RetinaFace), alignment, liveness and head pose, embedders; the
+//!   [`vision::FaceEngine`] that ties them together.
+//! - [`registry`]: owners, consents, face templates, the watch list and the
+//!   audit log in SQLite, and the in-memory 1:N index built from them.
+//! - [`identify`]: one photo in, one decision per face out
+//!   (owner / watchlist / stranger / rejected).
+//! - [`eval`]: the accuracy protocol over a labelled folder.
+
+pub mod config;
+pub mod eval;
+
+pub mod vision;

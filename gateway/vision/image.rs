@@ -1,0 +1,467 @@
+//! Pixels: decoding photos safely, a borrowed RGB view with a row stride (as
+//! GStreamer delivers frames), antialiased resampling, and packing pixels
+//! into a model's input tensor.
+
+use std::io::Read;
+use std::path::Path;
+
+use image::{DynamicImage, ImageReader, RgbImage};
+
+use crate::config::{Channels, Layout, PixelFormat};
+
+/// Why a photo could not be used. Messages are for the person who gave it.
+#[derive(Debug, thiserror::Error)]
+pub enum PhotoError {
+    #[error("{0}: cannot read: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}: empty file")]
+    Empty(String),
+    #[error("{name}: file is {size} bytes, more than the limit of {limit}")]
+    TooLarge { name: String, size: u64, limit: u64 },
+    #[error("{0}: not an image (JPEG, PNG or WebP expected)")]
+    NotAnImage(String),
+    #[error("{name}: {width}x{height} pixels is more than the limit of {limit} pixels")]
+    TooManyPixels {
+        name: String,
+        width: u32,
+        height: u32,
+        limit: u64,
+    },
+    #[error("{0}: truncated JPEG (the file ends before the image does); copy it again")]
+    Truncated(String),
+    #[error("{0}: corrupt image: {1}")]
+    Corrupt(String, String),
+    #[error(
+        "{0}: has transparent pixels; save the photo without transparency (a face behind transparency cannot be checked)"
+    )]
+    Transparent(String),
+}
+
+/// Limits on what a photo may cost to decode.
+#[derive(Debug, Clone, Copy)]
+pub struct PhotoLimits {
+    pub max_bytes: u64,
+    pub max_pixels: u64,
+}
+
+impl Default for PhotoLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 20 * 1024 * 1024,
+            max_pixels: 40_000_000,
+        }
+    }
+}
+
+/// Reads and decodes a photo file. `name` in errors is the path.
+pub fn load_photo(path: &Path, limits: PhotoLimits) -> Result<RgbImage, PhotoError> {
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| PhotoError::Io(name.clone(), e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| PhotoError::Io(name.clone(), e))?
+        .len();
+    if size > limits.max_bytes {
+        return Err(PhotoError::TooLarge {
+            name,
+            size,
+            limit: limits.max_bytes,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limits.max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| PhotoError::Io(name.clone(), e))?;
+    decode_photo(&bytes, &name, limits)
+}
+
+/// Decodes photo bytes (JPEG, PNG or WebP) into RGB, refusing anything that would
+/// silently give a wrong picture: truncation, transparency, decompression
+/// bombs.
+pub fn decode_photo(bytes: &[u8], name: &str, limits: PhotoLimits) -> Result<RgbImage, PhotoError> {
+    let name = name.to_owned();
+    if bytes.is_empty() {
+        return Err(PhotoError::Empty(name));
+    }
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(PhotoError::TooLarge {
+            name,
+            size: bytes.len() as u64,
+            limit: limits.max_bytes,
+        });
+    }
+    let format = image::guess_format(bytes).map_err(|_| PhotoError::NotAnImage(name.clone()))?;
+    if !matches!(
+        format,
+        image::ImageFormat::Jpeg | image::ImageFormat::Png | image::ImageFormat::WebP
+    ) {
+        return Err(PhotoError::NotAnImage(name));
+    }
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(PhotoError::Truncated(name));
+    }
+    let reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| PhotoError::Corrupt(name.clone(), e.to_string()))?;
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(PhotoError::TooManyPixels {
+            name,
+            width,
+            height,
+            limit: limits.max_pixels,
+        });
+    }
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(l);
+    let img = reader
+        .decode()
+        .map_err(|e| PhotoError::Corrupt(name.clone(), e.to_string()))?;
+    if has_transparency(&img) {
+        return Err(PhotoError::Transparent(name));
+    }
+    Ok(img.to_rgb8())
+}
+
+/// A JPEG ends with the EOI marker (possibly followed by padding); a file
+/// cut short does not, and decoders fill the rest with grey without an error.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(64)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+fn has_transparency(img: &DynamicImage) -> bool {
+    match img {
+        DynamicImage::ImageLumaA8(i) => i.pixels().any(|p| p.0[1] < 255),
+        DynamicImage::ImageRgba8(i) => i.pixels().any(|p| p.0[3] < 255),
+        DynamicImage::ImageLumaA16(i) => i.pixels().any(|p| p.0[1] < u16::MAX),
+        DynamicImage::ImageRgba16(i) => i.pixels().any(|p| p.0[3] < u16::MAX),
+        DynamicImage::ImageRgba32F(i) => i.pixels().any(|p| p.0[3] < 1.0),
+        _ => false,
+    }
+}
+
+/// Borrowed packed RGB pixels with a row stride in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RgbView<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub stride: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> RgbView<'a> {
+    /// A view over a frame; `None` when the buffer is too short for the size.
+    pub fn new(width: u32, height: u32, stride: usize, data: &'a [u8]) -> Option<Self> {
+        let needed = if height == 0 {
+            0
+        } else {
+            stride * (height as usize - 1) + width as usize * 3
+        };
+        (stride >= width as usize * 3 && data.len() >= needed).then_some(Self {
+            width,
+            height,
+            stride,
+            data,
+        })
+    }
+
+    pub fn from_image(img: &'a RgbImage) -> Self {
+        Self {
+            width: img.width(),
+            height: img.height(),
+            stride: img.width() as usize * 3,
+            data: img.as_raw(),
+        }
+    }
+
+    #[inline]
+    pub fn row(&self, y: usize) -> &'a [u8] {
+        let start = y * self.stride;
+        &self.data[start..start + self.width as usize * 3]
+    }
+
+    /// The sub-rectangle `[x0, x1) × [y0, y1)`, clipped to the image.
+    pub fn crop(&self, x0: u32, y0: u32, x1: u32, y1: u32) -> RgbView<'a> {
+        let x1 = x1.min(self.width);
+        let y1 = y1.min(self.height);
+        let x0 = x0.min(x1);
+        let y0 = y0.min(y1);
+        let start = y0 as usize * self.stride + x0 as usize * 3;
+        RgbView {
+            width: x1 - x0,
+            height: y1 - y0,
+            stride: self.stride,
+            data: if y1 > y0 { &self.data[start..] } else { &[] },
+        }
+    }
+
+    pub fn to_image(&self) -> RgbImage {
+        let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 3);
+        for y in 0..self.height as usize {
+            out.extend_from_slice(self.row(y));
+        }
+        RgbImage::from_raw(self.width, self.height, out).unwrap_or_default()
+    }
+}
+
+/// Per-output-sample source range and weights of a 1-D resampling.
+struct Taps {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    weights: Vec<f32>,
+    width: usize,
+}
+
+/// Triangle ("bilinear") filter widened by the scale factor when shrinking,
+/// as Pillow does: no aliasing when faces are scaled down, plain bilinear
+/// when they are scaled up.
+fn taps(src: usize, dst: usize) -> Taps {
+    let scale = src as f64 / dst as f64;
+    let support = scale.max(1.0);
+    let width = (support.ceil() as usize) * 2 + 1;
+    let mut start = Vec::with_capacity(dst);
+    let mut len = Vec::with_capacity(dst);
+    let mut weights = vec![0f32; dst * width];
+    for i in 0..dst {
+        let center = (i as f64 + 0.5) * scale;
+        let lo = ((center - support).floor().max(0.0)) as usize;
+        let hi = ((center + support).ceil() as usize).min(src);
+        let n = hi.saturating_sub(lo).min(width);
+        let w = &mut weights[i * width..i * width + n];
+        let mut sum = 0.0;
+        for (k, wk) in w.iter_mut().enumerate() {
+            let x = ((lo + k) as f64 + 0.5 - center) / support;
+            let t = (1.0 - x.abs()).max(0.0);
+            *wk = t as f32;
+            sum += t;
+        }
+        if sum > 0.0 {
+            for wk in w.iter_mut() {
+                *wk = (*wk as f64 / sum) as f32;
+            }
+        } else if n > 0 {
+            w[0] = 1.0;
+        }
+        start.push(lo);
+        len.push(n);
+    }
+    Taps {
+        start,
+        len,
+        weights,
+        width,
+    }
+}
+
+/// Resamples an RGB view to `dst_w × dst_h` (packed RGB out).
+pub fn resize(src: RgbView<'_>, dst_w: u32, dst_h: u32) -> RgbImage {
+    let (sw, sh) = (src.width as usize, src.height as usize);
+    let (dw, dh) = (dst_w.max(1) as usize, dst_h.max(1) as usize);
+    if sw == 0 || sh == 0 {
+        return RgbImage::new(dw as u32, dh as u32);
+    }
+    if sw == dw && sh == dh {
+        return src.to_image();
+    }
+    let tx = taps(sw, dw);
+    let ty = taps(sh, dh);
+    // Horizontal pass, only over the source rows the vertical pass reads.
+    let mut tmp = vec![0f32; sh * dw * 3];
+    for y in 0..sh {
+        let row = src.row(y);
+        let out = &mut tmp[y * dw * 3..(y + 1) * dw * 3];
+        for x in 0..dw {
+            let (s, n) = (tx.start[x], tx.len[x]);
+            let w = &tx.weights[x * tx.width..x * tx.width + n];
+            let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
+            for (k, wk) in w.iter().enumerate() {
+                let p = &row[(s + k) * 3..(s + k) * 3 + 3];
+                r += wk * p[0] as f32;
+                g += wk * p[1] as f32;
+                b += wk * p[2] as f32;
+            }
+            out[x * 3] = r;
+            out[x * 3 + 1] = g;
+            out[x * 3 + 2] = b;
+        }
+    }
+    let mut out = vec![0u8; dw * dh * 3];
+    for y in 0..dh {
+        let (s, n) = (ty.start[y], ty.len[y]);
+        let w = &ty.weights[y * ty.width..y * ty.width + n];
+        let dst = &mut out[y * dw * 3..(y + 1) * dw * 3];
+        let mut acc = vec![0f32; dw * 3];
+        for (k, wk) in w.iter().enumerate() {
+            let row = &tmp[(s + k) * dw * 3..(s + k + 1) * dw * 3];
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += wk * v;
+            }
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = a.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    RgbImage::from_raw(dw as u32, dh as u32, out).unwrap_or_default()
+}
+
+/// Writes an RGB view into a model input of `tensor_w × tensor_h` (the image
+/// at the top left, the rest black), converting channel order, layout and
+/// normalisation as the model wants. `out` must hold `3·tensor_w·tensor_h`.
+pub fn pack_tensor(
+    src: RgbView<'_>,
+    fmt: &PixelFormat,
+    tensor_w: usize,
+    tensor_h: usize,
+    out: &mut [f32],
+) {
+    let plane = tensor_w * tensor_h;
+    debug_assert!(out.len() >= plane * 3);
+    let order: [usize; 3] = match fmt.channels {
+        Channels::Rgb => [0, 1, 2],
+        Channels::Bgr => [2, 1, 0],
+    };
+    let scale = [1.0 / fmt.std[0], 1.0 / fmt.std[1], 1.0 / fmt.std[2]];
+    let bias = [
+        -fmt.mean[0] * scale[0],
+        -fmt.mean[1] * scale[1],
+        -fmt.mean[2] * scale[2],
+    ];
+    // Padding is black (0) in pixel units, normalised like any other pixel.
+    for (c, v) in bias.iter().enumerate() {
+        match fmt.layout {
+            Layout::Nchw => out[c * plane..(c + 1) * plane].fill(*v),
+            Layout::Nhwc => out[..plane * 3]
+                .iter_mut()
+                .skip(c)
+                .step_by(3)
+                .for_each(|o| *o = *v),
+        }
+    }
+    let w = (src.width as usize).min(tensor_w);
+    let h = (src.height as usize).min(tensor_h);
+    for y in 0..h {
+        let row = &src.row(y)[..w * 3];
+        match fmt.layout {
+            Layout::Nchw => {
+                for (c, &sc) in order.iter().enumerate() {
+                    let dst = &mut out[c * plane + y * tensor_w..c * plane + y * tensor_w + w];
+                    for (d, px) in dst.iter_mut().zip(row.chunks_exact(3)) {
+                        *d = px[sc] as f32 * scale[c] + bias[c];
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                let dst = &mut out[y * tensor_w * 3..y * tensor_w * 3 + w * 3];
+                for (d, px) in dst.chunks_exact_mut(3).zip(row.chunks_exact(3)) {
+                    for c in 0..3 {
+                        d[c] = px[order[c]] as f32 * scale[c] + bias[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_keeps_a_flat_colour_and_shrinks_without_overshoot() {
+        let img = RgbImage::from_pixel(100, 60, image::Rgb([10, 200, 30]));
+        for (w, h) in [(33, 20), (250, 150), (100, 60)] {
+            let out = resize(RgbView::from_image(&img), w, h);
+            assert_eq!(out.dimensions(), (w, h));
+            assert!(out.pixels().all(|p| p.0 == [10, 200, 30]), "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn shrinking_averages_fine_detail_instead_of_aliasing() {
+        // One-pixel stripes shrunk 4x must come out mid-grey, not stripes.
+        let img = RgbImage::from_fn(64, 8, |x, _| {
+            if x % 2 == 0 {
+                image::Rgb([0; 3])
+            } else {
+                image::Rgb([255; 3])
+            }
+        });
+        let out = resize(RgbView::from_image(&img), 16, 2);
+        for p in out.pixels() {
+            assert!((100..=155).contains(&p.0[0]), "{:?}", p.0);
+        }
+    }
+
+    #[test]
+    fn pack_converts_order_layout_and_normalisation() {
+        let img = RgbImage::from_pixel(2, 1, image::Rgb([10, 20, 30]));
+        let fmt = PixelFormat {
+            channels: Channels::Bgr,
+            layout: Layout::Nchw,
+            mean: [127.0; 3],
+            std: [128.0; 3],
+        };
+        let mut out = vec![0f32; 3 * 3 * 2];
+        pack_tensor(RgbView::from_image(&img), &fmt, 3, 2, &mut out);
+        // channel 0 is blue
+        assert!((out[0] - (30.0 - 127.0) / 128.0).abs() < 1e-6);
+        // padding column is black
+        assert!((out[2] - (0.0 - 127.0) / 128.0).abs() < 1e-6);
+        let nhwc = PixelFormat {
+            layout: Layout::Nhwc,
+            channels: Channels::Rgb,
+            ..fmt
+        };
+        pack_tensor(RgbView::from_image(&img), &nhwc, 3, 2, &mut out);
+        assert!((out[0] - (10.0 - 127.0) / 128.0).abs() < 1e-6);
+        assert!((out[1] - (20.0 - 127.0) / 128.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn views_with_stride_crop_correctly() {
+        let data: Vec<u8> = (0..(4 * 8)).map(|v| v as u8).collect(); // 2 rows, stride 16? no: 4 rows of 8
+        let v = RgbView::new(2, 4, 8, &data).unwrap();
+        assert_eq!(v.row(1), &data[8..14]);
+        let c = v.crop(1, 1, 2, 3);
+        assert_eq!((c.width, c.height), (1, 2));
+        assert_eq!(c.row(0), &data[11..14]);
+        assert!(RgbView::new(3, 4, 8, &data).is_none());
+    }
+
+    #[test]
+    fn bad_bytes_get_clear_errors() {
+        let l = PhotoLimits::default();
+        assert!(matches!(
+            decode_photo(b"", "a", l),
+            Err(PhotoError::Empty(_))
+        ));
+        assert!(matches!(
+            decode_photo(b"hello world, not an image", "a", l),
+            Err(PhotoError::NotAnImage(_))
+        ));
+        let mut jpeg = Vec::new();
+        RgbImage::from_pixel(64, 64, image::Rgb([100, 50, 20]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        assert!(decode_photo(&jpeg, "a", l).is_ok());
+        let cut = &jpeg[..jpeg.len() / 2];
+        assert!(matches!(
+            decode_photo(cut, "a", l),
+            Err(PhotoError::Truncated(_))
+        ));
+        let small = PhotoLimits {
+            max_pixels: 100,
+            ..l
+        };
+        assert!(matches!(
+            decode_photo(&jpeg, "a", small),
+            Err(PhotoError::TooManyPixels { .. })
+        ));
+    }
+}
