@@ -16,5 +16,6 @@
 
 pub mod config;
 pub mod eval;
-
+pub mod identify;
+pub mod registry;
 pub mod vision;

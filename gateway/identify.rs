@@ -1,0 +1,280 @@
+//! One photo in, one decision per face out; and turning enrolment photos
+//! into templates. Shared by the command line and (later) the HTTP API.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::registry::{FaceTemplate, Gallery, RegistryError, Subject};
+use crate::vision::detect::Detection;
+use crate::vision::image::RgbView;
+use crate::vision::quality::Pose;
+use crate::vision::{Checks, FaceEngine, Rejection, VisionError};
+
+/// What the gateway concludes about one face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// An active, enrolled owner.
+    Owner,
+    /// Someone on the watch list (a missing person, a banned visitor).
+    Watchlist,
+    /// A usable face that matches nobody above the threshold.
+    Stranger,
+    /// The face cannot be judged (too small, turned away, spoof).
+    Rejected,
+}
+
+/// The best registered person for a face.
+#[derive(Debug, Clone, Serialize)]
+pub struct BestMatch {
+    #[serde(flatten)]
+    pub subject: Subject,
+    pub score: f32,
+}
+
+/// One face of an identified photo.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceResult {
+    pub bbox: [f32; 4],
+    pub landmarks: [[f32; 2]; 5],
+    pub detector_score: f32,
+    pub size_px: f32,
+    pub liveness: Option<f32>,
+    pub pose: Option<Pose>,
+    /// The best candidate even when below the threshold, so staff can see
+    /// how close it was; `None` when the face was rejected or nobody is enrolled.
+    pub best_match: Option<BestMatch>,
+    pub decision: Decision,
+    /// Why a face was rejected, in words.
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentifyError {
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Decides for a face given its rejection (if any) and best match.
+pub fn decide(rejection: Option<&Rejection>, best: Option<&BestMatch>, threshold: f32) -> Decision {
+    if rejection.is_some() {
+        return Decision::Rejected;
+    }
+    match best {
+        Some(m) if m.score >= threshold => match m.subject {
+            Subject::Owner { .. } => Decision::Owner,
+            Subject::Watch { .. } => Decision::Watchlist,
+        },
+        _ => Decision::Stranger,
+    }
+}
+
+/// Detects, checks, embeds and matches every face of an image.
+pub fn identify(
+    engine: &mut FaceEngine,
+    gallery: &Gallery,
+    img: RgbView<'_>,
+    checks: Checks,
+    threshold: f32,
+    now: OffsetDateTime,
+) -> Result<Vec<FaceResult>, IdentifyError> {
+    let faces = engine.analyze(img, checks)?;
+    let mut out = Vec::with_capacity(faces.len());
+    for f in faces {
+        let best = match &f.embedding {
+            Some(e) => gallery
+                .search(e, 1, now)?
+                .into_iter()
+                .next()
+                .map(|m| BestMatch {
+                    subject: m.subject,
+                    score: m.score,
+                }),
+            None => None,
+        };
+        let decision = decide(f.rejection.as_ref(), best.as_ref(), threshold);
+        out.push(FaceResult {
+            bbox: f.detection.bbox,
+            landmarks: f.detection.landmarks,
+            detector_score: f.detection.score,
+            size_px: f.size_px,
+            liveness: f.liveness,
+            pose: f.pose,
+            best_match: best,
+            decision,
+            reason: f.rejection.as_ref().map(ToString::to_string),
+            rejection: f.rejection,
+        });
+    }
+    Ok(out)
+}
+
+/// Why an enrolment photo was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolPhotoError {
+    #[error("{photo}: no face found")]
+    NoFace { photo: String },
+    #[error("{photo}: {count} faces found; an enrolment photo must show one person only")]
+    SeveralFaces { photo: String, count: usize },
+    #[error("{photo}: {reason}")]
+    Unusable { photo: String, reason: Rejection },
+    #[error(
+        "{photo}: this face is already enrolled as {who} (similarity {score:.2}); remove that enrolment first or add the photo to that owner"
+    )]
+    AlreadyEnrolled {
+        photo: String,
+        who: String,
+        score: f32,
+    },
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Makes a template from one enrolment photo: exactly one usable face
+/// (faces below the minimum size are background and do not count, unless
+/// no face is big enough), frontal enough; liveness is not checked (staff
+/// took the photo; a photo of a photo is still a photo).
+pub fn enrolment_template(
+    engine: &mut FaceEngine,
+    img: RgbView<'_>,
+    photo: &str,
+) -> Result<(Detection, FaceTemplate), EnrolPhotoError> {
+    let dets = engine.detect_with_border(img)?;
+    if dets.is_empty() {
+        return Err(EnrolPhotoError::NoFace {
+            photo: photo.to_owned(),
+        });
+    }
+    let checks = Checks {
+        liveness: false,
+        pose: true,
+    };
+    // Size first: tiny faces in the background are not "several faces".
+    let mut usable = Vec::new();
+    let mut first_rejection = None;
+    for d in &dets {
+        match engine
+            .check(
+                img,
+                d,
+                Checks {
+                    pose: false,
+                    ..checks
+                },
+            )?
+            .2
+        {
+            None => usable.push(*d),
+            Some(r) => {
+                first_rejection.get_or_insert(r);
+            }
+        }
+    }
+    if usable.len() > 1 {
+        return Err(EnrolPhotoError::SeveralFaces {
+            photo: photo.to_owned(),
+            count: usable.len(),
+        });
+    }
+    let Some(det) = usable.pop() else {
+        return Err(EnrolPhotoError::Unusable {
+            photo: photo.to_owned(),
+            reason: first_rejection.unwrap_or(Rejection::TooSmall {
+                size_px: 0.0,
+                min_px: 0,
+            }),
+        });
+    };
+    if let (_, _, Some(reason)) = engine.check(img, &det, checks)? {
+        return Err(EnrolPhotoError::Unusable {
+            photo: photo.to_owned(),
+            reason,
+        });
+    }
+    let embedding = engine.embed(img, &det)?;
+    Ok((
+        det,
+        FaceTemplate {
+            model_id: engine.model_id().to_owned(),
+            embedding,
+            quality: det.score,
+            photo: None,
+        },
+    ))
+}
+
+/// Refuses a template that already belongs to someone other than `owner_id`.
+pub fn check_not_enrolled_elsewhere(
+    gallery: &Gallery,
+    template: &FaceTemplate,
+    owner_id: Option<&str>,
+    threshold: f32,
+    photo: &str,
+    now: OffsetDateTime,
+) -> Result<(), EnrolPhotoError> {
+    for m in gallery.search(&template.embedding, 3, now)? {
+        if m.score < threshold {
+            break;
+        }
+        let same = matches!(&m.subject, Subject::Owner { id, .. } if Some(id.as_str()) == owner_id);
+        if !same && matches!(m.subject, Subject::Owner { .. }) {
+            let who = match &m.subject {
+                Subject::Owner { id, name } => format!("owner {id} ({name})"),
+                Subject::Watch { id, name, .. } => format!("watch-list entry {id} ({name})"),
+            };
+            return Err(EnrolPhotoError::AlreadyEnrolled {
+                photo: photo.to_owned(),
+                who,
+                score: m.score,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Priority;
+
+    fn m(subject: Subject, score: f32) -> BestMatch {
+        BestMatch { subject, score }
+    }
+
+    #[test]
+    fn decisions_follow_rejection_then_threshold_then_kind() {
+        let owner = Subject::Owner {
+            id: "A-1".into(),
+            name: "Li".into(),
+        };
+        let watch = Subject::Watch {
+            id: 3,
+            name: "Wang".into(),
+            priority: Priority::High,
+        };
+        let spoof = Rejection::Spoof {
+            liveness: 0.1,
+            threshold: 0.5,
+        };
+        assert_eq!(
+            decide(None, Some(&m(owner.clone(), 0.6)), 0.4),
+            Decision::Owner
+        );
+        assert_eq!(decide(None, Some(&m(watch, 0.6)), 0.4), Decision::Watchlist);
+        assert_eq!(
+            decide(None, Some(&m(owner.clone(), 0.3)), 0.4),
+            Decision::Stranger
+        );
+        assert_eq!(decide(None, None, 0.4), Decision::Stranger);
+        assert_eq!(
+            decide(Some(&spoof), Some(&m(owner, 0.9)), 0.4),
+            Decision::Rejected
+        );
+    }
+}

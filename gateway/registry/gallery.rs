@@ -1,0 +1,556 @@
+//! [`Gallery`]: the registry and the in-memory index as one unit, so the
+//! index cannot drift from what SQLite holds.
+//!
+//! Every mutation goes to SQLite first and touches the index only after the
+//! commit succeeded; the affected subject is then reloaded from SQLite rather
+//! than patched by hand, so the index shows exactly what a fresh start would.
+//! The subject is dropped from the index *before* that reload: if the reload
+//! fails, a just-suspended owner is missing rather than still opening doors.
+
+use std::collections::HashMap;
+
+use time::OffsetDateTime;
+
+use super::{
+    Consent, FaceIndex, FaceTemplate, Match, NewOwner, NewWatchEntry, OwnerPatch, OwnerStatus,
+    Registry, RegistryError, Subject, SubjectKey, check_id, invalid,
+};
+
+/// The matcher's view of who may enter and who is watched for.
+#[derive(Debug)]
+pub struct Gallery {
+    registry: Registry,
+    index: FaceIndex,
+    model_id: String,
+    /// Expiry of watch-list entries that have one. Search hides an entry
+    /// whose time has come even before [`Gallery::prune_expired`] drops it.
+    watch_expiry: HashMap<i64, OffsetDateTime>,
+}
+
+impl Gallery {
+    /// Loads the active templates into a new index.
+    ///
+    /// Refuses to start when the registry holds templates made by another
+    /// embedding model: their vectors mean nothing to `model_id`, and
+    /// matching against them would silently fail every resident.
+    pub fn open(
+        registry: Registry,
+        model_id: &str,
+        dim: usize,
+        now: OffsetDateTime,
+    ) -> Result<Self, RegistryError> {
+        check_id("embedding model id", model_id)?;
+        if dim == 0 {
+            return Err(invalid("the embedding dimension must be positive"));
+        }
+        let mut gallery = Self {
+            registry,
+            index: FaceIndex::new(dim),
+            model_id: model_id.to_owned(),
+            watch_expiry: HashMap::new(),
+        };
+        gallery.reload(now)?;
+        Ok(gallery)
+    }
+
+    /// Rebuilds the index from SQLite, for changes made by another process
+    /// (the CLI run beside the gateway). On error the old index stays.
+    pub fn reload(&mut self, now: OffsetDateTime) -> Result<(), RegistryError> {
+        let found = self.registry.foreign_templates(&self.model_id)?;
+        if !found.is_empty() {
+            return Err(RegistryError::ForeignTemplates {
+                model_id: self.model_id.clone(),
+                found,
+            });
+        }
+        let templates = self.registry.active_templates(now)?;
+        let index = FaceIndex::from_templates(self.index.dim(), templates)?;
+        let watch_expiry = self
+            .registry
+            .watchlist(now)?
+            .into_iter()
+            .filter_map(|entry| entry.expires_at.map(|at| (entry.id, at)))
+            .collect();
+        self.index = index;
+        self.watch_expiry = watch_expiry;
+        tracing::info!(
+            templates = self.index.len(),
+            subjects = self.index.subject_count(),
+            "face gallery loaded"
+        );
+        Ok(())
+    }
+
+    /// Reads go straight to the registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Gives the registry back, dropping the index.
+    pub fn into_registry(self) -> Registry {
+        self.registry
+    }
+
+    /// The read-only index, for metrics and benches.
+    pub fn index(&self) -> &FaceIndex {
+        &self.index
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// The best `k` subjects for `query`; watch-list entries expired at `now`
+    /// never appear.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Match>, RegistryError> {
+        let live = |subject: &Subject| match subject {
+            Subject::Watch { id, .. } => self.watch_expiry.get(id).is_none_or(|at| *at > now),
+            Subject::Owner { .. } => true,
+        };
+        Ok(self.index.search_filtered(query, k, live)?)
+    }
+
+    /// Drops expired watch-list entries from memory; returns how many. Search
+    /// already hides them, so this only frees memory.
+    pub fn prune_expired(&mut self, now: OffsetDateTime) -> usize {
+        let expired: Vec<i64> = self
+            .watch_expiry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            self.index.remove_subject(&SubjectKey::Watch(*id));
+            self.watch_expiry.remove(id);
+        }
+        expired.len()
+    }
+
+    /// [`Registry::enroll`], then the owner's templates enter the index.
+    pub fn enroll(
+        &mut self,
+        owner: &NewOwner,
+        consent: &Consent,
+        faces: &[FaceTemplate],
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<i64>, RegistryError> {
+        self.check_model(faces)?;
+        let ids = self.registry.enroll(owner, consent, faces, actor, now)?;
+        self.resync(&SubjectKey::Owner(owner.id.clone()), now)?;
+        Ok(ids)
+    }
+
+    /// [`Registry::add_faces`]; the new faces match only if the owner is
+    /// active.
+    pub fn add_faces(
+        &mut self,
+        owner_id: &str,
+        faces: &[FaceTemplate],
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<i64>, RegistryError> {
+        self.check_model(faces)?;
+        let ids = self.registry.add_faces(owner_id, faces, actor, now)?;
+        self.resync(&SubjectKey::Owner(owner_id.to_owned()), now)?;
+        Ok(ids)
+    }
+
+    /// [`Registry::remove_face`], then the template leaves the index.
+    pub fn remove_face(
+        &mut self,
+        template_id: i64,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<SubjectKey, RegistryError> {
+        let key = self.registry.remove_face(template_id, actor, now)?;
+        self.index.remove_template(template_id);
+        Ok(key)
+    }
+
+    /// [`Registry::set_status`]: a suspended owner leaves the index, a
+    /// reactivated one comes back.
+    pub fn set_status(
+        &mut self,
+        id: &str,
+        status: OwnerStatus,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), RegistryError> {
+        self.registry.set_status(id, status, actor, now)?;
+        self.resync(&SubjectKey::Owner(id.to_owned()), now)
+    }
+
+    /// [`Registry::update_owner`]; matches report the new name at once.
+    pub fn update_owner(
+        &mut self,
+        id: &str,
+        patch: &OwnerPatch,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), RegistryError> {
+        self.registry.update_owner(id, patch, actor, now)?;
+        self.resync(&SubjectKey::Owner(id.to_owned()), now)
+    }
+
+    /// [`Registry::remove_owner`] (erasure), then the owner leaves the index.
+    pub fn remove_owner(
+        &mut self,
+        id: &str,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), RegistryError> {
+        self.registry.remove_owner(id, actor, now)?;
+        self.index.remove_subject(&SubjectKey::Owner(id.to_owned()));
+        Ok(())
+    }
+
+    /// [`Registry::watchlist_add`], then the entry's faces enter the index.
+    pub fn watchlist_add(
+        &mut self,
+        entry: &NewWatchEntry,
+        faces: &[FaceTemplate],
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<i64, RegistryError> {
+        self.check_model(faces)?;
+        let id = self.registry.watchlist_add(entry, faces, actor, now)?;
+        if let Some(at) = entry.expires_at {
+            self.watch_expiry.insert(id, at);
+        }
+        self.resync(&SubjectKey::Watch(id), now)?;
+        Ok(id)
+    }
+
+    /// [`Registry::watchlist_remove`], then the entry leaves the index.
+    pub fn watchlist_remove(
+        &mut self,
+        id: i64,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), RegistryError> {
+        self.registry.watchlist_remove(id, actor, now)?;
+        self.index.remove_subject(&SubjectKey::Watch(id));
+        self.watch_expiry.remove(&id);
+        Ok(())
+    }
+
+    /// Faces for this gallery must come from its model at its dimension;
+    /// anything else would be stored and then refused at the next start.
+    fn check_model(&self, faces: &[FaceTemplate]) -> Result<(), RegistryError> {
+        for (i, face) in faces.iter().enumerate() {
+            if face.model_id != self.model_id {
+                return Err(invalid(format!(
+                    "face {}: made by model '{}', but this gateway embeds with '{}'",
+                    i + 1,
+                    face.model_id,
+                    self.model_id
+                )));
+            }
+            if face.embedding.len() != self.index.dim() {
+                return Err(invalid(format!(
+                    "face {}: embedding has {} values, but model '{}' produces {}",
+                    i + 1,
+                    face.embedding.len(),
+                    self.model_id,
+                    self.index.dim()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a subject's rows with what SQLite says is active now.
+    fn resync(&mut self, key: &SubjectKey, now: OffsetDateTime) -> Result<(), RegistryError> {
+        self.index.remove_subject(key);
+        for template in self.registry.subject_templates(key, now)? {
+            if template.model_id != self.model_id {
+                tracing::warn!(
+                    template = template.template_id,
+                    model = %template.model_id,
+                    "face template from another model left out of the index"
+                );
+                continue;
+            }
+            self.index
+                .insert(template.template_id, template.subject, &template.embedding)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+
+    use super::super::tests::{adult, consent, face, file_registry, t0};
+    use super::super::{IndexError, Priority};
+    use super::*;
+
+    const MODEL: &str = "arcface-r100";
+
+    fn gallery() -> (tempfile::TempDir, Gallery) {
+        let (dir, registry, _) = file_registry();
+        let gallery = Gallery::open(registry, MODEL, 4, t0()).expect("open gallery");
+        (dir, gallery)
+    }
+
+    fn top(gallery: &Gallery, query: &[f32], now: OffsetDateTime) -> Option<SubjectKey> {
+        gallery
+            .search(query, 1, now)
+            .expect("search")
+            .first()
+            .map(|m| m.subject.key())
+    }
+
+    fn owner_key(id: &str) -> SubjectKey {
+        SubjectKey::Owner(id.to_owned())
+    }
+
+    #[test]
+    fn foreign_model_templates_refuse_to_start() {
+        let (_dir, mut registry, _) = file_registry();
+        let faces = [
+            face("old-model", &[1.0, 0.0, 0.0, 0.0]),
+            face("old-model", &[0.0, 1.0, 0.0, 0.0]),
+        ];
+        registry
+            .enroll(&adult("A-101"), &consent(), &faces, "staff", t0())
+            .expect("enrol");
+        let err = Gallery::open(registry, MODEL, 4, t0()).expect_err("must refuse");
+        assert_eq!(
+            err.to_string(),
+            "the registry holds 2 face templates made by model old-model, but this gateway embeds \
+             with arcface-r100: re-enrol those owners (facegate owners list), or switch the config \
+             back to old-model"
+        );
+    }
+
+    #[test]
+    fn enrolled_owner_is_found_and_suspension_hides_them() {
+        let (_dir, mut gallery) = gallery();
+        gallery
+            .enroll(
+                &adult("A-101"),
+                &consent(),
+                &[face(MODEL, &[1.0, 0.0, 0.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect("enrol a");
+        gallery
+            .enroll(
+                &adult("B-202"),
+                &consent(),
+                &[face(MODEL, &[0.6, 0.8, 0.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect("enrol b");
+        let query = [1.0, 0.1, 0.0, 0.0];
+        assert_eq!(top(&gallery, &query, t0()), Some(owner_key("A-101")));
+
+        gallery
+            .set_status("A-101", OwnerStatus::Suspended, "staff", t0())
+            .expect("suspend");
+        let hits = gallery.search(&query, 10, t0()).expect("search");
+        assert!(
+            hits.iter().all(|m| m.subject.key() != owner_key("A-101")),
+            "a suspended owner must not match: {hits:?}"
+        );
+
+        gallery
+            .set_status("A-101", OwnerStatus::Active, "staff", t0())
+            .expect("reactivate");
+        assert_eq!(top(&gallery, &query, t0()), Some(owner_key("A-101")));
+    }
+
+    #[test]
+    fn removed_owner_and_removed_face_leave_the_index() {
+        let (_dir, mut gallery) = gallery();
+        let ids = gallery
+            .enroll(
+                &adult("A-101"),
+                &consent(),
+                &[
+                    face(MODEL, &[1.0, 0.0, 0.0, 0.0]),
+                    face(MODEL, &[0.0, 1.0, 0.0, 0.0]),
+                ],
+                "staff",
+                t0(),
+            )
+            .expect("enrol");
+        assert_eq!(gallery.index().len(), 2);
+        gallery
+            .remove_face(ids[0], "staff", t0())
+            .expect("remove face");
+        assert_eq!(gallery.index().len(), 1);
+        let hits = gallery
+            .search(&[1.0, 0.0, 0.0, 0.0], 1, t0())
+            .expect("search");
+        assert_eq!(hits[0].template_id, ids[1]);
+
+        gallery.remove_owner("A-101", "staff", t0()).expect("erase");
+        assert!(gallery.index().is_empty());
+        assert_eq!(top(&gallery, &[0.0, 1.0, 0.0, 0.0], t0()), None);
+    }
+
+    #[test]
+    fn added_faces_match_and_renames_show_at_once() {
+        let (_dir, mut gallery) = gallery();
+        gallery
+            .enroll(
+                &adult("A-101"),
+                &consent(),
+                &[face(MODEL, &[1.0, 0.0, 0.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect("enrol");
+        let ids = gallery
+            .add_faces(
+                "A-101",
+                &[face(MODEL, &[0.0, 0.0, 1.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect("add face");
+        let hits = gallery
+            .search(&[0.0, 0.0, 1.0, 0.0], 1, t0())
+            .expect("search");
+        assert_eq!(hits[0].template_id, ids[0]);
+
+        let patch = OwnerPatch {
+            name: Some("王芳".into()),
+            ..OwnerPatch::default()
+        };
+        gallery
+            .update_owner("A-101", &patch, "staff", t0())
+            .expect("rename");
+        let hits = gallery
+            .search(&[0.0, 0.0, 1.0, 0.0], 1, t0())
+            .expect("search");
+        assert_eq!(hits[0].subject.name(), "王芳");
+    }
+
+    #[test]
+    fn expired_watch_entries_stop_matching() {
+        let (_dir, mut gallery) = gallery();
+        let entry = NewWatchEntry {
+            name: "unknown visitor".into(),
+            reason: "tailgating reported by guard".into(),
+            priority: Priority::High,
+            expires_at: Some(t0() + Duration::hours(1)),
+        };
+        let id = gallery
+            .watchlist_add(&entry, &[face(MODEL, &[0.0, 0.0, 0.0, 1.0])], "staff", t0())
+            .expect("watch");
+        let query = [0.0, 0.0, 0.0, 1.0];
+        assert_eq!(top(&gallery, &query, t0()), Some(SubjectKey::Watch(id)));
+        let later = t0() + Duration::hours(2);
+        assert_eq!(top(&gallery, &query, later), None);
+        assert_eq!(gallery.prune_expired(later), 1);
+        assert!(gallery.index().is_empty());
+
+        let id = gallery
+            .watchlist_add(&entry, &[face(MODEL, &[0.0, 0.0, 0.0, 1.0])], "staff", t0())
+            .expect("watch again");
+        gallery
+            .watchlist_remove(id, "staff", t0())
+            .expect("unwatch");
+        assert_eq!(top(&gallery, &query, t0()), None);
+    }
+
+    #[test]
+    fn faces_of_another_model_or_size_are_refused_before_writing() {
+        let (_dir, mut gallery) = gallery();
+        let err = gallery
+            .enroll(
+                &adult("A-101"),
+                &consent(),
+                &[face("other", &[1.0, 0.0, 0.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect_err("other model");
+        assert!(err.to_string().contains("made by model 'other'"), "{err}");
+        let err = gallery
+            .enroll(
+                &adult("A-101"),
+                &consent(),
+                &[face(MODEL, &[1.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect_err("wrong size");
+        assert!(err.to_string().contains("has 2 values"), "{err}");
+        assert!(matches!(
+            gallery.registry().owner("A-101"),
+            Err(RegistryError::UnknownOwner(_))
+        ));
+    }
+
+    #[test]
+    fn reopening_rebuilds_the_index_from_sqlite() {
+        let (_dir, registry, path) = file_registry();
+        let mut gallery = Gallery::open(registry, MODEL, 4, t0()).expect("open");
+        gallery
+            .enroll(
+                &adult("A-101"),
+                &consent(),
+                &[face(MODEL, &[1.0, 0.0, 0.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect("enrol");
+        gallery
+            .enroll(
+                &adult("B-202"),
+                &consent(),
+                &[face(MODEL, &[0.0, 1.0, 0.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect("enrol");
+        gallery
+            .set_status("B-202", OwnerStatus::Suspended, "staff", t0())
+            .expect("suspend");
+        drop(gallery);
+
+        let registry = Registry::open(&path).expect("reopen");
+        let gallery = Gallery::open(registry, MODEL, 4, t0()).expect("open again");
+        assert_eq!(gallery.index().len(), 1);
+        assert_eq!(
+            top(&gallery, &[1.0, 0.0, 0.0, 0.0], t0()),
+            Some(owner_key("A-101"))
+        );
+    }
+
+    #[test]
+    fn a_stored_template_of_another_size_refuses_to_start() {
+        let (_dir, mut registry, _) = file_registry();
+        registry
+            .enroll(
+                &adult("A-101"),
+                &consent(),
+                &[face(MODEL, &[1.0, 0.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect("enrol");
+        let err = Gallery::open(registry, MODEL, 4, t0()).expect_err("dim 3 vs 4");
+        assert!(matches!(
+            err,
+            RegistryError::Index(IndexError::Dimension {
+                found: 3,
+                expected: 4,
+                ..
+            })
+        ));
+    }
+}

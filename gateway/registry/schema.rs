@@ -1,0 +1,216 @@
+//! The registry's SQLite schema, as an ordered list of migrations.
+//!
+//! `PRAGMA user_version` records how many migrations a database has had. Each
+//! migration runs in its own transaction together with the bump of
+//! `user_version`, so a crash or a failing script leaves the database at the
+//! last version that completed, never half-way through one.
+//!
+//! Append new migrations to [`MIGRATIONS`]; never edit one that has shipped,
+//! because databases in the field have already applied it.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::{Context, RegistryError};
+
+/// Migration 1: owners, their consents, the watch list, face templates, audit.
+///
+/// Every table is `STRICT` so a wrong type is refused at write time instead of
+/// being stored silently. Times are unix milliseconds (UTC). Templates hang off
+/// either an owner or a watch-list entry with `ON DELETE CASCADE`, so erasing a
+/// person removes their face data in the same statement. The audit table has
+/// no foreign key on purpose: its rows must outlive the people they mention.
+const MIGRATION_1: &str = r#"
+CREATE TABLE owners (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    name           TEXT    NOT NULL CHECK (length(name) > 0),
+    building       TEXT,
+    unit           TEXT,
+    grid_code      TEXT,
+    status         TEXT    NOT NULL CHECK (status IN ('active', 'suspended')),
+    minor_under_14 INTEGER NOT NULL DEFAULT 0 CHECK (minor_under_14 IN (0, 1)),
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE consents (
+    id                INTEGER PRIMARY KEY,
+    owner_id          TEXT    NOT NULL REFERENCES owners (id) ON DELETE CASCADE,
+    given_at          INTEGER NOT NULL,
+    method            TEXT    NOT NULL
+                      CHECK (method IN ('written', 'electronic', 'verbal_recorded')),
+    taken_by          TEXT    NOT NULL,
+    guardian_name     TEXT,
+    guardian_relation TEXT,
+    purpose           TEXT    NOT NULL DEFAULT 'estate access by face',
+    withdrawn_at      INTEGER
+) STRICT;
+CREATE INDEX consents_by_owner ON consents (owner_id);
+
+CREATE TABLE watchlist (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    priority   TEXT    NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'critical')),
+    expires_at INTEGER,
+    created_by TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE templates (
+    id         INTEGER PRIMARY KEY,
+    owner_id   TEXT    REFERENCES owners (id) ON DELETE CASCADE,
+    watch_id   INTEGER REFERENCES watchlist (id) ON DELETE CASCADE,
+    model_id   TEXT    NOT NULL,
+    dim        INTEGER NOT NULL CHECK (dim > 0),
+    embedding  BLOB    NOT NULL CHECK (length(embedding) = 4 * dim),
+    quality    REAL,
+    photo      BLOB,
+    created_at INTEGER NOT NULL,
+    CHECK ((owner_id IS NULL) <> (watch_id IS NULL))
+) STRICT;
+CREATE INDEX templates_by_owner ON templates (owner_id) WHERE owner_id IS NOT NULL;
+CREATE INDEX templates_by_watch ON templates (watch_id) WHERE watch_id IS NOT NULL;
+CREATE INDEX templates_by_model ON templates (model_id);
+
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    ts      INTEGER NOT NULL,
+    actor   TEXT    NOT NULL,
+    action  TEXT    NOT NULL,
+    subject TEXT    NOT NULL,
+    detail  TEXT
+) STRICT;
+CREATE INDEX audit_by_subject ON audit (subject);
+"#;
+
+/// All migrations, in order; migration `n` (1-based) brings a database to
+/// `user_version = n`.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this code writes and understands.
+pub fn known_version() -> u32 {
+    // MIGRATIONS is a short literal list; it cannot exceed u32.
+    MIGRATIONS.len() as u32
+}
+
+/// Reads `PRAGMA user_version`.
+pub fn current_version(conn: &Connection) -> Result<u32, RegistryError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .context("read schema version")?;
+    u32::try_from(version).map_err(|_| {
+        RegistryError::Invalid(format!(
+            "database schema version {version} is not a valid facegate schema version"
+        ))
+    })
+}
+
+/// Brings the database up to [`known_version`], refusing one that is newer.
+///
+/// Returns the version the database is at afterwards.
+pub fn migrate(conn: &mut Connection) -> Result<u32, RegistryError> {
+    migrate_with(conn, MIGRATIONS)
+}
+
+/// [`migrate`] over an explicit list, so tests can exercise failure paths with
+/// scripts of their own.
+fn migrate_with(conn: &mut Connection, migrations: &[&str]) -> Result<u32, RegistryError> {
+    let known = migrations.len() as u32;
+    let found = current_version(conn)?;
+    if found > known {
+        return Err(RegistryError::SchemaTooNew { found, known });
+    }
+    for (index, script) in migrations.iter().enumerate().skip(found as usize) {
+        let version = index as u32 + 1;
+        // IMMEDIATE: take the write lock up front, so two processes opening a
+        // fresh database at once serialise instead of both starting to migrate.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .with_context(|| format!("begin migration {version}"))?;
+        // Another process may have migrated while we waited for the lock.
+        if current_version(&tx)? >= version {
+            continue;
+        }
+        tx.execute_batch(script)
+            .with_context(|| format!("apply migration {version}"))?;
+        tx.pragma_update(None, "user_version", version)
+            .with_context(|| format!("record schema version {version}"))?;
+        tx.commit()
+            .with_context(|| format!("commit migration {version}"))?;
+        tracing::info!(version, "registry schema migrated");
+    }
+    current_version(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table_exists(conn: &Connection, name: &str) -> bool {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [name],
+            |row| row.get::<_, i64>(0),
+        )
+        .expect("query sqlite_schema")
+            == 1
+    }
+
+    #[test]
+    fn fresh_database_gets_every_table() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        assert_eq!(migrate(&mut conn).expect("migrate"), known_version());
+        for table in ["owners", "consents", "watchlist", "templates", "audit"] {
+            assert!(table_exists(&conn, table), "missing table {table}");
+        }
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("first migrate");
+        // A re-run of migration 1 would fail on CREATE TABLE.
+        assert_eq!(migrate(&mut conn).expect("second migrate"), known_version());
+    }
+
+    #[test]
+    fn newer_database_is_refused_with_a_clear_message() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "user_version", 7)
+            .expect("set version");
+        let err = migrate(&mut conn).expect_err("must refuse");
+        assert!(matches!(
+            err,
+            RegistryError::SchemaTooNew { found: 7, known: 1 }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "database schema version 7 is newer than this facegate (knows 1); upgrade facegate"
+        );
+    }
+
+    #[test]
+    fn failing_migration_rolls_back_to_the_last_good_version() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        let scripts = [
+            "CREATE TABLE a (x INTEGER) STRICT;",
+            "CREATE TABLE b (x INTEGER) STRICT; THIS IS NOT SQL;",
+        ];
+        let err = migrate_with(&mut conn, &scripts).expect_err("second script is broken");
+        assert!(err.to_string().contains("apply migration 2"), "{err}");
+        assert_eq!(current_version(&conn).expect("version"), 1);
+        assert!(table_exists(&conn, "a"));
+        assert!(!table_exists(&conn, "b"), "migration 2 must be rolled back");
+    }
+
+    #[test]
+    fn later_migrations_apply_on_top_of_earlier_ones() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        let first = ["CREATE TABLE a (x INTEGER) STRICT;"];
+        assert_eq!(migrate_with(&mut conn, &first).expect("v1"), 1);
+        let both = [first[0], "ALTER TABLE a ADD COLUMN y TEXT;"];
+        assert_eq!(migrate_with(&mut conn, &both).expect("v2"), 2);
+        conn.execute("INSERT INTO a (x, y) VALUES (1, 'one')", [])
+            .expect("column y exists");
+    }
+}
