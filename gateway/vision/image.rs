@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use image::{DynamicImage, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::config::{Channels, Layout, PixelFormat};
 
@@ -116,9 +116,15 @@ pub fn decode_photo(bytes: &[u8], name: &str, limits: PhotoLimits) -> Result<Rgb
     let mut l = image::Limits::default();
     l.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
     reader.limits(l);
-    let img = reader
-        .decode()
-        .map_err(|e| PhotoError::Corrupt(name.clone(), e.to_string()))?;
+    let corrupt = |e: image::ImageError| PhotoError::Corrupt(name.clone(), e.to_string());
+    // Phones store portrait photos sideways with an EXIF orientation tag;
+    // ignoring it hands the detector a face lying on its side.
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    img.apply_orientation(orientation);
     if has_transparency(&img) {
         return Err(PhotoError::Transparent(name));
     }

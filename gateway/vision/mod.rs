@@ -33,7 +33,7 @@ pub enum VisionError {
 
 /// Why a detected face is not used for recognition.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Rejection {
     /// The face is smaller than the configured minimum.
     TooSmall { size_px: f32, min_px: u32 },
