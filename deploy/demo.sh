@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The demo: set up, build, and run facegate on a sample photo (no camera
+# configured). Enrols the person in the photo, then identifies her.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/setup-debian.sh
+cargo build --release --quiet
+
+SAMPLE=data/samples/astronaut.png
+if [ ! -f "$SAMPLE" ]; then
+  # A public-domain portrait (NASA) shipped inside the scikit-image wheel.
+  mkdir -p data/samples
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$tmp" "scikit-image==0.24.0"
+  python3 - "$tmp" "$SAMPLE" <<'PY'
+import glob, sys, zipfile
+whl = glob.glob(sys.argv[1] + "/scikit_image-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    open(sys.argv[2], "wb").write(z.read("skimage/data/astronaut.png"))
+PY
+  rm -rf "$tmp"
+fi
+
+FG=target/release/facegate
+DB=data/demo.db
+rm -f "$DB" "$DB-wal" "$DB-shm"
+echo "== identify $SAMPLE with nobody enrolled"
+$FG --db "$DB" identify "$SAMPLE"
+echo "== enrol her as owner DEMO-0001 (consent taken by gate staff 'demo')"
+$FG --db "$DB" enroll --owner-id DEMO-0001 --name "Eileen Collins" --building 1 --unit 1-101 \
+  --consent-by demo "$SAMPLE"
+echo "== identify again"
+$FG --db "$DB" identify "$SAMPLE"
+$FG --db "$DB" owners list
