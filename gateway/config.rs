@@ -393,20 +393,12 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
     /// Keep the enrolment photo in the registry (off by default: only the
     /// embedding is needed to recognise someone).
     pub store_enrolment_photos: bool,
-}
-
-impl Default for PrivacyConfig {
-    fn default() -> Self {
-        Self {
-            store_enrolment_photos: false,
-        }
-    }
 }
 
 impl Config {

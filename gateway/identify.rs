@@ -168,7 +168,7 @@ pub fn enrolment_template(
                     ..checks
                 },
             )?
-            .2
+            .rejection
         {
             None => usable.push(*d),
             Some(r) => {
@@ -191,7 +191,7 @@ pub fn enrolment_template(
             }),
         });
     };
-    if let (_, _, Some(reason)) = engine.check(img, &det, checks)? {
+    if let Some(reason) = engine.check(img, &det, checks)?.rejection {
         return Err(EnrolPhotoError::Unusable {
             photo: photo.to_owned(),
             reason,

@@ -86,6 +86,15 @@ pub struct Checks {
     pub pose: bool,
 }
 
+/// The outcome of the quality checks on one face.
+#[derive(Debug, Clone, Default)]
+pub struct QualityCheck {
+    pub liveness: Option<f32>,
+    pub pose: Option<Pose>,
+    /// `None` when the face passed.
+    pub rejection: Option<Rejection>,
+}
+
 pub struct FaceEngine {
     detector: Detector,
     embedder: Embedder,
@@ -230,23 +239,23 @@ impl FaceEngine {
         Ok(v)
     }
 
-    /// Runs the quality checks on one face; `None` if it passes.
+    /// Runs the quality checks on one face (size first: a too-small face
+    /// is not worth the models).
     pub fn check(
         &mut self,
         img: RgbView<'_>,
         det: &Detection,
         checks: Checks,
-    ) -> Result<(Option<f32>, Option<Pose>, Option<Rejection>), VisionError> {
+    ) -> Result<QualityCheck, VisionError> {
         let size = det.size();
         if size < self.min_face_px as f32 {
-            return Ok((
-                None,
-                None,
-                Some(Rejection::TooSmall {
+            return Ok(QualityCheck {
+                rejection: Some(Rejection::TooSmall {
                     size_px: size,
                     min_px: self.min_face_px,
                 }),
-            ));
+                ..QualityCheck::default()
+            });
         }
         let mut rejection = None;
         let pose = match (&mut self.pose, checks.pose) {
@@ -275,7 +284,11 @@ impl FaceEngine {
             }
             _ => None,
         };
-        Ok((liveness, pose, rejection))
+        Ok(QualityCheck {
+            liveness,
+            pose,
+            rejection,
+        })
     }
 
     /// Detects, checks and embeds every face of an image. Rejected faces are
@@ -288,7 +301,11 @@ impl FaceEngine {
         let dets = self.detect_with_border(img)?;
         let mut out = Vec::with_capacity(dets.len());
         for d in dets {
-            let (liveness, pose, rejection) = self.check(img, &d, checks)?;
+            let QualityCheck {
+                liveness,
+                pose,
+                rejection,
+            } = self.check(img, &d, checks)?;
             let embedding = if rejection.is_none() {
                 Some(self.embed(img, &d)?)
             } else {
