@@ -31,6 +31,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub site: SiteConfig,
+    /// The cameras and gate readers of the estate; none = demo mode.
+    pub cameras: Vec<CameraConfig>,
+    pub decide: DecideConfig,
     pub vision: VisionConfig,
     pub matching: MatchingConfig,
     pub storage: StorageConfig,
@@ -102,6 +105,112 @@ impl Default for VisionConfig {
             liveness: LivenessConfig::default(),
             pose: PoseConfig::default(),
             quality: QualityConfig::default(),
+        }
+    }
+}
+
+/// What a camera is for: gates open doors, patrol cameras only watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraRole {
+    #[default]
+    Patrol,
+    Gate,
+}
+
+/// RTSP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// One camera. `url` is `rtsp://host[:port]/path` (no credentials inside:
+/// they come from `username_env`/`password_env` or `credentials_file`),
+/// `file:///path/video.mp4` (looped) or `image:///path/photo.jpg` (a still).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub role: CameraRole,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Environment variables holding the RTSP user name and password.
+    #[serde(default)]
+    pub username_env: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding `user:password` on its first line (mode 0600 advised).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Frames per second run through detection; the rest are dropped (and counted).
+    #[serde(default = "default_detect_fps")]
+    pub detect_fps: f32,
+    /// No frame for this long (seconds) = stalled: the pipeline is rebuilt.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_s: f32,
+    /// Grid code of the camera's location, when it differs from the site's.
+    #[serde(default)]
+    pub grid_code: Option<String>,
+    #[serde(default)]
+    pub building_code: Option<String>,
+    /// The gate controller this camera opens (role = gate); default: the camera name.
+    #[serde(default)]
+    pub gate_id: Option<String>,
+}
+
+fn default_detect_fps() -> f32 {
+    5.0
+}
+
+fn default_stall_timeout() -> f32 {
+    5.0
+}
+
+/// Per-person decisions: tracks, confidence, repeats, cooldowns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecideConfig {
+    /// A track is decided once it has this many usable faces...
+    pub min_faces: usize,
+    /// ...or once its best match is this far above the threshold.
+    pub confident_margin: f32,
+    /// A track not seen for this long (seconds) ends.
+    pub track_timeout_s: f32,
+    /// Box overlap needed to continue a track (IoU), unless the embedding agrees.
+    pub track_iou: f32,
+    /// Embedding similarity that continues a track even without overlap.
+    pub track_similarity: f32,
+    /// Same person and camera: no repeat alert within this many seconds.
+    pub cooldown_s: f32,
+    /// Unknown faces are remembered this long (seconds) so a returning
+    /// stranger keeps one stranger id; after that they are forgotten.
+    pub stranger_retention_s: f32,
+    /// Similarity at which an unknown face is the same stranger as before.
+    pub stranger_match: f32,
+    /// A stranger seen on this many distinct tracks...
+    pub loiter_tracks: usize,
+    /// ...within this many seconds gives a loitering alert.
+    pub loiter_window_s: f32,
+}
+
+impl Default for DecideConfig {
+    fn default() -> Self {
+        Self {
+            min_faces: 3,
+            confident_margin: 0.15,
+            track_timeout_s: 2.0,
+            track_iou: 0.2,
+            track_similarity: 0.5,
+            cooldown_s: 60.0,
+            stranger_retention_s: 24.0 * 3600.0,
+            stranger_match: 0.45,
+            loiter_tracks: 3,
+            loiter_window_s: 600.0,
         }
     }
 }
@@ -531,6 +640,38 @@ impl Config {
         }
         if self.storage.max_photo_bytes == 0 || self.storage.max_photo_pixels == 0 {
             return Err(bad("storage", "photo limits must be positive".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.cameras.iter().enumerate() {
+            let key = format!("cameras[{i}]");
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(bad(
+                    &format!("{key}.name"),
+                    "must be non-empty ASCII letters, digits, '-' or '_' (used in topics and paths)".into(),
+                ));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(bad(&format!("{key}.name"), format!("'{}' is used twice", c.name)));
+            }
+            crate::source::CameraUrl::parse(&c.url)
+                .map_err(|reason| bad(&format!("{key}.url ({})", c.name), reason))?;
+            if !(c.detect_fps > 0.0 && c.detect_fps <= 60.0) {
+                return Err(bad(&format!("{key}.detect_fps"), "must be in (0, 60]".into()));
+            }
+            if !(c.stall_timeout_s >= 0.5 && c.stall_timeout_s <= 600.0) {
+                return Err(bad(
+                    &format!("{key}.stall_timeout_s"),
+                    "must be between 0.5 and 600 seconds".into(),
+                ));
+            }
+        }
+        if self.decide.min_faces == 0 || self.decide.loiter_tracks == 0 {
+            return Err(bad("decide", "min_faces and loiter_tracks must be at least 1".into()));
         }
         if self.site.code.is_empty()
             || !self

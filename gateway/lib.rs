@@ -18,4 +18,5 @@ pub mod config;
 pub mod eval;
 pub mod identify;
 pub mod registry;
+pub mod source;
 pub mod vision;
