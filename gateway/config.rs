@@ -81,6 +81,9 @@ pub struct VisionConfig {
     pub embedder: String,
     pub detectors: BTreeMap<String, DetectorModel>,
     pub embedders: BTreeMap<String, EmbedderModel>,
+    /// A second embedder whose similarity is blended in (score =
+    /// (1−w)·cos₁ + w·cos₂); its errors differ from the first one's.
+    pub fusion: Option<FusionConfig>,
     pub liveness: LivenessConfig,
     pub pose: PoseConfig,
     pub quality: QualityConfig,
@@ -102,6 +105,12 @@ impl Default for VisionConfig {
             embedder: "arcface_mbf".into(),
             detectors,
             embedders,
+            fusion: Some(FusionConfig {
+                enabled: true,
+                embedder: "mobilefacenet".into(),
+                weight: 0.2,
+                optional: true,
+            }),
             liveness: LivenessConfig::default(),
             pose: PoseConfig::default(),
             quality: QualityConfig::default(),
@@ -161,6 +170,10 @@ pub struct CameraConfig {
     /// The gate controller this camera opens (role = gate); default: the camera name.
     #[serde(default)]
     pub gate_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_detect_fps() -> f32 {
@@ -282,7 +295,7 @@ impl DetectorModel {
                 std: [1.0; 3],
             },
             max_side: 640,
-            upscale_below: 320,
+            upscale_below: 0,
             score_threshold: 0.7,
             nms_iou: 0.3,
         }
@@ -300,7 +313,7 @@ impl DetectorModel {
                 std: [1.0; 3],
             },
             max_side: 640,
-            upscale_below: 320,
+            upscale_below: 0,
             score_threshold: 0.7,
             nms_iou: 0.4,
         }
@@ -368,6 +381,23 @@ impl EmbedderModel {
             batch: true,
         }
     }
+}
+
+/// Blending a second embedder into the first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// An entry of `[vision.embedders.*]` with the same template and input size.
+    pub embedder: String,
+    /// Its share of the similarity, 0 < w < 1.
+    pub weight: f32,
+    /// When the second model's file is absent (it is mirror-only), run with
+    /// the first embedder alone and warn, instead of refusing to start. A
+    /// file that is present but wrong is always an error.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// Passive anti-spoofing on a crop around the face.
@@ -449,13 +479,22 @@ pub struct QualityConfig {
     pub min_face_px: u32,
     /// Average the embedding of the face with that of its mirror image.
     pub flip_average: bool,
+    /// Detect again on the mirrored image and average the two landmark
+    /// estimates: steadier alignment of small faces, at one more detector run.
+    pub landmark_flip: bool,
+    /// Gaussian blur (sigma, pixels) applied to aligned crops that were
+    /// enlarged (faces smaller than the template): softens JPEG blocks and
+    /// upsampling edges the embedder never saw in training. 0 = off.
+    pub upsample_blur_sigma: f32,
 }
 
 impl Default for QualityConfig {
     fn default() -> Self {
         Self {
             min_face_px: 20,
-            flip_average: true,
+            flip_average: false,
+            landmark_flip: true,
+            upsample_blur_sigma: 0.5,
         }
     }
 }
@@ -558,6 +597,31 @@ impl Config {
                 ),
             ));
         }
+        if let Some(f) = v.fusion.as_ref().filter(|f| f.enabled) {
+            let Some(second) = v.embedders.get(&f.embedder) else {
+                return Err(bad(
+                    "vision.fusion.embedder",
+                    format!("no [vision.embedders.{}] section", f.embedder),
+                ));
+            };
+            let first = &v.embedders[&v.embedder];
+            if f.embedder == v.embedder
+                || second.template != first.template
+                || second.input_size != first.input_size
+            {
+                return Err(bad(
+                    "vision.fusion.embedder",
+                    "must be another embedder with the same alignment template and input size"
+                        .into(),
+                ));
+            }
+            if !(f.weight > 0.0 && f.weight < 1.0) {
+                return Err(bad(
+                    "vision.fusion.weight",
+                    "must be between 0 and 1 (exclusive)".into(),
+                ));
+            }
+        }
         if v.threads == 0 || v.threads > 64 {
             return Err(bad("vision.threads", "must be between 1 and 64".into()));
         }
@@ -623,6 +687,12 @@ impl Config {
                 "must be between 1 and 6".into(),
             ));
         }
+        if !(0.0..=3.0).contains(&v.quality.upsample_blur_sigma) {
+            return Err(bad(
+                "vision.quality.upsample_blur_sigma",
+                "must be between 0 and 3 pixels".into(),
+            ));
+        }
         if !(0.0..=90.0).contains(&v.pose.max_yaw) || !(0.0..=90.0).contains(&v.pose.max_pitch) {
             return Err(bad(
                 "vision.pose",
@@ -656,12 +726,18 @@ impl Config {
                 ));
             }
             if !names.insert(c.name.as_str()) {
-                return Err(bad(&format!("{key}.name"), format!("'{}' is used twice", c.name)));
+                return Err(bad(
+                    &format!("{key}.name"),
+                    format!("'{}' is used twice", c.name),
+                ));
             }
             crate::source::CameraUrl::parse(&c.url)
                 .map_err(|reason| bad(&format!("{key}.url ({})", c.name), reason))?;
             if !(c.detect_fps > 0.0 && c.detect_fps <= 60.0) {
-                return Err(bad(&format!("{key}.detect_fps"), "must be in (0, 60]".into()));
+                return Err(bad(
+                    &format!("{key}.detect_fps"),
+                    "must be in (0, 60]".into(),
+                ));
             }
             if !(c.stall_timeout_s >= 0.5 && c.stall_timeout_s <= 600.0) {
                 return Err(bad(
@@ -671,7 +747,10 @@ impl Config {
             }
         }
         if self.decide.min_faces == 0 || self.decide.loiter_tracks == 0 {
-            return Err(bad("decide", "min_faces and loiter_tracks must be at least 1".into()));
+            return Err(bad(
+                "decide",
+                "min_faces and loiter_tracks must be at least 1".into(),
+            ));
         }
         if self.site.code.is_empty()
             || !self
@@ -729,6 +808,15 @@ mod tests {
         assert_eq!(c.detector().sha256, d.detector().sha256);
         assert_eq!(c.embedder().pixels, d.embedder().pixels);
         assert_eq!(c.matching.threshold, d.matching.threshold);
+        let (cf, df) = (c.vision.fusion.unwrap(), d.vision.fusion.unwrap());
+        assert_eq!(
+            (cf.embedder, cf.weight, cf.optional),
+            (df.embedder, df.weight, df.optional)
+        );
+        assert_eq!(
+            c.vision.quality.landmark_flip,
+            d.vision.quality.landmark_flip
+        );
     }
 
     #[test]

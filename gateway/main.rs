@@ -240,6 +240,13 @@ fn templates(
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FACEGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let config = load_config(&cli.config)?;
     let now = OffsetDateTime::now_utc();
     let db = cli.db.as_deref();

@@ -384,6 +384,29 @@ fn a_wrong_or_missing_model_stops_with_its_name() {
         "{err}"
     );
 
+    // The fusion model is optional: without it, arcface alone, with a warning.
+    let mut lean = bad_models.clone();
+    lean.set_file_name("lean-models");
+    std::fs::create_dir_all(&lean).unwrap();
+    for e in std::fs::read_dir(&models).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_file() && !e.file_name().to_string_lossy().starts_with("mobilefacenet") {
+            std::fs::copy(e.path(), lean.join(e.file_name())).unwrap();
+        }
+    }
+    let lean_cfg = env.file(
+        "lean.toml",
+        format!("[vision]\nmodels_dir = \"{}\"\n", lean.display()).as_bytes(),
+    );
+    let o = env.run(&[
+        "--config",
+        &lean_cfg.display().to_string(),
+        "identify",
+        &photo,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("running arcface_mbf alone"));
+
     // A model file that is not there.
     std::fs::remove_file(bad_models.join("yunet_2023mar_dynamic.onnx")).unwrap();
     let err = env.fails(&["--config", &cfg.display().to_string(), "identify", &photo]);
@@ -419,7 +442,7 @@ fn templates_of_another_model_are_refused_at_start() {
         "s",
         &env.photo("Matt_Damon", 1).display().to_string(),
     ]);
-    let cfg = env.file("mfn.toml", b"[vision]\nembedder = \"mobilefacenet\"\n");
+    let cfg = env.file("mfn.toml", b"[vision]\nembedder = \"mobilefacenet\"\n[vision.fusion]\nenabled = false\nembedder = \"arcface_mbf\"\nweight = 0.2\n");
     let err = env.fails(&[
         "--config",
         &cfg.display().to_string(),

@@ -16,7 +16,10 @@ pub enum CameraUrl {
 impl CameraUrl {
     /// Parses a config URL; the error says what is wrong and what to do.
     pub fn parse(url: &str) -> Result<CameraUrl, String> {
-        if let Some(rest) = url.strip_prefix("rtsp://").or_else(|| url.strip_prefix("rtsps://")) {
+        if let Some(rest) = url
+            .strip_prefix("rtsp://")
+            .or_else(|| url.strip_prefix("rtsps://"))
+        {
             let authority = rest.split('/').next().unwrap_or_default();
             if authority.contains('@') {
                 return Err(
@@ -64,7 +67,10 @@ mod tests {
             CameraUrl::parse("file:///srv/clip.mp4").unwrap(),
             CameraUrl::File("/srv/clip.mp4".into())
         );
-        assert!(matches!(CameraUrl::parse("image:///a.jpg"), Ok(CameraUrl::Image(_))));
+        assert!(matches!(
+            CameraUrl::parse("image:///a.jpg"),
+            Ok(CameraUrl::Image(_))
+        ));
         let e = CameraUrl::parse("rtsp://admin:12345@10.0.0.5/h264").unwrap_err();
         assert!(e.contains("credentials"), "{e}");
         assert!(CameraUrl::parse("http://x").is_err());

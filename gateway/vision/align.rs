@@ -170,6 +170,58 @@ pub fn align(img: RgbView<'_>, landmarks: &[[f32; 2]; 5], t: AlignTemplate, size
     warp(img, &m, size)
 }
 
+/// Gaussian blur of a square RGB crop in place (separable, radius
+/// `ceil(3σ)` as OpenCV picks for 8-bit images, mirrored borders without
+/// repeating the edge pixel: OpenCV's BORDER_REFLECT_101).
+pub fn gaussian_blur(crop: &mut [u8], size: u32, sigma: f32) {
+    if sigma <= 0.0 || size < 2 {
+        return;
+    }
+    let n = size as usize;
+    let radius = ((sigma * 3.0 * 2.0 + 1.0).round() as usize | 1) / 2;
+    let kernel: Vec<f32> = (0..=2 * radius)
+        .map(|i| {
+            let x = i as f32 - radius as f32;
+            (-x * x / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
+    let sum: f32 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
+    let reflect = |i: isize| -> usize {
+        let m = n as isize;
+        let mut i = i;
+        while i < 0 || i >= m {
+            i = if i < 0 { -i } else { 2 * (m - 1) - i };
+        }
+        i as usize
+    };
+    let mut tmp = vec![0f32; n * n * 3];
+    for y in 0..n {
+        for x in 0..n {
+            for c in 0..3 {
+                let mut acc = 0f32;
+                for (k, w) in kernel.iter().enumerate() {
+                    let xx = reflect(x as isize + k as isize - radius as isize);
+                    acc += w * crop[(y * n + xx) * 3 + c] as f32;
+                }
+                tmp[(y * n + x) * 3 + c] = acc;
+            }
+        }
+    }
+    for y in 0..n {
+        for x in 0..n {
+            for c in 0..3 {
+                let mut acc = 0f32;
+                for (k, w) in kernel.iter().enumerate() {
+                    let yy = reflect(y as isize + k as isize - radius as isize);
+                    acc += w * tmp[(yy * n + x) * 3 + c];
+                }
+                crop[(y * n + x) * 3 + c] = acc.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
 /// Mirrors a square RGB crop left to right.
 pub fn mirror(crop: &[u8], size: u32) -> Vec<u8> {
     let size = size as usize;
@@ -226,6 +278,27 @@ mod tests {
         let out = warp(RgbView::from_image(&img), &id, 10);
         assert_eq!(&out[(3 * 10 + 2) * 3..(3 * 10 + 2) * 3 + 3], &[20, 30, 7]);
         assert_eq!(&out[(9 * 10 + 9) * 3..(9 * 10 + 9) * 3 + 3], &[0, 0, 0]);
+    }
+
+    #[test]
+    fn blur_keeps_flat_areas_and_softens_an_edge() {
+        let n = 8u32;
+        let mut flat = vec![90u8; (n * n * 3) as usize];
+        gaussian_blur(&mut flat, n, 0.5);
+        assert!(flat.iter().all(|v| *v == 90));
+        let mut edge: Vec<u8> = (0..n * n)
+            .flat_map(|i| if i % n < 4 { [0u8; 3] } else { [200u8; 3] })
+            .collect();
+        gaussian_blur(&mut edge, n, 0.5);
+        let px = |x: usize| edge[x * 3];
+        assert!(
+            px(3) > 0 && px(3) < 100 && px(4) > 100 && px(4) < 200,
+            "{} {}",
+            px(3),
+            px(4)
+        );
+        assert_eq!(px(0), 0);
+        assert_eq!(px(7), 200);
     }
 
     #[test]

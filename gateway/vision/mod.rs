@@ -98,11 +98,78 @@ pub struct QualityCheck {
 pub struct FaceEngine {
     detector: Detector,
     embedder: Embedder,
+    /// The second embedder and its weight, when fusion is configured.
+    fusion: Option<(Embedder, f32)>,
     liveness: Option<Liveness>,
     pose: Option<HeadPose>,
     min_face_px: u32,
     flip_average: bool,
+    landmark_flip: bool,
+    blur_sigma: f32,
     model_id: String,
+}
+
+/// A short, stable name for a model: its config name and checksum prefix.
+fn model_tag(name: &str, sha256: &str) -> String {
+    let hash: String = sha256.chars().take(8).collect();
+    if hash.is_empty() {
+        format!("{name}@unchecked")
+    } else {
+        format!("{name}@{hash}")
+    }
+}
+
+/// One model's unit embedding of a crop, optionally averaged with its mirror's.
+fn embed_one(e: &mut Embedder, crop: &[u8], flip: bool) -> Result<Vec<f32>, VisionError> {
+    let mut v = e.embed(crop)?;
+    if flip {
+        let m = e.embed(&align::mirror(crop, e.config().input_size))?;
+        v.iter_mut().zip(&m).for_each(|(a, b)| *a += b);
+        embed::normalize(&mut v)?;
+    }
+    Ok(v)
+}
+
+/// The image mirrored left to right.
+fn mirror_image(img: RgbView<'_>) -> ::image::RgbImage {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let mut out = vec![0u8; w * h * 3];
+    for y in 0..h {
+        let src = img.row(y);
+        let dst = &mut out[y * w * 3..(y + 1) * w * 3];
+        for x in 0..w {
+            dst[(w - 1 - x) * 3..(w - x) * 3].copy_from_slice(&src[x * 3..x * 3 + 3]);
+        }
+    }
+    ::image::RgbImage::from_raw(img.width, img.height, out).unwrap_or_default()
+}
+
+/// Maps a detection made on the mirrored image back: x → W − x, and the
+/// left/right landmarks swap places (eyes 0↔1, mouth corners 3↔4).
+fn unmirror(d: &Detection, width: f32) -> Detection {
+    let mut out = *d;
+    out.bbox[0] = width - d.bbox[2];
+    out.bbox[2] = width - d.bbox[0];
+    for (i, j) in [1usize, 0, 2, 4, 3].into_iter().enumerate() {
+        out.landmarks[i] = [width - d.landmarks[j][0], d.landmarks[j][1]];
+    }
+    out
+}
+
+/// Averages a face's landmarks with those of the mirrored detection that
+/// overlaps it most (IoU ≥ 0.3); unchanged when there is none.
+fn average_landmarks(d: Detection, flipped: &[Detection]) -> Detection {
+    let best = flipped
+        .iter()
+        .map(|f| (detect::iou(&d.bbox, &f.bbox), f))
+        .filter(|(iou, _)| *iou >= 0.3)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let Some((_, f)) = best else { return d };
+    let mut out = d;
+    for (o, p) in out.landmarks.iter_mut().zip(&f.landmarks) {
+        *o = [(o[0] + p[0]) / 2.0, (o[1] + p[1]) / 2.0];
+    }
+    out
 }
 
 /// Finds the models folder: as configured, else next to the binary's tree.
@@ -146,24 +213,43 @@ impl FaceEngine {
         } else {
             None
         };
-        let stem = Path::new(&ecfg.file)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| v.embedder.clone());
-        let hash: String = if ecfg.sha256.is_empty() {
-            "unchecked".into()
-        } else {
-            ecfg.sha256.chars().take(12).collect()
+        let mut model_id = model_tag(&v.embedder, &ecfg.sha256);
+        if v.quality.flip_average {
+            model_id.push_str("+flip");
+        }
+        let fusion = match v.fusion.as_ref().filter(|f| f.enabled) {
+            Some(f) if f.optional && !models.join(&v.embedders[&f.embedder].file).exists() => {
+                tracing::warn!(
+                    file = %v.embedders[&f.embedder].file.display(),
+                    "vision.fusion: second embedder not in the models folder (mirror-only model); \
+                     running {} alone, with lower accuracy on small faces",
+                    v.embedder
+                );
+                None
+            }
+            Some(f) => {
+                let cfg = &v.embedders[&f.embedder];
+                let e = Embedder::new(cfg, &models, v.threads)?;
+                model_id.push_str(&format!(
+                    "+{}*{:.2}",
+                    model_tag(&f.embedder, &cfg.sha256),
+                    f.weight
+                ));
+                Some((e, f.weight))
+            }
+            None => None,
         };
-        let mode = if v.quality.flip_average { "+flip" } else { "" };
         Ok(Self {
             detector,
             embedder,
+            fusion,
             liveness,
             pose,
             min_face_px: v.quality.min_face_px,
             flip_average: v.quality.flip_average,
-            model_id: format!("{stem}@{hash}{mode}"),
+            landmark_flip: v.quality.landmark_flip,
+            blur_sigma: v.quality.upsample_blur_sigma,
+            model_id,
         })
     }
 
@@ -173,8 +259,9 @@ impl FaceEngine {
         &self.model_id
     }
 
+    /// Length of this engine's embeddings (both models' when fused).
     pub fn dim(&self) -> usize {
-        self.embedder.config().dim
+        self.embedder.config().dim + self.fusion.as_ref().map_or(0, |(e, _)| e.config().dim)
     }
 
     pub fn detector(&mut self) -> &mut Detector {
@@ -185,16 +272,34 @@ impl FaceEngine {
         &mut self.embedder
     }
 
-    /// All faces in an image, best score first.
+    /// All faces in an image, best score first. With `landmark_flip`, each
+    /// face's landmarks are the mean of those found on the image and on its
+    /// mirror image (mapped back): the two estimates err independently, so
+    /// the alignment of small faces steadies.
     pub fn detect(&mut self, img: RgbView<'_>) -> Result<Vec<Detection>, VisionError> {
-        self.detector.detect(img)
+        let found = self.detector.detect(img)?;
+        if !self.landmark_flip || found.is_empty() {
+            return Ok(found);
+        }
+        let mirrored = mirror_image(img);
+        let width = img.width as f32;
+        let flipped: Vec<Detection> = self
+            .detector
+            .detect(RgbView::from_image(&mirrored))?
+            .iter()
+            .map(|d| unmirror(d, width))
+            .collect();
+        Ok(found
+            .into_iter()
+            .map(|d| average_landmarks(d, &flipped))
+            .collect())
     }
 
     /// Detects; if nothing is found, retries once with the image in the
     /// middle of a black canvas twice its size (tight face crops, where the
     /// face fills the frame, are missed by the detector otherwise).
     pub fn detect_with_border(&mut self, img: RgbView<'_>) -> Result<Vec<Detection>, VisionError> {
-        let found = self.detector.detect(img)?;
+        let found = self.detect(img)?;
         if !found.is_empty() {
             return Ok(found);
         }
@@ -206,17 +311,25 @@ impl FaceEngine {
             let row = img.row(y);
             canvas.as_mut()[dst_start..dst_start + row.len()].copy_from_slice(row);
         }
-        let found = self.detector.detect(RgbView::from_image(&canvas))?;
+        let found = self.detect(RgbView::from_image(&canvas))?;
         Ok(found
             .into_iter()
             .map(|d| d.transformed(1.0, -(px as f32), -(py as f32)))
             .collect())
     }
 
-    /// The aligned crop the embedder sees.
+    /// The aligned crop the embedder sees (softened when it was enlarged).
     pub fn align(&self, img: RgbView<'_>, det: &Detection) -> Vec<u8> {
         let e = self.embedder.config();
-        align::align(img, &det.landmarks, e.template, e.input_size)
+        let m = align::Similarity::estimate(
+            &det.landmarks,
+            &align::template_points(e.template, e.input_size),
+        );
+        let mut crop = align::warp(img, &m, e.input_size);
+        if m.scale() > 1.0 {
+            align::gaussian_blur(&mut crop, e.input_size, self.blur_sigma);
+        }
+        crop
     }
 
     /// Embeds one detected face (aligned from the full-resolution image).
@@ -228,13 +341,18 @@ impl FaceEngine {
     /// Embeds an aligned crop; with `flip_average`, the mean of the crop's
     /// and its mirror's embeddings (faces are nearly symmetric, the noise
     /// of a small face is not: averaging cancels part of it).
+    ///
+    /// With fusion, the result is `[√(1−w)·e₁, √w·e₂]`: still unit length,
+    /// and the dot product of two such vectors is `(1−w)·cos₁ + w·cos₂`, so
+    /// the 1:N index needs no change.
     pub fn embed_aligned(&mut self, crop: &[u8]) -> Result<Vec<f32>, VisionError> {
-        let mut v = self.embedder.embed(crop)?;
-        if self.flip_average {
-            let size = self.embedder.config().input_size;
-            let m = self.embedder.embed(&align::mirror(crop, size))?;
-            v.iter_mut().zip(&m).for_each(|(a, b)| *a += b);
-            embed::normalize(&mut v)?;
+        let flip = self.flip_average;
+        let mut v = embed_one(&mut self.embedder, crop, flip)?;
+        if let Some((second, w)) = &mut self.fusion {
+            let v2 = embed_one(second, crop, flip)?;
+            let (a, b) = ((1.0 - *w).sqrt(), w.sqrt());
+            v.iter_mut().for_each(|x| *x *= a);
+            v.extend(v2.iter().map(|x| x * b));
         }
         Ok(v)
     }
