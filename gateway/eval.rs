@@ -90,7 +90,11 @@ pub fn list_dataset(dir: &Path) -> Result<Vec<Sample>, EvalError> {
 /// The embedding of one photo's largest face, if any.
 pub fn acquire(engine: &mut FaceEngine, path: &Path) -> Result<Option<Vec<f32>>, EvalError> {
     let img = load_photo(path, PhotoLimits::default())?;
-    let view = RgbView::from_image(&img);
+    acquire_image(engine, &img)
+}
+
+fn acquire_image(engine: &mut FaceEngine, img: &image::RgbImage) -> Result<Option<Vec<f32>>, EvalError> {
+    let view = RgbView::from_image(img);
     let dets = engine.detect_with_border(view)?;
     let Some(best) = dets.iter().max_by(|a, b| a.area().total_cmp(&b.area())) else {
         return Ok(None);
@@ -139,6 +143,7 @@ pub struct EvalReport {
     pub dir_at_fpir_1e2: f64,
     #[serde(rename = "threshold_fpir_1e-2")]
     pub threshold_fpir_1e2: f32,
+    /// Detect + align + embed per photo, milliseconds (decoding excluded).
     pub ms_per_image: f64,
 }
 
@@ -220,12 +225,15 @@ pub fn score(samples: &[Sample], embeddings: &[Option<Vec<f32>>]) -> EvalReport 
 /// Runs the whole protocol over a dataset folder.
 pub fn run(engine: &mut FaceEngine, dir: &Path) -> Result<EvalReport, EvalError> {
     let samples = list_dataset(dir)?;
-    let start = Instant::now();
+    // Timed: detect + align + embed, not the file decoding (as the reference times it).
+    let mut elapsed = 0.0;
     let mut embeddings = Vec::with_capacity(samples.len());
     for s in &samples {
-        embeddings.push(acquire(engine, &s.path)?);
+        let img = load_photo(&s.path, PhotoLimits::default())?;
+        let start = Instant::now();
+        embeddings.push(acquire_image(engine, &img)?);
+        elapsed += start.elapsed().as_secs_f64() * 1000.0;
     }
-    let elapsed = start.elapsed().as_secs_f64() * 1000.0;
     let mut report = score(&samples, &embeddings);
     report.ms_per_image = elapsed / samples.len() as f64;
     report.dataset = dir.display().to_string();
