@@ -200,6 +200,9 @@ pub struct DecideConfig {
     pub track_similarity: f32,
     /// Same person and camera: no repeat alert within this many seconds.
     pub cooldown_s: f32,
+    /// Same owner and gate: no second pass within this many seconds (a
+    /// track split by an occlusion is not a second visit).
+    pub pass_cooldown_s: f32,
     /// Unknown faces are remembered this long (seconds) so a returning
     /// stranger keeps one stranger id; after that they are forgotten.
     pub stranger_retention_s: f32,
@@ -220,6 +223,7 @@ impl Default for DecideConfig {
             track_iou: 0.2,
             track_similarity: 0.5,
             cooldown_s: 60.0,
+            pass_cooldown_s: 10.0,
             stranger_retention_s: 24.0 * 3600.0,
             stranger_match: 0.45,
             loiter_tracks: 3,

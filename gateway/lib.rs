@@ -15,8 +15,11 @@
 //! - [`eval`]: the accuracy protocol over a labelled folder.
 
 pub mod config;
+pub mod decide;
 pub mod eval;
+pub mod events;
 pub mod identify;
 pub mod registry;
 pub mod source;
+pub mod track;
 pub mod vision;

@@ -83,9 +83,34 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_subject ON audit (subject);
 "#;
 
+/// Migration 2: the events the camera pipeline decides (one row per track
+/// decision or camera state change). `id` is stable across updates and
+/// redelivery, so consumers can drop duplicates. No face data in the row:
+/// snapshots are files under the data directory, named here.
+const MIGRATION_2: &str = r#"
+CREATE TABLE events (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    kind           TEXT    NOT NULL,
+    ts             INTEGER NOT NULL,
+    updated_ts     INTEGER NOT NULL,
+    revision       INTEGER NOT NULL DEFAULT 0,
+    camera         TEXT    NOT NULL,
+    site           TEXT    NOT NULL,
+    track_id       INTEGER,
+    subject_kind   TEXT,
+    subject_id     TEXT,
+    score          REAL,
+    priority       TEXT,
+    body           TEXT    NOT NULL
+) STRICT;
+CREATE INDEX events_by_ts ON events (ts);
+CREATE INDEX events_by_kind_ts ON events (kind, ts);
+CREATE INDEX events_by_subject ON events (subject_id) WHERE subject_id IS NOT NULL;
+"#;
+
 /// All migrations, in order; migration `n` (1-based) brings a database to
 /// `user_version = n`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this code writes and understands.
 pub fn known_version() -> u32 {
@@ -181,11 +206,14 @@ mod tests {
         let err = migrate(&mut conn).expect_err("must refuse");
         assert!(matches!(
             err,
-            RegistryError::SchemaTooNew { found: 7, known: 1 }
+            RegistryError::SchemaTooNew { found: 7, known } if known == known_version()
         ));
         assert_eq!(
             err.to_string(),
-            "database schema version 7 is newer than this facegate (knows 1); upgrade facegate"
+            format!(
+                "database schema version 7 is newer than this facegate (knows {}); upgrade facegate",
+                known_version()
+            )
         );
     }
 

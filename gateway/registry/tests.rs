@@ -91,7 +91,10 @@ fn open_sets_wal_foreign_keys_secure_delete_and_private_permissions() {
         .pragma_query_value(None, "secure_delete", |row| row.get(0))
         .expect("secure_delete");
     assert_eq!(secure, 1);
-    assert_eq!(registry.schema_version().expect("version"), 1);
+    assert_eq!(
+        registry.schema_version().expect("version"),
+        schema::known_version()
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -106,7 +109,10 @@ fn reopening_keeps_data_and_does_not_migrate_again() {
     enrol(&mut registry, "A-101", &[1.0, 0.0]);
     drop(registry);
     let registry = Registry::open(&path).expect("second open");
-    assert_eq!(registry.schema_version().expect("version"), 1);
+    assert_eq!(
+        registry.schema_version().expect("version"),
+        schema::known_version()
+    );
     assert_eq!(registry.owner("A-101").expect("owner").owner.id, "A-101");
 }
 
@@ -121,7 +127,10 @@ fn newer_schema_is_refused_on_open() {
     let err = Registry::open(&path).expect_err("must refuse");
     assert_eq!(
         err.to_string(),
-        "database schema version 7 is newer than this facegate (knows 1); upgrade facegate"
+        format!(
+            "database schema version 7 is newer than this facegate (knows {}); upgrade facegate",
+            schema::known_version()
+        )
     );
 }
 

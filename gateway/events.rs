@@ -1,0 +1,456 @@
+//! Events: what the gateway decided (one per face track, or a camera's state
+//! change), stored in SQLite and handed to a publish sink; snapshots on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use image::RgbImage;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::CameraRole;
+use crate::registry::{Priority, Registry, RegistryError, Subject};
+
+/// Payload schema version; bump on incompatible changes.
+pub const EVENT_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An owner at a gate: the gate opens.
+    OwnerPass,
+    /// An unknown face (one per track, with a stable stranger id).
+    Stranger,
+    /// A watch-list hit.
+    Watchlist,
+    /// A liveness failure at a gate (photo, screen): never an open.
+    Spoof,
+    /// A stranger seen on several tracks within a short time.
+    Loitering,
+    CameraOffline,
+    CameraOnline,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::OwnerPass => "owner_pass",
+            EventKind::Stranger => "stranger",
+            EventKind::Watchlist => "watchlist",
+            EventKind::Spoof => "spoof",
+            EventKind::Loitering => "loitering",
+            EventKind::CameraOffline => "camera_offline",
+            EventKind::CameraOnline => "camera_online",
+        }
+    }
+
+    /// Alerts go to security staff (and the command centre's alert topic).
+    pub fn is_alert(self) -> bool {
+        self != EventKind::OwnerPass
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        [
+            EventKind::OwnerPass,
+            EventKind::Stranger,
+            EventKind::Watchlist,
+            EventKind::Spoof,
+            EventKind::Loitering,
+            EventKind::CameraOffline,
+            EventKind::CameraOnline,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Where an event happened in the city's grid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    pub site: String,
+    pub street: String,
+    pub community: String,
+    pub grid: String,
+    pub building: Option<String>,
+}
+
+/// Snapshot files, relative to the data directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub face: String,
+    pub scene: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub schema: u32,
+    /// Unique and stable across updates and redelivery.
+    pub id: String,
+    pub kind: EventKind,
+    /// 0 when first decided; incremented when the identity got surer.
+    pub revision: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    #[serde(flatten)]
+    pub place: Place,
+    pub camera: String,
+    pub role: CameraRole,
+    pub track_id: Option<u64>,
+    pub subject: Option<Subject>,
+    pub score: Option<f32>,
+    pub liveness: Option<f32>,
+    pub stranger_id: Option<String>,
+    pub priority: Option<Priority>,
+    /// The gate to open (owner_pass at a gate camera).
+    pub gate: Option<String>,
+    /// Faces of the track the decision rests on.
+    pub faces: Option<u32>,
+    /// Why (camera offline, spoof).
+    pub reason: Option<String>,
+    pub snapshot: Option<Snapshot>,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A new event id: time, camera, a process-wide counter and the process id,
+/// unique without coordination.
+pub fn new_event_id(ts: OffsetDateTime, camera: &str) -> String {
+    let ms = ts.unix_timestamp_nanos() / 1_000_000;
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "ev-{ms:x}-{}-{n:x}{:x}",
+        camera,
+        std::process::id() & 0xffff
+    )
+}
+
+impl Event {
+    /// A fresh event with the camera's place and nothing else set.
+    pub fn new(
+        kind: EventKind,
+        ts: OffsetDateTime,
+        camera: &str,
+        role: CameraRole,
+        place: &Place,
+    ) -> Self {
+        Event {
+            schema: EVENT_SCHEMA,
+            id: new_event_id(ts, camera),
+            kind,
+            revision: 0,
+            ts,
+            place: place.clone(),
+            camera: camera.to_owned(),
+            role,
+            track_id: None,
+            subject: None,
+            score: None,
+            liveness: None,
+            stranger_id: None,
+            priority: None,
+            gate: None,
+            faces: None,
+            reason: None,
+            snapshot: None,
+        }
+    }
+}
+
+/// Events in SQLite, on the registry's database file.
+pub struct EventStore {
+    conn: Connection,
+}
+
+fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> RegistryError {
+    move |source| RegistryError::Sqlite {
+        context: context.into(),
+        source,
+    }
+}
+
+/// Filter for [`EventStore::list`].
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    pub kind: Option<EventKind>,
+    pub camera: Option<String>,
+    pub subject_id: Option<String>,
+    pub limit: usize,
+}
+
+impl EventStore {
+    /// Opens (and migrates) the database, with a connection of its own.
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
+        drop(Registry::open(path)?);
+        let conn = Connection::open(path).map_err(sql("open events database"))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(sql("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql("enable WAL"))?;
+        Ok(Self { conn })
+    }
+
+    /// Inserts a new event or replaces the stored one with the same id (an update).
+    pub fn save(&self, e: &Event) -> Result<(), RegistryError> {
+        let body =
+            serde_json::to_string(e).map_err(|err| RegistryError::Invalid(err.to_string()))?;
+        let (subject_kind, subject_id) = match &e.subject {
+            Some(Subject::Owner { id, .. }) => (Some("owner"), Some(id.clone())),
+            Some(Subject::Watch { id, .. }) => (Some("watch"), Some(id.to_string())),
+            None => (None, e.stranger_id.clone()),
+        };
+        let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        self.conn
+            .execute(
+                "INSERT INTO events (id, kind, ts, updated_ts, revision, camera, site, track_id,
+                                     subject_kind, subject_id, score, priority, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (id) DO UPDATE SET kind = ?2, updated_ts = ?4, revision = ?5,
+                     subject_kind = ?9, subject_id = ?10, score = ?11, priority = ?12, body = ?13",
+                params![
+                    e.id,
+                    e.kind.as_str(),
+                    ms(e.ts),
+                    ms(OffsetDateTime::now_utc()),
+                    e.revision,
+                    e.camera,
+                    e.place.site,
+                    e.track_id.map(|t| t as i64),
+                    subject_kind,
+                    subject_id,
+                    e.score.map(f64::from),
+                    e.priority.map(|p| p.as_str()),
+                    body
+                ],
+            )
+            .map_err(sql("store event"))?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Event>, RegistryError> {
+        let body: Option<String> = self
+            .conn
+            .query_row("SELECT body FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(sql("read event"))?;
+        body.map(|b| parse_body(id, &b)).transpose()
+    }
+
+    /// Events newest first.
+    pub fn list(&self, f: &EventFilter) -> Result<Vec<Event>, RegistryError> {
+        let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, body FROM events
+                 WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts < ?2)
+                   AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR camera = ?4)
+                   AND (?5 IS NULL OR subject_id = ?5)
+                 ORDER BY ts DESC, id DESC LIMIT ?6",
+            )
+            .map_err(sql("query events"))?;
+        let limit = if f.limit == 0 {
+            100
+        } else {
+            f.limit.min(10_000)
+        } as i64;
+        let rows = stmt
+            .query_map(
+                params![
+                    f.since.map(ms),
+                    f.until.map(ms),
+                    f.kind.map(EventKind::as_str),
+                    f.camera,
+                    f.subject_id,
+                    limit
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .map_err(sql("query events"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body) = row.map_err(sql("read event"))?;
+            out.push(parse_body(&id, &body)?);
+        }
+        Ok(out)
+    }
+}
+
+fn parse_body(id: &str, body: &str) -> Result<Event, RegistryError> {
+    serde_json::from_str(body)
+        .map_err(|e| RegistryError::Invalid(format!("event {id}: stored body unreadable: {e}")))
+}
+
+/// Writes snapshot JPEGs under `<data_dir>/snapshots/<YYYY-MM-DD>/`.
+pub struct SnapshotWriter {
+    data_dir: PathBuf,
+}
+
+impl SnapshotWriter {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Saves the face crop and the scaled scene of an event. A full disk or
+    /// a read-only folder is an error for the caller to log; the event is
+    /// still stored and published without its snapshot.
+    pub fn save(
+        &self,
+        event_id: &str,
+        ts: OffsetDateTime,
+        face: &RgbImage,
+        scene: &RgbImage,
+    ) -> std::io::Result<Snapshot> {
+        let day = format!(
+            "{:04}-{:02}-{:02}",
+            ts.year(),
+            u8::from(ts.month()),
+            ts.day()
+        );
+        let rel = Path::new("snapshots").join(day);
+        std::fs::create_dir_all(self.data_dir.join(&rel))?;
+        let face_rel = rel.join(format!("{event_id}-face.jpg"));
+        let scene_rel = rel.join(format!("{event_id}-scene.jpg"));
+        write_jpeg(&self.data_dir.join(&face_rel), face)?;
+        write_jpeg(&self.data_dir.join(&scene_rel), scene)?;
+        Ok(Snapshot {
+            face: face_rel.to_string_lossy().into_owned(),
+            scene: scene_rel.to_string_lossy().into_owned(),
+        })
+    }
+
+    /// Deletes snapshot day folders older than `keep_days` (privacy: stranger
+    /// captures expire). Returns how many files were removed.
+    pub fn purge(&self, now: OffsetDateTime, keep_days: u32) -> std::io::Result<usize> {
+        let dir = self.data_dir.join("snapshots");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let cutoff = now - time::Duration::days(i64::from(keep_days));
+        let cutoff = format!(
+            "{:04}-{:02}-{:02}",
+            cutoff.year(),
+            u8::from(cutoff.month()),
+            cutoff.day()
+        );
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() == 10 && name < cutoff {
+                removed += std::fs::read_dir(e.path()).map(|d| d.count()).unwrap_or(0);
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn write_jpeg(path: &Path, img: &RgbImage) -> std::io::Result<()> {
+    let tmp = path.with_extension("jpg.tmp");
+    {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::new(file);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 85)
+            .encode_image(img)
+            .map_err(std::io::Error::other)?;
+        std::io::Write::flush(&mut w)?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place() -> Place {
+        Place {
+            site: "gy-001".into(),
+            street: "s".into(),
+            community: "c".into(),
+            grid: "g-7".into(),
+            building: Some("B3".into()),
+        }
+    }
+
+    #[test]
+    fn events_round_trip_update_in_place_and_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(&dir.path().join("r.db")).unwrap();
+        let t0 = time::macros::datetime!(2026-11-27 10:00 UTC);
+        let mut e = Event::new(
+            EventKind::Stranger,
+            t0,
+            "gate-1",
+            CameraRole::Gate,
+            &place(),
+        );
+        e.stranger_id = Some("S-1".into());
+        e.track_id = Some(4);
+        store.save(&e).unwrap();
+        let other = Event::new(
+            EventKind::CameraOffline,
+            t0 + time::Duration::minutes(1),
+            "cam-2",
+            CameraRole::Patrol,
+            &place(),
+        );
+        store.save(&other).unwrap();
+        // The same track turns out to be an owner: same id, new revision.
+        e.kind = EventKind::OwnerPass;
+        e.revision = 1;
+        e.subject = Some(Subject::Owner {
+            id: "A-1".into(),
+            name: "Li".into(),
+        });
+        store.save(&e).unwrap();
+        let all = store.list(&EventFilter::default()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1], e);
+        assert_eq!(all[1].place.grid, "g-7");
+        let passes = store
+            .list(&EventFilter {
+                kind: Some(EventKind::OwnerPass),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(passes.len(), 1);
+        let later = store
+            .list(&EventFilter {
+                since: Some(t0 + time::Duration::seconds(30)),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].kind, EventKind::CameraOffline);
+        assert_eq!(store.get(&e.id).unwrap().unwrap().revision, 1);
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let t = OffsetDateTime::now_utc();
+        assert_ne!(new_event_id(t, "a"), new_event_id(t, "a"));
+    }
+
+    #[test]
+    fn snapshots_are_written_and_purged_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = SnapshotWriter::new(dir.path());
+        let t = time::macros::datetime!(2026-11-01 10:00 UTC);
+        let img = RgbImage::new(8, 8);
+        let s = w.save("ev-1", t, &img, &img).unwrap();
+        assert!(dir.path().join(&s.face).is_file());
+        assert!(s.scene.starts_with("snapshots/2026-11-01/"));
+        assert_eq!(w.purge(t + time::Duration::days(3), 7).unwrap(), 0);
+        assert_eq!(w.purge(t + time::Duration::days(8), 7).unwrap(), 2);
+        assert!(!dir.path().join(&s.face).exists());
+    }
+}
