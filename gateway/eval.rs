@@ -93,7 +93,10 @@ pub fn acquire(engine: &mut FaceEngine, path: &Path) -> Result<Option<Vec<f32>>,
     acquire_image(engine, &img)
 }
 
-fn acquire_image(engine: &mut FaceEngine, img: &image::RgbImage) -> Result<Option<Vec<f32>>, EvalError> {
+fn acquire_image(
+    engine: &mut FaceEngine,
+    img: &image::RgbImage,
+) -> Result<Option<Vec<f32>>, EvalError> {
     let view = RgbView::from_image(img);
     let dets = engine.detect_with_border(view)?;
     let Some(best) = dets.iter().max_by(|a, b| a.area().total_cmp(&b.area())) else {
