@@ -210,8 +210,10 @@ pub struct DecideConfig {
     pub stranger_match: f32,
     /// A stranger seen on this many distinct tracks...
     pub loiter_tracks: usize,
-    /// ...within this many seconds gives a loitering alert.
+    /// ...within this many seconds gives a loitering alert. Tracks closer
+    /// than `visit_gap_s` count as one visit.
     pub loiter_window_s: f32,
+    pub visit_gap_s: f32,
 }
 
 impl Default for DecideConfig {
@@ -228,6 +230,7 @@ impl Default for DecideConfig {
             stranger_match: 0.45,
             loiter_tracks: 3,
             loiter_window_s: 600.0,
+            visit_gap_s: 30.0,
         }
     }
 }
@@ -545,16 +548,26 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
+    /// Event snapshots (face crops, scenes) are deleted after this many days.
+    pub snapshot_retention_days: u32,
     /// Keep the enrolment photo in the registry (off by default: only the
     /// embedding is needed to recognise someone).
     pub store_enrolment_photos: bool,
 }
 
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_retention_days: 30,
+            store_enrolment_photos: false,
+        }
+    }
+}
+
 impl Config {
-    /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

@@ -107,7 +107,8 @@ impl Decider {
         match self.decided.get(&t.id).cloned() {
             None => {
                 if self.role == CameraRole::Gate && t.usable == 0 && t.spoofs > 0 {
-                    if t.spoofs as usize >= self.cfg.min_faces || ended {
+                    // One odd frame is not an attack: a spoof needs min_faces.
+                    if t.spoofs as usize >= self.cfg.min_faces {
                         self.decided.insert(t.id, Decided::Kind(EventKind::Spoof));
                         let v = Verdict {
                             reason: Some(format!(
@@ -132,6 +133,11 @@ impl Decider {
                 }
                 match hit {
                     Some(m) => self.decide_match(t, m, now, false, &mut out),
+                    // A face seen once and gone is more often a false or
+                    // partial detection than a person: strangers need two.
+                    None if t.usable < 2 && (self.cfg.min_faces >= 2) => {
+                        self.decided.insert(t.id, Decided::Quiet);
+                    }
                     None => self.decide_stranger(t, now, &mut out),
                 }
             }
@@ -252,10 +258,16 @@ impl Decider {
                 .max(1e-6);
             s.embedding.iter_mut().for_each(|x| *x /= n);
             s.last_seen = now;
-            if !s.tracks.iter().any(|(_, id)| *id == track_id) {
-                s.tracks.push_back((now, track_id));
-                if s.tracks.len() > 64 {
-                    s.tracks.pop_front();
+            // A visit is a track well apart from the last one: a track split
+            // by an occlusion or a turned head is the same visit.
+            let gap = self.cfg.visit_gap_s as f64;
+            match s.tracks.back_mut() {
+                Some(last) if now - last.0 < gap => *last = (now, track_id),
+                _ => {
+                    s.tracks.push_back((now, track_id));
+                    if s.tracks.len() > 64 {
+                        s.tracks.pop_front();
+                    }
                 }
             }
             return s.id.clone();
@@ -317,6 +329,7 @@ mod tests {
             loiter_window_s: 600.0,
             stranger_retention_s: 3600.0,
             stranger_match: 0.45,
+            visit_gap_s: 30.0,
             ..DecideConfig::default()
         }
     }

@@ -19,6 +19,7 @@ pub mod decide;
 pub mod eval;
 pub mod events;
 pub mod identify;
+pub mod pipeline;
 pub mod registry;
 pub mod source;
 pub mod track;

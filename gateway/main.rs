@@ -65,6 +65,55 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Run the gateway on the configured cameras (and --camera ones) until SIGINT/SIGTERM.
+    Run {
+        /// NAME=URL[,role=gate|patrol][,fps=F]; rtsp://, file:// (looped) or image://.
+        #[arg(long = "camera", value_name = "NAME=URL[,role=..]")]
+        cameras: Vec<String>,
+        /// Where snapshots go (default: storage.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the pipeline over a video file as fast as it can; prints events as JSON lines.
+    Replay {
+        /// Camera name the events carry (a configured camera's role and codes are used).
+        #[arg(long)]
+        camera: String,
+        /// Role when the camera is not configured.
+        #[arg(long, default_value = "gate")]
+        role: String,
+        /// Detection rate in video time (default: the camera's or 5).
+        #[arg(long)]
+        fps: Option<f32>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print a summary (frames, faces, events, speed) to stderr at the end.
+        #[arg(long)]
+        stats: bool,
+        video: PathBuf,
+    },
+    /// Decided events.
+    #[command(subcommand)]
+    Events(EventsCmd),
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Newest first.
+    List {
+        /// RFC 3339 time, or a duration back from now: 30m, 2h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// owner_pass, stranger, watchlist, spoof, loitering, camera_offline, camera_online.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        camera: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -186,8 +235,9 @@ fn load_config(path: &Path) -> Result<Config> {
     }
 }
 
-fn open_registry(config: &Config, db: Option<&Path>) -> Result<Registry> {
-    let path = match db {
+/// The registry database: --db, else storage.db (whose folder is created).
+fn db_path(config: &Config, db: Option<&Path>) -> Result<PathBuf> {
+    Ok(match db {
         Some(p) => p.to_owned(),
         None => {
             let p = config.storage.db.clone();
@@ -197,8 +247,71 @@ fn open_registry(config: &Config, db: Option<&Path>) -> Result<Registry> {
             }
             p
         }
+    })
+}
+
+fn open_registry(config: &Config, db: Option<&Path>) -> Result<Registry> {
+    Ok(Registry::open(&db_path(config, db)?)?)
+}
+
+/// `NAME=URL[,role=gate|patrol][,fps=F]` from the command line.
+fn parse_camera_arg(arg: &str) -> Result<facegate::config::CameraConfig> {
+    let (name, rest) = arg
+        .split_once('=')
+        .with_context(|| format!("--camera {arg}: expected NAME=URL[,role=gate|patrol][,fps=F]"))?;
+    let mut parts = rest.split(',');
+    let url = parts.next().unwrap_or_default().to_owned();
+    let mut cam: facegate::config::CameraConfig =
+        toml::from_str(&format!("name = {name:?}\nurl = {url:?}\n"))
+            .with_context(|| format!("--camera {arg}"))?;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("role", "gate")) => cam.role = facegate::config::CameraRole::Gate,
+            Some(("role", "patrol")) => cam.role = facegate::config::CameraRole::Patrol,
+            Some(("fps", f)) => {
+                cam.detect_fps = f
+                    .parse()
+                    .with_context(|| format!("--camera {arg}: fps={f} is not a number"))?
+            }
+            _ => bail!("--camera {arg}: unknown option '{p}' (role=gate|patrol, fps=F)"),
+        }
+    }
+    Ok(cam)
+}
+
+/// An RFC 3339 time or a duration back from now (`30m`, `2h`, `7d`).
+fn parse_since(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = n.parse().with_context(|| {
+        format!("--since {s}: not an RFC 3339 time or a duration like 30m, 2h, 7d")
+    })?;
+    let d = match unit {
+        "s" => time::Duration::seconds(n),
+        "m" => time::Duration::minutes(n),
+        "h" => time::Duration::hours(n),
+        "d" => time::Duration::days(n),
+        _ => bail!("--since {s}: unit must be s, m, h or d"),
     };
-    Ok(Registry::open(&path)?)
+    Ok(now - d)
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (systemd stop).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
 }
 
 fn photo_limits(config: &Config) -> PhotoLimits {
@@ -340,6 +453,128 @@ fn run() -> Result<()> {
                 consent.guardian_relation = a.guardian_relation;
                 let ids = gallery.enroll(&owner, &consent, &t, &a.consent_by, now)?;
                 println!("enrolled owner {} with {} face(s)", a.owner_id, ids.len());
+            }
+        }
+        Command::Run { cameras, data_dir } => {
+            let mut config = config;
+            for c in &cameras {
+                config.cameras.push(parse_camera_arg(c)?);
+            }
+            config.validate(&cli.config)?;
+            let db_path = db_path(&config, db)?;
+            let data_dir = data_dir.unwrap_or_else(|| config.storage.data_dir.clone());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let c = cancel.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    tracing::info!("shutdown requested");
+                    c.cancel();
+                });
+                facegate::pipeline::run_live(&config, &db_path, &data_dir, cancel).await
+            })?;
+        }
+        Command::Replay {
+            camera,
+            role,
+            fps,
+            data_dir,
+            stats,
+            video,
+        } => {
+            let db_path = db_path(&config, db)?;
+            let data_dir = data_dir.unwrap_or_else(|| config.storage.data_dir.clone());
+            let cam_cfg = match config.cameras.iter().find(|c| c.name == camera) {
+                Some(c) => c.clone(),
+                None => {
+                    parse_camera_arg(&format!("{camera}=file://{},role={role}", video.display()))?
+                }
+            };
+            let mut ctx = facegate::pipeline::CameraContext::from_config(&cam_cfg, &config);
+            if let Some(f) = fps {
+                if !(f > 0.0 && f <= 60.0) {
+                    bail!("--fps {f}: must be in (0, 60]");
+                }
+                ctx.detect_fps = f;
+            }
+            let mut out = std::io::stdout().lock();
+            let s =
+                facegate::pipeline::replay_file(&config, ctx, &video, &db_path, &data_dir, |e| {
+                    use std::io::Write;
+                    if let Ok(line) = serde_json::to_string(e) {
+                        let _ = writeln!(out, "{line}");
+                    }
+                })?;
+            if stats {
+                let mut lat = s.latencies_s.clone();
+                lat.sort_by(f64::total_cmp);
+                let pct = |p: f64| {
+                    lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+                        .map(|v| v * 1000.0)
+                };
+                eprintln!(
+                    "replay: {} frames ({:.1} s of video) in {:.1} s, {} processed, {} faces, {} events; decision latency p50 {:?} ms p99 {:?} ms",
+                    s.frames,
+                    s.duration_s,
+                    s.elapsed_s,
+                    s.processed,
+                    s.faces,
+                    s.events,
+                    pct(0.5),
+                    pct(0.99)
+                );
+            }
+        }
+        Command::Events(EventsCmd::List {
+            since,
+            kind,
+            camera,
+            limit,
+            json,
+        }) => {
+            let store = facegate::events::EventStore::open(&db_path(&config, db)?)?;
+            let kind = match kind {
+                Some(k) => Some(
+                    facegate::events::EventKind::parse(&k)
+                        .with_context(|| format!("--kind {k}: unknown event kind"))?,
+                ),
+                None => None,
+            };
+            let since = match since {
+                Some(s) => Some(parse_since(&s, now)?),
+                None => None,
+            };
+            let events = store.list(&facegate::events::EventFilter {
+                since,
+                kind,
+                camera,
+                limit,
+                ..Default::default()
+            })?;
+            for e in events {
+                if json {
+                    println!("{}", serde_json::to_string(&e)?);
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        e.ts.format(&Rfc3339).unwrap_or_default(),
+                        e.kind.as_str(),
+                        e.camera,
+                        e.subject
+                            .as_ref()
+                            .map(|s| s.name().to_owned())
+                            .or(e.stranger_id.clone())
+                            .unwrap_or_else(|| "-".into()),
+                        e.score
+                            .map(|s| format!("{s:.2}"))
+                            .unwrap_or_else(|| "-".into()),
+                        e.id
+                    );
+                }
             }
         }
         Command::Owners(cmd) => owners(cmd, &config, db, now)?,

@@ -417,6 +417,17 @@ impl FaceEngine {
         checks: Checks,
     ) -> Result<Vec<FaceAnalysis>, VisionError> {
         let dets = self.detect_with_border(img)?;
+        self.analyze_faces(img, dets, checks)
+    }
+
+    /// Checks and embeds faces already detected (e.g. on a scaled copy of
+    /// the frame, mapped back to `img`'s full-resolution coordinates).
+    pub fn analyze_faces(
+        &mut self,
+        img: RgbView<'_>,
+        dets: Vec<Detection>,
+        checks: Checks,
+    ) -> Result<Vec<FaceAnalysis>, VisionError> {
         let mut out = Vec::with_capacity(dets.len());
         for d in dets {
             let QualityCheck {

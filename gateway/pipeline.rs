@@ -1,0 +1,769 @@
+//! The live pipeline of one camera: frame → detect (on a scaled copy) →
+//! check + embed (crops from the full-resolution frame) → tracks → decisions
+//! → events (SQLite, snapshots, publish sink).
+//!
+//! [`Processor`] is the camera-independent core, driven by a frame source:
+//! live cameras ([`run_camera`], newest frame at the detection rate) and
+//! replays of a video file (every frame sampled at the detection rate in
+//! video time). It owns no threads; the caller owns the loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CameraConfig, CameraRole, Config};
+use crate::decide::{Action, Decider, Verdict};
+use crate::events::{Event, EventKind, EventStore, Place, SnapshotWriter};
+use crate::registry::{Gallery, RegistryError};
+use crate::source::{CameraEvent, CameraHandle, Frame, OfflineCause};
+use crate::track::{Face, Tracker, TrackerConfig};
+use crate::vision::detect::Detection;
+use crate::vision::image::{RgbView, resize};
+use crate::vision::{Checks, FaceEngine, VisionError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("camera {camera}: {source}")]
+    Vision {
+        camera: String,
+        #[source]
+        source: VisionError,
+    },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What a camera is, for its events.
+#[derive(Debug, Clone)]
+pub struct CameraContext {
+    pub name: String,
+    pub role: CameraRole,
+    pub place: Place,
+    pub gate: Option<String>,
+    pub detect_fps: f32,
+}
+
+impl CameraContext {
+    pub fn from_config(cam: &CameraConfig, config: &Config) -> Self {
+        let s = &config.site;
+        CameraContext {
+            name: cam.name.clone(),
+            role: cam.role,
+            place: Place {
+                site: s.code.clone(),
+                street: s.street_code.clone(),
+                community: s.community_code.clone(),
+                grid: cam.grid_code.clone().unwrap_or_else(|| s.grid_code.clone()),
+                building: cam.building_code.clone(),
+            },
+            gate: (cam.role == CameraRole::Gate)
+                .then(|| cam.gate_id.clone().unwrap_or_else(|| cam.name.clone())),
+            detect_fps: cam.detect_fps,
+        }
+    }
+}
+
+/// Where decided events go: SQLite, snapshot files, and a publish sink.
+pub struct EventSink {
+    store: Mutex<EventStore>,
+    snapshots: SnapshotWriter,
+    publish: Box<dyn Fn(&Event) + Send + Sync>,
+}
+
+impl EventSink {
+    pub fn new(
+        store: EventStore,
+        snapshots: SnapshotWriter,
+        publish: Box<dyn Fn(&Event) + Send + Sync>,
+    ) -> Self {
+        Self {
+            store: Mutex::new(store),
+            snapshots,
+            publish,
+        }
+    }
+
+    /// The log-line sink used until MQTT publishing lands.
+    pub fn log_publisher() -> Box<dyn Fn(&Event) + Send + Sync> {
+        Box::new(|e: &Event| {
+            tracing::info!(
+                id = %e.id,
+                kind = e.kind.as_str(),
+                camera = %e.camera,
+                revision = e.revision,
+                subject = ?e.subject.as_ref().map(|s| s.name().to_owned()),
+                stranger = ?e.stranger_id,
+                score = ?e.score,
+                "event"
+            );
+        })
+    }
+
+    /// Stores (and on failure logs: recognition goes on) and publishes.
+    pub fn emit(&self, event: &Event) {
+        match self.store.lock() {
+            Ok(store) => {
+                if let Err(e) = store.save(event) {
+                    tracing::error!(id = %event.id, error = %e, "event not stored");
+                }
+            }
+            Err(_) => {
+                tracing::error!(id = %event.id, "event store lock poisoned; event not stored")
+            }
+        }
+        (self.publish)(event);
+    }
+
+    pub fn snapshots(&self) -> &SnapshotWriter {
+        &self.snapshots
+    }
+}
+
+/// The best view of a track so far, for its snapshot.
+struct BestView {
+    face: RgbImage,
+    scene: RgbImage,
+}
+
+/// Per-camera recognition state.
+pub struct Processor {
+    cam: CameraContext,
+    tracker: Tracker,
+    decider: Decider,
+    top_k: usize,
+    /// Event of each live track that has one (updates reuse its id).
+    events: HashMap<u64, Event>,
+    best_view: HashMap<u64, BestView>,
+    /// Views of tracks that ended in the last call, kept until their
+    /// events' snapshots are written.
+    ended_views: HashMap<u64, BestView>,
+    /// Frame arrival → decision, for events emitted on a frame (seconds).
+    pub latencies: Vec<f64>,
+    pub frames: u64,
+    pub faces: u64,
+}
+
+/// Scenes in snapshots are scaled to this long side.
+const SCENE_SIDE: u32 = 640;
+
+impl Processor {
+    pub fn new(cam: CameraContext, config: &Config, stranger_prefix: &str) -> Self {
+        let d = &config.decide;
+        Self {
+            tracker: Tracker::new(TrackerConfig {
+                iou: d.track_iou,
+                similarity: d.track_similarity,
+                timeout_s: d.track_timeout_s as f64,
+                keep_best: 5,
+            }),
+            decider: Decider::new(
+                d.clone(),
+                cam.role,
+                config.matching.threshold,
+                stranger_prefix,
+            ),
+            top_k: config.matching.top_k,
+            cam,
+            events: HashMap::new(),
+            best_view: HashMap::new(),
+            ended_views: HashMap::new(),
+            latencies: Vec::new(),
+            frames: 0,
+            faces: 0,
+        }
+    }
+
+    pub fn camera(&self) -> &CameraContext {
+        &self.cam
+    }
+
+    /// One frame: `full` at full resolution; `scaled` a copy for detection
+    /// with its scale (scaled pixels per full pixel), or `None` to detect on
+    /// `full`. `now` is seconds on the caller's monotonic clock, `wall` the
+    /// frame's time for events, `arrived` when the frame reached us.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process(
+        &mut self,
+        engine: &mut FaceEngine,
+        gallery: &Mutex<Gallery>,
+        full: &RgbImage,
+        scaled: Option<(&RgbImage, f32)>,
+        now: f64,
+        wall: OffsetDateTime,
+        arrived: Option<Instant>,
+    ) -> Result<Vec<Event>, PipelineError> {
+        self.frames += 1;
+        let verr = |source| PipelineError::Vision {
+            camera: self.cam.name.clone(),
+            source,
+        };
+        let view = RgbView::from_image(full);
+        let dets: Vec<Detection> = match scaled {
+            Some((img, s)) if s > 0.0 && s < 1.0 => engine
+                .detect(RgbView::from_image(img))
+                .map_err(verr)?
+                .into_iter()
+                .map(|d| d.transformed(1.0 / s, 0.0, 0.0))
+                .collect(),
+            _ => engine.detect(view).map_err(verr)?,
+        };
+        let checks = Checks {
+            liveness: self.cam.role == CameraRole::Gate,
+            pose: true,
+        };
+        let analysed = engine.analyze_faces(view, dets, checks).map_err(verr)?;
+        self.faces += analysed.len() as u64;
+        let faces: Vec<Face> = analysed
+            .into_iter()
+            .map(|a| {
+                let frontal = a.pose.map_or(1.0, |p| (1.0 - p.yaw.abs() / 90.0).max(0.05));
+                let size = (a.size_px / 112.0).min(1.0);
+                Face {
+                    quality: a.detection.score * size * frontal,
+                    det: a.detection,
+                    embedding: a.embedding,
+                    liveness: a.liveness,
+                    rejection: a.rejection,
+                }
+            })
+            .collect();
+        let ids = self.tracker.update(now, &faces);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for (id, f) in ids.iter().zip(&faces) {
+                tracing::debug!(
+                    camera = %self.cam.name,
+                    t = now,
+                    track = id,
+                    bbox = ?f.det.bbox.map(|v| v.round()),
+                    quality = f.quality,
+                    liveness = ?f.liveness,
+                    rejected = ?f.rejection.as_ref().map(ToString::to_string),
+                    "face"
+                );
+            }
+        }
+        let mut out = Vec::new();
+        for (id, face) in ids.iter().zip(&faces) {
+            let Some(track) = self.tracker.get(*id).cloned() else {
+                continue;
+            };
+            if track.improved || !self.best_view.contains_key(id) {
+                self.best_view
+                    .insert(*id, best_view(full, scaled, &face.det));
+            }
+            let best = self.best_match(gallery, &track, wall)?;
+            let actions = self.decider.on_track(&track, best.as_ref(), now, false);
+            self.apply(actions, wall, &mut out);
+        }
+        if let Some(at) = arrived
+            && !out.is_empty()
+        {
+            let l = at.elapsed().as_secs_f64();
+            self.latencies.extend(std::iter::repeat_n(l, out.len()));
+        }
+        out.extend(self.tick(gallery, now, wall)?);
+        Ok(out)
+    }
+
+    /// Ends the tracks not seen for the timeout, deciding those still open.
+    pub fn tick(
+        &mut self,
+        gallery: &Mutex<Gallery>,
+        now: f64,
+        wall: OffsetDateTime,
+    ) -> Result<Vec<Event>, PipelineError> {
+        let ended = self.tracker.ended(now);
+        self.end_tracks(gallery, ended, now, wall)
+    }
+
+    /// Ends every track (end of a replay, shutdown).
+    pub fn finish(
+        &mut self,
+        gallery: &Mutex<Gallery>,
+        now: f64,
+        wall: OffsetDateTime,
+    ) -> Result<Vec<Event>, PipelineError> {
+        let all = self.tracker.drain();
+        self.end_tracks(gallery, all, now, wall)
+    }
+
+    fn end_tracks(
+        &mut self,
+        gallery: &Mutex<Gallery>,
+        tracks: Vec<crate::track::Track>,
+        now: f64,
+        wall: OffsetDateTime,
+    ) -> Result<Vec<Event>, PipelineError> {
+        let mut out = Vec::new();
+        for t in tracks {
+            let best = self.best_match(gallery, &t, wall)?;
+            let actions = self.decider.on_track(&t, best.as_ref(), now, true);
+            self.apply(actions, wall, &mut out);
+            self.decider.forget(t.id);
+            self.events.remove(&t.id);
+            if let Some(v) = self.best_view.remove(&t.id) {
+                self.ended_views.insert(t.id, v);
+            }
+        }
+        self.decider.expire(now);
+        Ok(out)
+    }
+
+    fn best_match(
+        &self,
+        gallery: &Mutex<Gallery>,
+        t: &crate::track::Track,
+        wall: OffsetDateTime,
+    ) -> Result<Option<crate::registry::Match>, PipelineError> {
+        let Some(e) = t.embedding() else {
+            return Ok(None);
+        };
+        // Locked for the search only: cameras never wait on each other's inference.
+        let g = gallery
+            .lock()
+            .map_err(|_| PipelineError::Setup("gallery lock poisoned".into()))?;
+        Ok(g.search(&e, self.top_k.max(1), wall)?.into_iter().next())
+    }
+
+    fn apply(&mut self, actions: Vec<Action>, wall: OffsetDateTime, out: &mut Vec<Event>) {
+        for a in actions {
+            match a {
+                Action::Emit(v) => {
+                    let mut e =
+                        Event::new(v.kind, wall, &self.cam.name, self.cam.role, &self.cam.place);
+                    self.fill(&mut e, &v);
+                    // Loitering is a second event on the same track.
+                    if v.kind != EventKind::Loitering {
+                        self.events.insert(v.track_id, e.clone());
+                    }
+                    out.push(e);
+                }
+                Action::Update(v) => {
+                    let mut e = match self.events.get(&v.track_id) {
+                        Some(prev) => {
+                            let mut e = prev.clone();
+                            e.revision += 1;
+                            e.kind = v.kind;
+                            e
+                        }
+                        None => {
+                            Event::new(v.kind, wall, &self.cam.name, self.cam.role, &self.cam.place)
+                        }
+                    };
+                    self.fill(&mut e, &v);
+                    self.events.insert(v.track_id, e.clone());
+                    out.push(e);
+                }
+            }
+        }
+    }
+
+    fn fill(&self, e: &mut Event, v: &Verdict) {
+        e.track_id = Some(v.track_id);
+        e.subject = v.subject.clone();
+        e.score = v.score;
+        e.liveness = v.liveness;
+        e.stranger_id = v.stranger_id.clone().or(e.stranger_id.take());
+        e.priority = v.priority;
+        e.gate = if v.open_gate {
+            self.cam.gate.clone()
+        } else {
+            None
+        };
+        e.faces = Some(v.faces);
+        e.reason = v.reason.clone();
+        if v.kind == EventKind::OwnerPass || v.kind == EventKind::Watchlist {
+            e.stranger_id = None;
+        }
+    }
+
+    /// The best face crop and scene of a track, for the event's snapshot.
+    pub fn snapshot_images(&self, track_id: u64) -> Option<(&RgbImage, &RgbImage)> {
+        self.best_view
+            .get(&track_id)
+            .or_else(|| self.ended_views.get(&track_id))
+            .map(|b| (&b.face, &b.scene))
+    }
+}
+
+/// The face (box grown by half, from the full frame) and the scaled scene.
+fn best_view(full: &RgbImage, scaled: Option<(&RgbImage, f32)>, det: &Detection) -> BestView {
+    let (w, h) = (det.width(), det.height());
+    let x0 = (det.bbox[0] - w / 4.0).max(0.0) as u32;
+    let y0 = (det.bbox[1] - h / 4.0).max(0.0) as u32;
+    let x1 = ((det.bbox[2] + w / 4.0).ceil() as u32).min(full.width());
+    let y1 = ((det.bbox[3] + h / 4.0).ceil() as u32).min(full.height());
+    let face = RgbView::from_image(full).crop(x0, y0, x1, y1).to_image();
+    let scene = match scaled {
+        Some((img, _)) if img.width().max(img.height()) <= SCENE_SIDE => img.clone(),
+        _ => {
+            let long = full.width().max(full.height()).max(1);
+            let s = (SCENE_SIDE as f32 / long as f32).min(1.0);
+            resize(
+                RgbView::from_image(full),
+                ((full.width() as f32 * s).round() as u32).max(1),
+                ((full.height() as f32 * s).round() as u32).max(1),
+            )
+        }
+    };
+    BestView { face, scene }
+}
+
+/// Saves the snapshot of each event that has a track view, then emits it.
+pub fn emit_all(sink: &EventSink, processor: &mut Processor, events: &mut [Event]) {
+    for e in events.iter_mut() {
+        if e.snapshot.is_none()
+            && let Some(tid) = e.track_id
+            && let Some((face, scene)) = processor.snapshot_images(tid)
+        {
+            match sink.snapshots().save(&e.id, e.ts, face, scene) {
+                Ok(s) => e.snapshot = Some(s),
+                Err(err) => {
+                    tracing::warn!(id = %e.id, error = %err, "snapshot not saved (disk full?); event kept")
+                }
+            }
+        }
+        sink.emit(e);
+    }
+    processor.ended_views.clear();
+}
+
+/// An event for a camera going offline or coming back.
+pub fn camera_event(
+    ev: &CameraEvent,
+    cams: &HashMap<String, CameraContext>,
+    site: &Place,
+) -> Event {
+    let ctx = cams.get(ev.camera());
+    let (role, place) = ctx.map_or((CameraRole::Patrol, site.clone()), |c| {
+        (c.role, c.place.clone())
+    });
+    let (kind, reason) = match ev {
+        CameraEvent::Offline { cause, reason, .. } => (
+            EventKind::CameraOffline,
+            Some(describe_cause(*cause, reason)),
+        ),
+        CameraEvent::Online { .. } => (EventKind::CameraOnline, None),
+    };
+    let mut e = Event::new(kind, OffsetDateTime::now_utc(), ev.camera(), role, &place);
+    e.reason = reason;
+    e.priority = Some(if kind == EventKind::CameraOffline {
+        crate::registry::Priority::High
+    } else {
+        crate::registry::Priority::Normal
+    });
+    e
+}
+
+fn describe_cause(c: OfflineCause, reason: &str) -> String {
+    let what = match c {
+        OfflineCause::Error => "error",
+        OfflineCause::Ended => "stream ended",
+        OfflineCause::Stalled => "stalled (no frames)",
+    };
+    format!("{what}: {reason}")
+}
+
+/// Runs one live camera until cancelled: newest frame at the detection
+/// rate, decisions to the sink. Frames that arrive between two detections
+/// are dropped by the source's slot (and counted there).
+pub fn run_camera(
+    handle: Arc<CameraHandle>,
+    mut processor: Processor,
+    mut engine: FaceEngine,
+    gallery: Arc<Mutex<Gallery>>,
+    sink: Arc<EventSink>,
+    detect_max_side: u32,
+    cancel: CancellationToken,
+) {
+    let start = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / processor.camera().detect_fps.max(0.1) as f64);
+    let mut next_due = Instant::now();
+    while !cancel.is_cancelled() {
+        let now_inst = Instant::now();
+        if now_inst < next_due {
+            std::thread::sleep((next_due - now_inst).min(Duration::from_millis(100)));
+            continue;
+        }
+        let frame: Option<Frame> = handle.slot().wait_newest(Duration::from_millis(200));
+        let now = start.elapsed().as_secs_f64();
+        let wall = OffsetDateTime::now_utc();
+        let result = match frame {
+            None => processor.tick(&gallery, now, wall),
+            Some(frame) => {
+                next_due += period;
+                if next_due < Instant::now() {
+                    next_due = Instant::now() + period;
+                }
+                process_frame(
+                    &mut processor,
+                    &mut engine,
+                    &gallery,
+                    &frame,
+                    detect_max_side,
+                    now,
+                )
+            }
+        };
+        match result {
+            Ok(mut events) => emit_all(&sink, &mut processor, &mut events),
+            Err(e) => {
+                tracing::warn!(camera = %processor.camera().name, error = %e, "frame skipped")
+            }
+        }
+    }
+    // Shutdown: in-flight tracks are decided and committed.
+    let now = start.elapsed().as_secs_f64();
+    match processor.finish(&gallery, now, OffsetDateTime::now_utc()) {
+        Ok(mut events) => emit_all(&sink, &mut processor, &mut events),
+        Err(e) => tracing::warn!(error = %e, "final decisions failed"),
+    }
+}
+
+/// Converts a frame (full resolution and a scaled copy for detection) and processes it.
+pub fn process_frame(
+    processor: &mut Processor,
+    engine: &mut FaceEngine,
+    gallery: &Mutex<Gallery>,
+    frame: &Frame,
+    detect_max_side: u32,
+    now: f64,
+) -> Result<Vec<Event>, PipelineError> {
+    let conv = |e: crate::source::SourceError| PipelineError::Vision {
+        camera: frame.camera.to_string(),
+        source: VisionError::Inference(e.to_string()),
+    };
+    let full = frame.to_rgb().map_err(conv)?;
+    let scaled = if frame.width.max(frame.height) > detect_max_side {
+        Some(frame.to_rgb_scaled(detect_max_side).map_err(conv)?)
+    } else {
+        None
+    };
+    let wall = OffsetDateTime::from(frame.wall);
+    processor.process(
+        engine,
+        gallery,
+        &full,
+        scaled.as_ref().map(|(img, s)| (img, *s)),
+        now,
+        wall,
+        Some(frame.arrived),
+    )
+}
+
+/// Runs the gateway on the configured cameras until `cancel`: one camera
+/// supervisor (GStreamer) and one recognition thread per camera, camera
+/// health events, periodic gallery reloads (enrolments made by the command
+/// line in another process) and snapshot expiry. On cancel: sources stop,
+/// in-flight tracks are decided, events are committed.
+pub async fn run_live(
+    config: &Config,
+    db: &std::path::Path,
+    data_dir: &std::path::Path,
+    cancel: CancellationToken,
+) -> Result<(), PipelineError> {
+    if config.cameras.is_empty() {
+        return Err(PipelineError::Setup(
+            "no cameras configured: add [[cameras]] to the config or pass --camera NAME=URL".into(),
+        ));
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| PipelineError::Setup(format!("data directory {}: {e}", data_dir.display())))?;
+    let sink = Arc::new(EventSink::new(
+        EventStore::open(db)?,
+        SnapshotWriter::new(data_dir),
+        EventSink::log_publisher(),
+    ));
+    let verr = |camera: &str| {
+        let camera = camera.to_owned();
+        move |source| PipelineError::Vision { camera, source }
+    };
+    let first = FaceEngine::new(config).map_err(verr("*"))?;
+    let now = OffsetDateTime::now_utc();
+    let gallery = Gallery::open(
+        crate::registry::Registry::open(db)?,
+        first.model_id(),
+        first.dim(),
+        now,
+    )?;
+    let gallery = Arc::new(Mutex::new(gallery));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<CameraEvent>(64);
+    let mut contexts = HashMap::new();
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    let mut engine = Some(first);
+    let prefix = format!("{:x}", now.unix_timestamp());
+    for cam in &config.cameras {
+        let spec = crate::source::CameraSpec::from_config(cam)?;
+        let handle = Arc::new(crate::source::spawn_camera(
+            spec,
+            tx.clone(),
+            cancel.clone(),
+        )?);
+        let ctx = CameraContext::from_config(cam, config);
+        contexts.insert(cam.name.clone(), ctx.clone());
+        let processor = Processor::new(ctx, config, &format!("{}-{prefix}", cam.name));
+        let eng = match engine.take() {
+            Some(e) => e,
+            None => FaceEngine::new(config).map_err(verr(&cam.name))?,
+        };
+        let (h, g, s, c) = (
+            handle.clone(),
+            gallery.clone(),
+            sink.clone(),
+            cancel.clone(),
+        );
+        let max_side = config.detector().max_side;
+        let worker = std::thread::Builder::new()
+            .name(format!("recog-{}", cam.name))
+            .spawn(move || run_camera(h, processor, eng, g, s, max_side, c))
+            .map_err(|e| {
+                PipelineError::Setup(format!("camera {}: cannot start a thread: {e}", cam.name))
+            })?;
+        workers.push(worker);
+        handles.push(handle);
+        tracing::info!(camera = %cam.name, role = ?cam.role, "camera started");
+    }
+    drop(tx);
+    let site = Place {
+        site: config.site.code.clone(),
+        street: config.site.street_code.clone(),
+        community: config.site.community_code.clone(),
+        grid: config.site.grid_code.clone(),
+        building: None,
+    };
+    let mut reload = tokio::time::interval(Duration::from_secs(30));
+    let mut purge = tokio::time::interval(Duration::from_secs(3600));
+    let keep_days = config.privacy.snapshot_retention_days;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = rx.recv() => match ev {
+                Some(ev) => sink.emit(&camera_event(&ev, &contexts, &site)),
+                None => break,
+            },
+            _ = reload.tick() => {
+                if let Ok(mut g) = gallery.lock()
+                    && let Err(e) = g.reload(OffsetDateTime::now_utc())
+                {
+                    tracing::error!(error = %e, "gallery reload failed; keeping the previous one");
+                }
+            }
+            _ = purge.tick() => {
+                match sink.snapshots().purge(OffsetDateTime::now_utc(), keep_days) {
+                    Ok(n) if n > 0 => tracing::info!(files = n, "expired snapshots deleted"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "snapshot purge failed"),
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: sources first, then in-flight tracks");
+    for h in &handles {
+        h.stop();
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    });
+    let _ = joined.await;
+    // Camera events that arrived while stopping are still recorded.
+    while let Ok(ev) = rx.try_recv() {
+        sink.emit(&camera_event(&ev, &contexts, &site));
+    }
+    drop(handles);
+    Ok(())
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReplayStats {
+    pub frames: u64,
+    pub processed: u64,
+    pub faces: u64,
+    pub events: u64,
+    /// Video seconds covered.
+    pub duration_s: f64,
+    /// Wall-clock seconds the replay took.
+    pub elapsed_s: f64,
+    /// Frame decoded → decision, seconds, for each decision made on a frame.
+    pub latencies_s: Vec<f64>,
+}
+
+/// Runs the pipeline over a video file as fast as it can: every frame is
+/// decoded, frames are sampled at the camera's detection rate in video
+/// time, decisions go to the database and `on_event` in order.
+pub fn replay_file(
+    config: &Config,
+    cam: CameraContext,
+    video: &std::path::Path,
+    db: &std::path::Path,
+    data_dir: &std::path::Path,
+    mut on_event: impl FnMut(&Event),
+) -> Result<ReplayStats, PipelineError> {
+    let started = Instant::now();
+    let mut engine = FaceEngine::new(config).map_err(|source| PipelineError::Vision {
+        camera: cam.name.clone(),
+        source,
+    })?;
+    let wall0 = OffsetDateTime::now_utc();
+    let gallery = Mutex::new(Gallery::open(
+        crate::registry::Registry::open(db)?,
+        engine.model_id(),
+        engine.dim(),
+        wall0,
+    )?);
+    let sink = EventSink::new(
+        EventStore::open(db)?,
+        SnapshotWriter::new(data_dir),
+        Box::new(|_: &Event| {}),
+    );
+    let period = 1.0 / cam.detect_fps.max(0.1) as f64;
+    let max_side = config.detector().max_side;
+    let prefix = format!("{}-{:x}", cam.name, wall0.unix_timestamp());
+    let mut processor = Processor::new(cam, config, &prefix);
+    let mut stats = ReplayStats::default();
+    let mut next_t = 0.0;
+    let mut last_t = 0.0f64;
+    for frame in crate::source::Replay::open(video)? {
+        let frame = frame?;
+        stats.frames += 1;
+        let t = frame
+            .pts
+            .map_or(stats.frames as f64 * period, |p| p.as_secs_f64());
+        last_t = last_t.max(t);
+        if t + 1e-6 < next_t {
+            continue;
+        }
+        next_t = t + period;
+        stats.processed += 1;
+        let mut events = process_frame(&mut processor, &mut engine, &gallery, &frame, max_side, t)?;
+        // Events take the video's time so a replay reads like the day it shows.
+        for e in &mut events {
+            e.ts = wall0 + time::Duration::seconds_f64(t);
+        }
+        emit_all(&sink, &mut processor, &mut events);
+        events.iter().for_each(&mut on_event);
+        stats.events += events.len() as u64;
+    }
+    let end = last_t + config.decide.track_timeout_s as f64 + 1.0;
+    let mut events =
+        processor.finish(&gallery, end, wall0 + time::Duration::seconds_f64(last_t))?;
+    emit_all(&sink, &mut processor, &mut events);
+    events.iter().for_each(&mut on_event);
+    stats.events += events.len() as u64;
+    stats.faces = processor.faces;
+    stats.duration_s = last_t;
+    stats.elapsed_s = started.elapsed().as_secs_f64();
+    stats.latencies_s = std::mem::take(&mut processor.latencies);
+    Ok(stats)
+}
