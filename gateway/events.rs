@@ -158,6 +158,19 @@ impl Event {
     }
 }
 
+/// A message for the broker, queued in the outbox table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// The event id (or another stable id): consumers drop duplicates by it.
+    pub message_id: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    /// Never send after this (a gate that opens late is a security hole).
+    pub expires_at: Option<OffsetDateTime>,
+}
+
 /// Events in SQLite, on the registry's database file.
 pub struct EventStore {
     conn: Connection,
@@ -195,6 +208,40 @@ impl EventStore {
 
     /// Inserts a new event or replaces the stored one with the same id (an update).
     pub fn save(&self, e: &Event) -> Result<(), RegistryError> {
+        self.save_with_outbox(e, &[])
+    }
+
+    /// Saves an event and queues its messages in ONE transaction: either
+    /// both are on disk or neither is.
+    pub fn save_with_outbox(
+        &self,
+        e: &Event,
+        messages: &[OutboxMessage],
+    ) -> Result<(), RegistryError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(sql("begin event transaction"))?;
+        Self::write_event(&tx, e)?;
+        let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = ms(OffsetDateTime::now_utc());
+        for m in messages {
+            tx.execute(
+                "INSERT INTO outbox (message_id, topic, payload, qos, retain, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![m.message_id, m.topic, m.payload, m.qos, m.retain as i64, now, m.expires_at.map(ms)],
+            )
+            .map_err(sql("queue message in the outbox"))?;
+        }
+        tx.commit().map_err(sql("commit event"))
+    }
+
+    /// The connection, for the outbox publisher (same file, same WAL).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn write_event(conn: &Connection, e: &Event) -> Result<(), RegistryError> {
         let body =
             serde_json::to_string(e).map_err(|err| RegistryError::Invalid(err.to_string()))?;
         let (subject_kind, subject_id) = match &e.subject {
@@ -203,30 +250,29 @@ impl EventStore {
             None => (None, e.stranger_id.clone()),
         };
         let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
-        self.conn
-            .execute(
-                "INSERT INTO events (id, kind, ts, updated_ts, revision, camera, site, track_id,
+        conn.execute(
+            "INSERT INTO events (id, kind, ts, updated_ts, revision, camera, site, track_id,
                                      subject_kind, subject_id, score, priority, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (id) DO UPDATE SET kind = ?2, updated_ts = ?4, revision = ?5,
                      subject_kind = ?9, subject_id = ?10, score = ?11, priority = ?12, body = ?13",
-                params![
-                    e.id,
-                    e.kind.as_str(),
-                    ms(e.ts),
-                    ms(OffsetDateTime::now_utc()),
-                    e.revision,
-                    e.camera,
-                    e.place.site,
-                    e.track_id.map(|t| t as i64),
-                    subject_kind,
-                    subject_id,
-                    e.score.map(f64::from),
-                    e.priority.map(|p| p.as_str()),
-                    body
-                ],
-            )
-            .map_err(sql("store event"))?;
+            params![
+                e.id,
+                e.kind.as_str(),
+                ms(e.ts),
+                ms(OffsetDateTime::now_utc()),
+                e.revision,
+                e.camera,
+                e.place.site,
+                e.track_id.map(|t| t as i64),
+                subject_kind,
+                subject_id,
+                e.score.map(f64::from),
+                e.priority.map(|p| p.as_str()),
+                body
+            ],
+        )
+        .map_err(sql("store event"))?;
         Ok(())
     }
 
@@ -432,6 +478,55 @@ mod tests {
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].kind, EventKind::CameraOffline);
         assert_eq!(store.get(&e.id).unwrap().unwrap().revision, 1);
+    }
+
+    #[test]
+    fn an_event_and_its_outbox_rows_are_written_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(&dir.path().join("r.db")).unwrap();
+        let e = Event::new(
+            EventKind::Stranger,
+            OffsetDateTime::now_utc(),
+            "cam",
+            CameraRole::Patrol,
+            &place(),
+        );
+        let m = OutboxMessage {
+            message_id: e.id.clone(),
+            topic: "facegate/gy-001/events/cam".into(),
+            payload: b"{}".to_vec(),
+            qos: 1,
+            retain: false,
+            expires_at: None,
+        };
+        store.save_with_outbox(&e, &[m.clone(), m]).unwrap();
+        let n: i64 = store
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE message_id = ?1",
+                [&e.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+        // A message that cannot be written (qos 7 breaks a CHECK) rolls the event back too.
+        let e2 = Event::new(
+            EventKind::Stranger,
+            OffsetDateTime::now_utc(),
+            "cam",
+            CameraRole::Patrol,
+            &place(),
+        );
+        let bad = OutboxMessage {
+            message_id: e2.id.clone(),
+            topic: "t".into(),
+            payload: vec![],
+            qos: 7,
+            retain: false,
+            expires_at: None,
+        };
+        assert!(store.save_with_outbox(&e2, &[bad]).is_err());
+        assert!(store.get(&e2.id).unwrap().is_none());
     }
 
     #[test]

@@ -108,9 +108,28 @@ CREATE INDEX events_by_kind_ts ON events (kind, ts);
 CREATE INDEX events_by_subject ON events (subject_id) WHERE subject_id IS NOT NULL;
 "#;
 
+/// Migration 3: the durable outbox. A message is written in the same
+/// transaction as the event it announces and deleted (or marked delivered)
+/// only when the broker acknowledged it, so a broker outage, a restart or a
+/// power cut loses nothing. `expires_at`: never send after (gate opens).
+const MIGRATION_3: &str = r#"
+CREATE TABLE outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id   TEXT    NOT NULL,
+    topic        TEXT    NOT NULL,
+    payload      BLOB    NOT NULL,
+    qos          INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
+    retain       INTEGER NOT NULL CHECK (retain IN (0, 1)),
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    delivered_at INTEGER
+) STRICT;
+CREATE INDEX outbox_pending ON outbox (seq) WHERE delivered_at IS NULL;
+"#;
+
 /// All migrations, in order; migration `n` (1-based) brings a database to
 /// `user_version = n`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this code writes and understands.
 pub fn known_version() -> u32 {
