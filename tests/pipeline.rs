@@ -16,9 +16,17 @@ use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
 pub fn enrol(config: &Config, db: &Path, id: &str, name: &str, photo: &Path) {
     let mut engine = facegate::vision::FaceEngine::new(config).unwrap();
     let now = time::OffsetDateTime::now_utc();
-    let mut gallery = Gallery::open(Registry::open(db).unwrap(), engine.model_id(), engine.dim(), now).unwrap();
+    let mut gallery = Gallery::open(
+        Registry::open(db).unwrap(),
+        engine.model_id(),
+        engine.dim(),
+        now,
+    )
+    .unwrap();
     let img = load_photo(photo, PhotoLimits::default()).unwrap();
-    let (_, t) = facegate::identify::enrolment_template(&mut engine, RgbView::from_image(&img), "ref").unwrap();
+    let (_, t) =
+        facegate::identify::enrolment_template(&mut engine, RgbView::from_image(&img), "ref")
+            .unwrap();
     let owner = NewOwner {
         id: id.into(),
         name: name.into(),
@@ -28,7 +36,13 @@ pub fn enrol(config: &Config, db: &Path, id: &str, name: &str, photo: &Path) {
         minor_under_14: false,
     };
     gallery
-        .enroll(&owner, &Consent::new(now, ConsentMethod::Written, "staff"), &[t], "test", now)
+        .enroll(
+            &owner,
+            &Consent::new(now, ConsentMethod::Written, "staff"),
+            &[t],
+            "test",
+            now,
+        )
         .unwrap();
 }
 
@@ -40,52 +54,96 @@ fn gate(config: &Config) -> CameraContext {
 
 #[test]
 fn an_owner_at_the_gate_gets_a_pass_and_the_other_man_a_stranger_alert_once_per_track() {
-    let Some(faces) = common::faces_dir() else { return };
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
     let config = common::shipped_config();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
     let video = faces.join("video");
-    enrol(&config, &db, "H-1", "Lin-Manuel Miranda", &video.join("refs/Lin_Manuel_Miranda.jpg"));
+    enrol(
+        &config,
+        &db,
+        "H-1",
+        "Lin-Manuel Miranda",
+        &video.join("refs/Lin_Manuel_Miranda.jpg"),
+    );
 
     let mut seen: Vec<Event> = Vec::new();
-    let stats = replay_file(&config, gate(&config), &video.join("frec_short_hamilton_clip.mp4"), &db, dir.path(), |e| {
-        seen.push(e.clone())
-    })
+    let stats = replay_file(
+        &config,
+        gate(&config),
+        &video.join("frec_short_hamilton_clip.mp4"),
+        &db,
+        dir.path(),
+        |e| seen.push(e.clone()),
+    )
     .unwrap();
     eprintln!("{stats:?}");
     assert_eq!(stats.frames, 275);
     assert!(stats.processed >= 40, "sampled at 5 fps over 9 s");
-    assert!(stats.faces >= 60, "faces on most sampled frames: {}", stats.faces);
+    assert!(
+        stats.faces >= 60,
+        "faces on most sampled frames: {}",
+        stats.faces
+    );
 
     // The owner: a pass with an open command for this gate.
-    let passes: Vec<&Event> = seen.iter().filter(|e| e.kind == EventKind::OwnerPass).collect();
+    let passes: Vec<&Event> = seen
+        .iter()
+        .filter(|e| e.kind == EventKind::OwnerPass)
+        .collect();
     assert!(!passes.is_empty(), "{seen:#?}");
     for p in &passes {
-        assert!(matches!(&p.subject, Some(facegate::registry::Subject::Owner { id, .. }) if id == "H-1"));
+        assert!(
+            matches!(&p.subject, Some(facegate::registry::Subject::Owner { id, .. }) if id == "H-1")
+        );
         assert_eq!(p.gate.as_deref(), Some("gate-1"));
         assert!(p.score.unwrap() >= config.matching.threshold);
     }
     // The other man (at the piano): a stranger alert with a stranger id.
-    let strangers: Vec<&Event> = seen.iter().filter(|e| e.kind == EventKind::Stranger).collect();
+    let strangers: Vec<&Event> = seen
+        .iter()
+        .filter(|e| e.kind == EventKind::Stranger)
+        .collect();
     assert!(!strangers.is_empty(), "{seen:#?}");
-    assert!(strangers.iter().all(|e| e.stranger_id.is_some() && e.subject.is_none() && e.gate.is_none()));
+    assert!(
+        strangers
+            .iter()
+            .all(|e| e.stranger_id.is_some() && e.subject.is_none() && e.gate.is_none())
+    );
 
     // Per person, not per frame: at most one event per track (and revision),
     // and far fewer events than faces.
     let mut keys = HashSet::new();
     for e in seen.iter().filter(|e| e.kind != EventKind::Loitering) {
-        assert!(keys.insert((e.track_id, e.revision)), "two events for track {:?}", e.track_id);
+        assert!(
+            keys.insert((e.track_id, e.revision)),
+            "two events for track {:?}",
+            e.track_id
+        );
     }
-    assert!(seen.len() <= 8, "{} events for {} faces", seen.len(), stats.faces);
+    assert!(
+        seen.len() <= 8,
+        "{} events for {} faces",
+        seen.len(),
+        stats.faces
+    );
 
     // Every event carries the camera's place and a snapshot on disk; all are in SQLite.
     for e in &seen {
-        assert_eq!((e.place.grid.as_str(), e.place.building.as_deref()), ("GY-07", Some("B3")));
+        assert_eq!(
+            (e.place.grid.as_str(), e.place.building.as_deref()),
+            ("GY-07", Some("B3"))
+        );
         assert_eq!(e.role, CameraRole::Gate);
         let s = e.snapshot.as_ref().expect("snapshot");
         assert!(dir.path().join(&s.face).is_file() && dir.path().join(&s.scene).is_file());
     }
-    let stored = EventStore::open(&db).unwrap().list(&EventFilter::default()).unwrap();
+    let stored = EventStore::open(&db)
+        .unwrap()
+        .list(&EventFilter::default())
+        .unwrap();
     assert_eq!(stored.len(), seen.len());
 }
 
@@ -95,7 +153,15 @@ fn replay_of_a_missing_or_broken_file_is_a_clear_error() {
     let config = common::shipped_config();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
-    let err = replay_file(&config, gate(&config), Path::new("/nonexistent/clip.mp4"), &db, dir.path(), |_| {}).unwrap_err();
+    let err = replay_file(
+        &config,
+        gate(&config),
+        Path::new("/nonexistent/clip.mp4"),
+        &db,
+        dir.path(),
+        |_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/clip.mp4"), "{err}");
     let junk = dir.path().join("junk.mp4");
     std::fs::write(&junk, b"not a video at all").unwrap();

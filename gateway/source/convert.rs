@@ -65,9 +65,7 @@ impl<'a> Yuv420<'a> {
             Chroma::Interleaved { uv, stride } => fits(uv.len(), stride, cw * 2, ch),
         };
         if !chroma_ok {
-            return Err(format!(
-                "chroma planes too short for {width}x{height}"
-            ));
+            return Err(format!("chroma planes too short for {width}x{height}"));
         }
         Ok(Self {
             width,
@@ -170,8 +168,7 @@ impl YuvMatrix {
         bu: 475,
     };
 
-    /// One pixel. `y`, `u`, `v` may be averages scaled by `scale` (sums of
-    /// `scale` samples), so box-filtered pixels keep their precision.
+    /// One pixel from samples (or box averages of samples).
     #[inline]
     fn rgb(&self, y: i32, u: i32, v: i32) -> [u8; 3] {
         let c = self.y_mul * (y - self.y_offset);
@@ -197,11 +194,38 @@ pub fn yuv_to_rgb(src: &Yuv420<'_>, m: YuvMatrix, out: &mut [u8], out_stride: us
     assert!(out_stride >= w * 3 && out.len() >= out_stride * (src.height as usize - 1) + w * 3);
     for row in 0..src.height as usize {
         let y_row = src.y_row(row);
-        let c_row = src.chroma_row(row / 2);
         let o_row = &mut out[row * out_stride..row * out_stride + w * 3];
-        for (x, (px, &y)) in o_row.chunks_exact_mut(3).zip(y_row).enumerate() {
-            let (u, v) = c_row.at(x / 2);
-            px.copy_from_slice(&m.rgb(i32::from(y), i32::from(u), i32::from(v)));
+        match src.chroma_row(row / 2) {
+            ChromaRow::Planar(u, v) => {
+                convert_row(&m, y_row, o_row, u.iter().zip(v).map(|(&u, &v)| (u, v)))
+            }
+            ChromaRow::Interleaved(uv) => {
+                convert_row(&m, y_row, o_row, uv.chunks_exact(2).map(|p| (p[0], p[1])))
+            }
+        }
+    }
+}
+
+/// One row: the chroma terms are computed once per pair of pixels that
+/// share them.
+#[inline]
+fn convert_row(
+    m: &YuvMatrix,
+    y_row: &[u8],
+    o_row: &mut [u8],
+    chroma: impl Iterator<Item = (u8, u8)>,
+) {
+    for ((ys, px), (u, v)) in y_row.chunks(2).zip(o_row.chunks_mut(6)).zip(chroma) {
+        let d = i32::from(u) - 128;
+        let e = i32::from(v) - 128;
+        let r = m.rv * e + 128;
+        let g = 128 - m.gu * d - m.gv * e;
+        let b = m.bu * d + 128;
+        for (&y, p) in ys.iter().zip(px.chunks_exact_mut(3)) {
+            let c = m.y_mul * (i32::from(y) - m.y_offset);
+            p[0] = clamp8((c + r) >> 8);
+            p[1] = clamp8((c + g) >> 8);
+            p[2] = clamp8((c + b) >> 8);
         }
     }
 }
@@ -317,7 +341,9 @@ mod tests {
     }
 
     fn close(a: [u8; 3], b: [u8; 3], tol: i32) -> bool {
-        a.iter().zip(b).all(|(&x, y)| (i32::from(x) - i32::from(y)).abs() <= tol)
+        a.iter()
+            .zip(b)
+            .all(|(&x, y)| (i32::from(x) - i32::from(y)).abs() <= tol)
     }
 
     #[test]
@@ -335,7 +361,10 @@ mod tests {
         ];
         for ((y, u, v), want) in cases {
             let got = one_pixel(y, u, v, m);
-            assert!(close(got, want, 2), "YUV {y},{u},{v}: got {got:?}, want {want:?}");
+            assert!(
+                close(got, want, 2),
+                "YUV {y},{u},{v}: got {got:?}, want {want:?}"
+            );
         }
         // Footroom and headroom clamp instead of wrapping.
         assert_eq!(one_pixel(0, 128, 128, m), [0, 0, 0]);
@@ -470,7 +499,10 @@ mod tests {
             v_stride: 3,
         };
         assert!(Yuv420::new(5, 3, &y, 5, planar).is_err(), "luma too short");
-        assert!(Yuv420::new(5, 3, &y, 4, planar).is_err(), "stride below width");
+        assert!(
+            Yuv420::new(5, 3, &y, 4, planar).is_err(),
+            "stride below width"
+        );
         let y = [0u8; 15];
         assert!(Yuv420::new(5, 3, &y, 5, planar).is_ok());
         let uv = [128u8; 11];
@@ -523,11 +555,12 @@ mod tests {
     #[test]
     fn box_downscale_agrees_with_converting_then_averaging() {
         // 1920×1080 → 640×360 is an exact 3:1 box; on smooth content (a
-        // gradient with noise) averaging YUV first or RGB first agree closely.
+        // gradient with noise, no clipping) averaging YUV first or RGB first
+        // agree closely.
         let (w, h) = (96usize, 54usize);
         let n = noise(w * h, 3);
         let y: Vec<u8> = (0..w * h)
-            .map(|i| (40 + (i % w) * 2 + (i / w) + usize::from(n[i] % 8)) as u8)
+            .map(|i| (40 + (i % w) + (i / w) / 2 + usize::from(n[i] % 8)) as u8)
             .collect();
         let (cw, ch) = (w / 2, h / 2);
         let u: Vec<u8> = (0..cw * ch).map(|i| (100 + (i % cw)) as u8).collect();
@@ -549,7 +582,13 @@ mod tests {
         yuv_to_rgb(&f, YuvMatrix::BT601_LIMITED, &mut full, w * 3);
         let (dw, dh) = (w / 3, h / 3);
         let mut small = vec![0u8; dw * dh * 3];
-        yuv_to_rgb_scaled(&f, YuvMatrix::BT601_LIMITED, dw as u32, dh as u32, &mut small);
+        yuv_to_rgb_scaled(
+            &f,
+            YuvMatrix::BT601_LIMITED,
+            dw as u32,
+            dh as u32,
+            &mut small,
+        );
         for oy in 0..dh {
             for ox in 0..dw {
                 for k in 0..3 {
@@ -561,7 +600,10 @@ mod tests {
                     }
                     let want = (sum as f32 / 9.0).round();
                     let got = f32::from(small[(oy * dw + ox) * 3 + k]);
-                    assert!((got - want).abs() <= 2.0, "({ox},{oy}) ch {k}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= 2.0,
+                        "({ox},{oy}) ch {k}: {got} vs {want}"
+                    );
                 }
             }
         }

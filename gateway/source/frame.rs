@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
 use image::RgbImage;
 
 use super::SourceError;
@@ -111,8 +112,9 @@ impl Frame {
     /// Maps the buffer and hands its planes (with the strides and offsets
     /// GStreamer reports, including a decoder's `VideoMeta`) to `f`.
     pub fn with_yuv<R>(&self, f: impl FnOnce(&Yuv420<'_>) -> R) -> Result<R, SourceError> {
-        let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(self.buffer.as_ref(), &self.info)
-            .map_err(|e| self.error(format!("cannot map the buffer: {e}")))?;
+        let vf =
+            gst_video::VideoFrameRef::from_buffer_ref_readable(self.buffer.as_ref(), &self.info)
+                .map_err(|e| self.error(format!("cannot map the buffer: {e}")))?;
         let stride = |plane: usize| -> Result<usize, SourceError> {
             let s = vf.plane_stride()[plane];
             usize::try_from(s).map_err(|_| self.error(format!("negative stride {s}")))

@@ -94,6 +94,15 @@ impl<T> Slot<T> {
         drop(old);
     }
 
+    /// Discards the waiting frame (counted as dropped), so that a frame from
+    /// before an outage is not handed out as if it were new.
+    pub(crate) fn clear(&self) {
+        let old = self.lock().item.take();
+        if old.is_some() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The newest frame not yet taken, if any.
     pub fn take_newest(&self) -> Option<T> {
         let item = self.lock().item.take();
@@ -183,6 +192,17 @@ mod tests {
             }
         );
         assert_eq!(c.frames_in, c.taken + c.dropped);
+    }
+
+    #[test]
+    fn clearing_drops_the_waiting_frame() {
+        let slot = Slot::new();
+        slot.put(1);
+        slot.clear();
+        slot.clear();
+        assert_eq!(slot.take_newest(), None);
+        let c = slot.counters();
+        assert_eq!((c.frames_in, c.taken, c.dropped), (1, 0, 1));
     }
 
     #[test]

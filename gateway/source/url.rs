@@ -1,5 +1,6 @@
 //! Camera addresses: what a `url` in the config may say.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// Where a camera's frames come from.
@@ -45,6 +46,17 @@ impl CameraUrl {
     }
 }
 
+/// The address as the config wrote it; safe to log (never holds credentials).
+impl fmt::Display for CameraUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CameraUrl::Rtsp(url) => f.write_str(url),
+            CameraUrl::File(path) => write!(f, "file://{}", path.display()),
+            CameraUrl::Image(path) => write!(f, "image://{}", path.display()),
+        }
+    }
+}
+
 fn non_empty(path: &str) -> Result<PathBuf, String> {
     if path.is_empty() {
         Err("empty path".into())
@@ -76,5 +88,12 @@ mod tests {
         assert!(CameraUrl::parse("http://x").is_err());
         assert!(CameraUrl::parse("rtsp:///path").is_err());
         assert!(CameraUrl::parse("file://").is_err());
+        for url in [
+            "rtsp://10.0.0.5:554/h264",
+            "file:///srv/clip.mp4",
+            "image:///a.jpg",
+        ] {
+            assert_eq!(CameraUrl::parse(url).unwrap().to_string(), url);
+        }
     }
 }

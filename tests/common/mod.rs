@@ -2,6 +2,8 @@
 //! models, and a loud skip when the photos are not there.
 #![allow(dead_code)]
 
+pub mod rtsp;
+
 use std::path::PathBuf;
 
 use facegate::config::Config;
