@@ -1,0 +1,195 @@
+//! `run_live` end to end over a real RTSP server on 127.0.0.1: GStreamer
+//! decoding, the real models, a real SQLite file. An owner at a gate camera
+//! gets a pass; the camera going away, coming back and stalling are events.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::rtsp::{Codec, RtspServer};
+use facegate::config::Config;
+use facegate::events::{Event, EventFilter, EventKind, EventStore};
+use facegate::registry::{Consent, ConsentMethod, Gallery, NewOwner, Registry};
+use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
+use tokio_util::sync::CancellationToken;
+
+fn enrol(config: &Config, db: &Path, photo: &Path) {
+    let mut engine = facegate::vision::FaceEngine::new(config).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut gallery = Gallery::open(
+        Registry::open(db).unwrap(),
+        engine.model_id(),
+        engine.dim(),
+        now,
+    )
+    .unwrap();
+    let img = load_photo(photo, PhotoLimits::default()).unwrap();
+    let (_, t) =
+        facegate::identify::enrolment_template(&mut engine, RgbView::from_image(&img), "ref")
+            .unwrap();
+    let owner = NewOwner {
+        id: "H-1".into(),
+        name: "Lin-Manuel Miranda".into(),
+        building: None,
+        unit: None,
+        grid_code: None,
+        minor_under_14: false,
+    };
+    gallery
+        .enroll(
+            &owner,
+            &Consent::new(now, ConsentMethod::Written, "staff"),
+            &[t],
+            "test",
+            now,
+        )
+        .unwrap();
+}
+
+/// Polls the events table until `pred` holds for one event after `after` (index), or times out.
+async fn wait_for(
+    db: &Path,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    let store = EventStore::open(db).unwrap();
+    let start = Instant::now();
+    loop {
+        let events = store
+            .list(&EventFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap();
+        if let Some(e) = events.into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(start.elapsed() < timeout, "no {what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let video = faces.join("video");
+    let server = RtspServer::start(&video.join("frec_short_hamilton_clip.mp4"), Codec::H264);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let mut config = common::shipped_config();
+    config.decide.pass_cooldown_s = 1.0;
+    config.cameras = vec![
+        toml::from_str(&format!(
+            "name = \"gate-1\"\nurl = \"{}\"\nrole = \"gate\"\ndetect_fps = 5.0\nstall_timeout_s = 2.0\n",
+            server.url()
+        ))
+        .unwrap(),
+    ];
+    enrol(&config, &db, &video.join("refs/Lin_Manuel_Miranda.jpg"));
+
+    let cancel = CancellationToken::new();
+    let live = {
+        let (config, db, data, cancel) = (
+            config.clone(),
+            db.clone(),
+            dir.path().to_owned(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move { facegate::pipeline::run_live(&config, &db, &data, cancel).await })
+    };
+
+    let t0 = time::OffsetDateTime::now_utc();
+    let online = wait_for(&db, "camera_online", Duration::from_secs(20), |e| {
+        e.kind == EventKind::CameraOnline
+    })
+    .await;
+    assert_eq!(online.camera, "gate-1");
+    let pass = wait_for(&db, "owner_pass", Duration::from_secs(60), |e| {
+        e.kind == EventKind::OwnerPass
+    })
+    .await;
+    assert!(
+        matches!(&pass.subject, Some(facegate::registry::Subject::Owner { id, .. }) if id == "H-1")
+    );
+    assert_eq!(pass.gate.as_deref(), Some("gate-1"));
+    assert!(pass.ts >= t0);
+
+    // Server gone: camera_offline within the stall timeout (plus margin).
+    let stopped_at = time::OffsetDateTime::now_utc();
+    server.stop();
+    let off = wait_for(&db, "camera_offline", Duration::from_secs(6), |e| {
+        e.kind == EventKind::CameraOffline && e.ts >= stopped_at
+    })
+    .await;
+    assert!(off.reason.is_some());
+
+    // Back: camera_online, and recognition resumes (a new pass after it).
+    let restarted_at = time::OffsetDateTime::now_utc();
+    server.restart();
+    wait_for(
+        &db,
+        "camera_online after restart",
+        Duration::from_secs(20),
+        |e| e.kind == EventKind::CameraOnline && e.ts >= restarted_at,
+    )
+    .await;
+    wait_for(
+        &db,
+        "owner_pass after restart",
+        Duration::from_secs(60),
+        |e| e.kind == EventKind::OwnerPass && e.ts >= restarted_at,
+    )
+    .await;
+
+    // A stalled stream (session open, nothing sent) is caught by the watchdog.
+    let stalled_at = time::OffsetDateTime::now_utc();
+    server.set_stalled(true);
+    let stalled = wait_for(
+        &db,
+        "camera_offline (stalled)",
+        Duration::from_secs(8),
+        |e| e.kind == EventKind::CameraOffline && e.ts >= stalled_at,
+    )
+    .await;
+    assert!(
+        stalled.reason.as_deref().unwrap_or("").contains("stalled"),
+        "{:?}",
+        stalled.reason
+    );
+    server.set_stalled(false);
+    wait_for(
+        &db,
+        "camera_online after stall",
+        Duration::from_secs(20),
+        |e| e.kind == EventKind::CameraOnline && e.ts >= stalled_at,
+    )
+    .await;
+
+    // Clean shutdown: the task ends, everything committed.
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(15), live)
+        .await
+        .expect("shutdown in time")
+        .unwrap()
+        .unwrap();
+    let all = EventStore::open(&db)
+        .unwrap()
+        .list(&EventFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+    // Per person, not per frame: dozens of frames with faces, a handful of events.
+    let decisions = all
+        .iter()
+        .filter(|e| !matches!(e.kind, EventKind::CameraOnline | EventKind::CameraOffline))
+        .count();
+    assert!(decisions < 40, "{decisions} decision events");
+    for e in &all {
+        assert_eq!(e.place.site, config.site.code);
+    }
+}
