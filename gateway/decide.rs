@@ -298,6 +298,13 @@ impl Decider {
         true
     }
 
+    /// Whether a track's decision can no longer change (everything but a
+    /// stranger, who may yet turn out to be registered): its faces need no
+    /// more embedding, which is most of the work on a busy camera.
+    pub fn is_final(&self, track_id: u64) -> bool {
+        matches!(self.decided.get(&track_id), Some(d) if *d != Decided::Kind(EventKind::Stranger))
+    }
+
     /// Forgets an ended track's decision.
     pub fn forget(&mut self, track_id: u64) {
         self.decided.remove(&track_id);

@@ -14,6 +14,7 @@
 //!   (owner / watchlist / stranger / rejected).
 //! - [`eval`]: the accuracy protocol over a labelled folder.
 
+pub mod bench;
 pub mod config;
 pub mod decide;
 pub mod eval;

@@ -95,6 +95,29 @@ enum Command {
     /// Decided events.
     #[command(subcommand)]
     Events(EventsCmd),
+    /// The gateway's own benches.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// CPU per stream (looped file in real time) against a bare gst-launch
+    /// decode, missed detection slots, frame → decision latency. One JSON line.
+    Ingest {
+        #[arg(long)]
+        video: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Detection rate per stream; 0 = decode and scale only.
+        #[arg(long, default_value_t = 0.0)]
+        detect_fps: f32,
+        /// Skip the gst-launch baseline.
+        #[arg(long)]
+        no_baseline: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -576,6 +599,24 @@ fn run() -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Bench(BenchCmd::Ingest {
+            video,
+            streams,
+            seconds,
+            detect_fps,
+            no_baseline,
+        }) => {
+            let b = facegate::bench::IngestBench {
+                video,
+                streams: streams.max(1),
+                seconds,
+                detect_fps,
+                baseline: !no_baseline,
+            };
+            let r = facegate::bench::ingest(&config, &b, &db_path(&config, db)?)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&r)?);
         }
         Command::Owners(cmd) => owners(cmd, &config, db, now)?,
         Command::Watchlist(cmd) => watchlist(cmd, &config, db, now)?,

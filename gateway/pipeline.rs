@@ -21,7 +21,7 @@ use crate::events::{Event, EventKind, EventStore, Place, SnapshotWriter};
 use crate::registry::{Gallery, RegistryError};
 use crate::source::{CameraEvent, CameraHandle, Frame, OfflineCause};
 use crate::track::{Face, Tracker, TrackerConfig};
-use crate::vision::detect::Detection;
+use crate::vision::detect::{Detection, iou};
 use crate::vision::image::{RgbView, resize};
 use crate::vision::{Checks, FaceEngine, VisionError};
 
@@ -151,6 +151,9 @@ pub struct Processor {
     pub faces: u64,
 }
 
+/// Overlap with a decided track's last box that counts as the same face.
+const SETTLED_IOU: f32 = 0.5;
+
 /// Scenes in snapshots are scaled to this long side.
 const SCENE_SIDE: u32 = 640;
 
@@ -219,8 +222,25 @@ impl Processor {
             liveness: self.cam.role == CameraRole::Gate,
             pose: true,
         };
-        let analysed = engine.analyze_faces(view, dets, checks).map_err(verr)?;
-        self.faces += analysed.len() as u64;
+        // Faces on tracks whose decision is final are only followed (box
+        // overlap), not checked and embedded again.
+        let (settled, fresh): (Vec<Detection>, Vec<Detection>) = dets.into_iter().partition(|d| {
+            self.tracker
+                .tracks()
+                .iter()
+                .filter(|t| iou(&t.bbox, &d.bbox) >= SETTLED_IOU)
+                .max_by(|a, b| iou(&a.bbox, &d.bbox).total_cmp(&iou(&b.bbox, &d.bbox)))
+                .is_some_and(|t| self.decider.is_final(t.id))
+        });
+        let analysed = engine.analyze_faces(view, fresh, checks).map_err(verr)?;
+        self.faces += (analysed.len() + settled.len()) as u64;
+        let followed = settled.into_iter().map(|det| Face {
+            det,
+            quality: 0.0,
+            embedding: None,
+            liveness: None,
+            rejection: None,
+        });
         let faces: Vec<Face> = analysed
             .into_iter()
             .map(|a| {
@@ -234,6 +254,7 @@ impl Processor {
                     rejection: a.rejection,
                 }
             })
+            .chain(followed)
             .collect();
         let ids = self.tracker.update(now, &faces);
         if tracing::enabled!(tracing::Level::DEBUG) {
