@@ -33,3 +33,13 @@ $FG --db "$DB" enroll --owner-id DEMO-0001 --name "Eileen Collins" --building 1 
 echo "== identify again"
 $FG --db "$DB" identify "$SAMPLE"
 $FG --db "$DB" owners list
+
+# The camera pipeline on a sample clip, when the team's test media are beside the repository.
+CLIP=${FACEGATE_FACES:-../shared/faces}/video/frec_short_hamilton_clip.mp4
+if [ -f "$CLIP" ]; then
+  echo "== replay $CLIP as gate camera 'gate-1' (events as JSON lines)"
+  $FG --db "$DB" enroll --owner-id DEMO-0002 --name "Lin-Manuel Miranda" --consent-by demo \
+    "$(dirname "$CLIP")/refs/Lin_Manuel_Miranda.jpg"
+  $FG --db "$DB" replay --camera gate-1 --stats "$CLIP"
+  $FG --db "$DB" events list
+fi

@@ -537,10 +537,10 @@ fn run() -> Result<()> {
                 lat.sort_by(f64::total_cmp);
                 let pct = |p: f64| {
                     lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-                        .map(|v| v * 1000.0)
+                        .map_or("-".to_owned(), |v| format!("{:.0}", v * 1000.0))
                 };
                 eprintln!(
-                    "replay: {} frames ({:.1} s of video) in {:.1} s, {} processed, {} faces, {} events; decision latency p50 {:?} ms p99 {:?} ms",
+                    "replay: {} frames ({:.1} s of video) in {:.1} s, {} processed, {} faces, {} events; decision latency p50 {} ms, p99 {} ms",
                     s.frames,
                     s.duration_s,
                     s.elapsed_s,
