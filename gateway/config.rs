@@ -38,6 +38,8 @@ pub struct Config {
     pub matching: MatchingConfig,
     pub storage: StorageConfig,
     pub privacy: PrivacyConfig,
+    /// Publishing to the command centre; an empty `url` turns it off.
+    pub mqtt: crate::publish::MqttConfig,
 }
 
 /// Where this gateway stands in the city's grid (street → community → grid).
@@ -763,6 +765,10 @@ impl Config {
                 ));
             }
         }
+        self.mqtt.validate().map_err(|e| {
+            let (key, reason) = e.split_once(": ").unwrap_or(("mqtt", e.as_str()));
+            bad(key, reason.to_owned())
+        })?;
         if self.decide.min_faces == 0 || self.decide.loiter_tracks == 0 {
             return Err(bad(
                 "decide",

@@ -21,6 +21,7 @@ pub mod eval;
 pub mod events;
 pub mod identify;
 pub mod pipeline;
+pub mod publish;
 pub mod registry;
 pub mod source;
 pub mod track;

@@ -73,6 +73,9 @@ enum Command {
         /// Where snapshots go (default: storage.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Broker URL (mqtt://host[:port] or mqtts://...), overrides mqtt.url.
+        #[arg(long, value_name = "URL")]
+        mqtt: Option<String>,
     },
     /// Run the pipeline over a video file as fast as it can; prints events as JSON lines.
     Replay {
@@ -478,10 +481,17 @@ fn run() -> Result<()> {
                 println!("enrolled owner {} with {} face(s)", a.owner_id, ids.len());
             }
         }
-        Command::Run { cameras, data_dir } => {
+        Command::Run {
+            cameras,
+            data_dir,
+            mqtt,
+        } => {
             let mut config = config;
             for c in &cameras {
                 config.cameras.push(parse_camera_arg(c)?);
+            }
+            if let Some(u) = mqtt {
+                config.mqtt.url = u;
             }
             config.validate(&cli.config)?;
             let db_path = db_path(&config, db)?;

@@ -37,6 +37,8 @@ pub enum PipelineError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
     #[error("{0}")]
     Setup(String),
 }
@@ -71,11 +73,21 @@ impl CameraContext {
     }
 }
 
-/// Where decided events go: SQLite, snapshot files, and a publish sink.
+/// Queueing events for MQTT: messages go into the outbox in the event's
+/// own transaction, and the publisher is woken.
+pub struct MqttSink {
+    pub cfg: crate::publish::MqttConfig,
+    pub site: String,
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+/// Where decided events go: SQLite (with their outbox messages), snapshot
+/// files, and a publish hook (a log line).
 pub struct EventSink {
     store: Mutex<EventStore>,
     snapshots: SnapshotWriter,
     publish: Box<dyn Fn(&Event) + Send + Sync>,
+    mqtt: Option<MqttSink>,
 }
 
 impl EventSink {
@@ -88,7 +100,13 @@ impl EventSink {
             store: Mutex::new(store),
             snapshots,
             publish,
+            mqtt: None,
         }
+    }
+
+    pub fn with_mqtt(mut self, m: MqttSink) -> Self {
+        self.mqtt = Some(m);
+        self
     }
 
     /// The log-line sink used until MQTT publishing lands.
@@ -109,15 +127,26 @@ impl EventSink {
 
     /// Stores (and on failure logs: recognition goes on) and publishes.
     pub fn emit(&self, event: &Event) {
+        let messages = self.mqtt.as_ref().map_or_else(Vec::new, |m| {
+            crate::publish::messages_with_snapshot(
+                event,
+                &m.cfg,
+                &m.site,
+                self.snapshots.data_dir(),
+            )
+        });
         match self.store.lock() {
             Ok(store) => {
-                if let Err(e) = store.save(event) {
+                if let Err(e) = store.save_with_outbox(event, &messages) {
                     tracing::error!(id = %event.id, error = %e, "event not stored");
                 }
             }
             Err(_) => {
                 tracing::error!(id = %event.id, "event store lock poisoned; event not stored")
             }
+        }
+        if let Some(m) = &self.mqtt {
+            m.wake.notify_one();
         }
         (self.publish)(event);
     }
@@ -598,11 +627,6 @@ pub async fn run_live(
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| PipelineError::Setup(format!("data directory {}: {e}", data_dir.display())))?;
-    let sink = Arc::new(EventSink::new(
-        EventStore::open(db)?,
-        SnapshotWriter::new(data_dir),
-        EventSink::log_publisher(),
-    ));
     let verr = |camera: &str| {
         let camera = camera.to_owned();
         move |source| PipelineError::Vision { camera, source }
@@ -616,6 +640,42 @@ pub async fn run_live(
         now,
     )?;
     let gallery = Arc::new(Mutex::new(gallery));
+    let publisher = if config.mqtt.enabled() {
+        let commands = match config.mqtt.command_secret {
+            Some(_) => Some(crate::publish::CommandHandler::new(
+                &config.mqtt,
+                &config.site.code,
+                gallery.clone(),
+                crate::publish::lazy_engine_embedder(config.clone()),
+            )?),
+            None => None,
+        };
+        Some(crate::publish::start(
+            &config.mqtt,
+            crate::publish::PublisherSetup {
+                site: config.site.code.clone(),
+                cameras: config.cameras.iter().map(|c| c.name.clone()).collect(),
+                db: db.to_owned(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            commands,
+        )?)
+    } else {
+        None
+    };
+    let mut sink = EventSink::new(
+        EventStore::open(db)?,
+        SnapshotWriter::new(data_dir),
+        EventSink::log_publisher(),
+    );
+    if let Some(p) = &publisher {
+        sink = sink.with_mqtt(MqttSink {
+            cfg: config.mqtt.clone(),
+            site: config.site.code.clone(),
+            wake: p.notifier(),
+        });
+    }
+    let sink = Arc::new(sink);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<CameraEvent>(64);
     let mut contexts = HashMap::new();
     let mut workers = Vec::new();
@@ -702,6 +762,9 @@ pub async fn run_live(
         sink.emit(&camera_event(&ev, &contexts, &site));
     }
     drop(handles);
+    if let Some(p) = publisher {
+        p.shutdown().await;
+    }
     Ok(())
 }
 

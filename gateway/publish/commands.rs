@@ -1,0 +1,758 @@
+//! Commands from the command centre: `watchlist_add`, `watchlist_remove`,
+//! `gate_open`, `status`.
+//!
+//! A command is a JSON envelope `{"signed": "<JSON text>", "sig": "<hex>"}`
+//! where `sig = hex(HMAC-SHA256(command_secret, utf8(signed)))` and
+//! `signed` parses to `{"cmd", "site", "ts", "nonce", "args"}`. The check
+//! order is fixed: retained → envelope JSON → signature → inner JSON →
+//! cmd/site match the topic → freshness → nonce not seen → arguments. A
+//! command refused at any step changes nothing but the reply; its nonce is
+//! remembered only once the signature and time were good (so junk cannot
+//! fill the nonce memory).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::config::{MqttConfig, Secret};
+use super::payload::{GateOpenCause, PAYLOAD_SCHEMA, Topics, fmt_ts, gate_open_message};
+use super::{PublishError, sign};
+use crate::events::OutboxMessage;
+use crate::registry::{FaceTemplate, Gallery, NewWatchEntry, Priority};
+
+/// Turns a photo (JPEG/PNG bytes) into a face template of the gallery's
+/// model. The gateway wires [`engine_embedder`]; tests may wire anything.
+pub type EmbedFn = Box<dyn FnMut(&[u8]) -> Result<FaceTemplate, String> + Send>;
+
+/// Nonces remembered at most; beyond this, commands are refused as busy
+/// (an eviction could let a replay through).
+const MAX_NONCES: usize = 10_000;
+/// Largest photo accepted in a `watchlist_add`, decoded bytes.
+const MAX_PHOTO_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why a command was refused (`code` in the reply) and in words (`error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("retained command refused: commands must be published with retain=false")]
+    Retained,
+    #[error("malformed command: {0}")]
+    Malformed(String),
+    #[error("bad signature")]
+    BadSignature,
+    #[error("command addressed to {0}")]
+    WrongTarget(String),
+    #[error("stale command: signed {age_s} s from now, more than {max_s} s")]
+    Stale { age_s: i64, max_s: i64 },
+    #[error("replayed nonce: this command was already received")]
+    Replayed,
+    #[error(
+        "signed before this gateway started (its nonce memory is new): sign it again with a fresh ts and nonce"
+    )]
+    BeforeStart,
+    #[error("too many commands in the last {0} s; try again later")]
+    Busy(i64),
+    #[error("unknown command '{0}' (known: watchlist_add, watchlist_remove, gate_open, status)")]
+    Unknown(String),
+    #[error("invalid arguments: {0}")]
+    InvalidArgs(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Retained => "retained",
+            Refusal::Malformed(_) => "malformed",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::WrongTarget(_) => "wrong_target",
+            Refusal::Stale { .. } => "stale",
+            Refusal::Replayed => "replayed",
+            Refusal::BeforeStart => "stale",
+            Refusal::Busy(_) => "busy",
+            Refusal::Unknown(_) => "unknown_command",
+            Refusal::InvalidArgs(_) => "invalid_args",
+            Refusal::Failed(_) => "failed",
+        }
+    }
+}
+
+/// What handling one command produced.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome {
+    pub name: String,
+    pub reply_topic: String,
+    pub reply: Vec<u8>,
+    /// The command was executed successfully.
+    pub ok: bool,
+    /// Messages to queue in the outbox (a gate open).
+    pub enqueue: Vec<OutboxMessage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    signed: String,
+    sig: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Signed {
+    cmd: String,
+    site: String,
+    ts: String,
+    nonce: String,
+    #[serde(default)]
+    args: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchAddArgs {
+    name: String,
+    reason: String,
+    #[serde(default = "normal")]
+    priority: Priority,
+    #[serde(default)]
+    expires_at: Option<String>,
+    /// Base64 (standard alphabet) JPEG or PNG.
+    photo: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+fn normal() -> Priority {
+    Priority::Normal
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchRemoveArgs {
+    id: i64,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GateOpenArgs {
+    gate: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+/// Nonces of accepted commands until their signing time leaves the window.
+#[derive(Debug, Default)]
+struct NonceMemory {
+    until: HashMap<String, OffsetDateTime>,
+}
+
+impl NonceMemory {
+    fn seen(&mut self, nonce: &str, now: OffsetDateTime) -> bool {
+        self.until.retain(|_, t| *t > now);
+        self.until.contains_key(nonce)
+    }
+
+    fn remember(&mut self, nonce: &str, until: OffsetDateTime) -> bool {
+        if self.until.len() >= MAX_NONCES {
+            return false;
+        }
+        self.until.insert(nonce.to_owned(), until);
+        true
+    }
+}
+
+/// Checks and runs commands; owns the nonce memory.
+pub struct CommandHandler {
+    topics: Topics,
+    site: String,
+    cfg: MqttConfig,
+    secret: Secret,
+    max_age: time::Duration,
+    nonces: NonceMemory,
+    /// Commands signed before this are refused: nonces are remembered in
+    /// memory only, so one seen by an earlier run could be replayed now.
+    started: OffsetDateTime,
+    gallery: Arc<Mutex<Gallery>>,
+    embed: EmbedFn,
+}
+
+impl std::fmt::Debug for CommandHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandHandler")
+            .field("site", &self.site)
+            .field("nonces", &self.nonces.until.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommandHandler {
+    /// Needs `mqtt.command_secret` set and readable.
+    pub fn new(
+        cfg: &MqttConfig,
+        site: &str,
+        gallery: Arc<Mutex<Gallery>>,
+        embed: EmbedFn,
+    ) -> Result<Self, PublishError> {
+        let secret = match cfg.command_secret() {
+            Some(s) => s.map_err(PublishError::Config)?,
+            None => {
+                return Err(PublishError::Config(
+                    "mqtt.command_secret: not set; commands need a shared secret".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            topics: Topics::new(&cfg.prefix, site),
+            site: site.to_owned(),
+            cfg: cfg.clone(),
+            secret,
+            max_age: time::Duration::seconds(cfg.command_max_age_s as i64),
+            nonces: NonceMemory::default(),
+            started: OffsetDateTime::now_utc(),
+            gallery,
+            embed,
+        })
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Checks and runs one command received on `cmd/<name>`; `status` is
+    /// what a `status` command answers.
+    pub fn handle(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        retained: bool,
+        now: OffsetDateTime,
+        status: &Value,
+    ) -> CommandOutcome {
+        let mut nonce = None;
+        let mut enqueue = Vec::new();
+        let result = self.check_and_run(
+            name,
+            payload,
+            retained,
+            now,
+            status,
+            &mut nonce,
+            &mut enqueue,
+        );
+        let (ok, result, error) = match result {
+            Ok(v) => (true, Some(v), None),
+            Err(r) => {
+                tracing::warn!(cmd = %name, code = r.code(), reason = %r, "command refused");
+                (false, None, Some(r))
+            }
+        };
+        let reply = json!({
+            "schema": PAYLOAD_SCHEMA,
+            "id": format!("reply-{}", nonce.clone().unwrap_or_else(sign::nonce)),
+            "kind": "command_reply",
+            "site": self.site,
+            "cmd": name,
+            "nonce": nonce,
+            "ok": ok,
+            "code": error.as_ref().map(Refusal::code),
+            "error": error.as_ref().map(ToString::to_string),
+            "result": result,
+            "ts": fmt_ts(now, self.cfg.offset()),
+        });
+        CommandOutcome {
+            name: name.to_owned(),
+            reply_topic: self.topics.command_reply(name),
+            reply: reply.to_string().into_bytes(),
+            ok,
+            enqueue,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_and_run(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        retained: bool,
+        now: OffsetDateTime,
+        status: &Value,
+        nonce_out: &mut Option<String>,
+        enqueue: &mut Vec<OutboxMessage>,
+    ) -> Result<Value, Refusal> {
+        if retained {
+            return Err(Refusal::Retained);
+        }
+        let env: Envelope = serde_json::from_slice(payload).map_err(|e| {
+            Refusal::Malformed(format!(
+                "expected {{\"signed\": \"...\", \"sig\": \"...\"}}: {e}"
+            ))
+        })?;
+        if !sign::verify_hex(&self.secret, env.signed.as_bytes(), &env.sig) {
+            return Err(Refusal::BadSignature);
+        }
+        let s: Signed = serde_json::from_str(&env.signed)
+            .map_err(|e| Refusal::Malformed(format!("signed: {e}")))?;
+        if s.cmd != name || s.site != self.site {
+            return Err(Refusal::WrongTarget(format!(
+                "site '{}' command '{}', received on site '{}' topic cmd/{name}",
+                s.site, s.cmd, self.site
+            )));
+        }
+        if s.nonce.len() < 8
+            || s.nonce.len() > 128
+            || !s
+                .nonce
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Refusal::Malformed(
+                "nonce: 8-128 ASCII letters, digits, '-' or '_'".into(),
+            ));
+        }
+        *nonce_out = Some(s.nonce.clone());
+        let ts = OffsetDateTime::parse(&s.ts, &Rfc3339)
+            .map_err(|e| Refusal::Malformed(format!("ts '{}': not RFC 3339: {e}", s.ts)))?;
+        let age = now - ts;
+        if age.abs() > self.max_age {
+            return Err(Refusal::Stale {
+                age_s: age.whole_seconds(),
+                max_s: self.max_age.whole_seconds(),
+            });
+        }
+        if ts < self.started {
+            return Err(Refusal::BeforeStart);
+        }
+        if self.nonces.seen(&s.nonce, now) {
+            return Err(Refusal::Replayed);
+        }
+        if !self.nonces.remember(&s.nonce, ts + self.max_age) {
+            return Err(Refusal::Busy(self.max_age.whole_seconds()));
+        }
+        let args = |v: Value| v;
+        match name {
+            "status" => {
+                parse_args::<NoArgs>(args(s.args))?;
+                Ok(status.clone())
+            }
+            "watchlist_add" => self.watchlist_add(parse_args(s.args)?, now),
+            "watchlist_remove" => {
+                let a: WatchRemoveArgs = parse_args(s.args)?;
+                let actor = actor(a.by.as_deref());
+                self.gallery
+                    .lock()
+                    .map_err(|_| Refusal::Failed("gallery lock poisoned".into()))?
+                    .watchlist_remove(a.id, &actor, now)
+                    .map_err(|e| Refusal::Failed(e.to_string()))?;
+                tracing::info!(watch_id = a.id, actor = %actor, "watch-list entry removed by command");
+                Ok(json!({ "watch_id": a.id }))
+            }
+            "gate_open" => {
+                let a: GateOpenArgs = parse_args(s.args)?;
+                let secret = match self.cfg.gate_secret(&a.gate) {
+                    Some(Ok(secret)) => secret,
+                    Some(Err(e)) => return Err(Refusal::Failed(e)),
+                    None => {
+                        return Err(Refusal::InvalidArgs(format!(
+                            "gate '{}' has no secret in mqtt.gate_secrets",
+                            a.gate
+                        )));
+                    }
+                };
+                let expires = now + time::Duration::seconds(self.cfg.gate_open_ttl_s as i64);
+                let msg = gate_open_message(
+                    &self.cfg,
+                    &self.site,
+                    &a.gate,
+                    &secret,
+                    GateOpenCause::Command { nonce: &s.nonce },
+                    now,
+                    expires,
+                );
+                tracing::info!(gate = %a.gate, actor = %actor(a.by.as_deref()), reason = ?a.reason, "remote gate open");
+                let id = msg.message_id.clone();
+                enqueue.push(msg);
+                Ok(
+                    json!({ "gate": a.gate, "open_id": id, "expires_at": fmt_ts(expires, self.cfg.offset()) }),
+                )
+            }
+            other => Err(Refusal::Unknown(other.to_owned())),
+        }
+    }
+
+    fn watchlist_add(&mut self, a: WatchAddArgs, now: OffsetDateTime) -> Result<Value, Refusal> {
+        let expires_at = a
+            .expires_at
+            .as_deref()
+            .map(|t| {
+                OffsetDateTime::parse(t, &Rfc3339)
+                    .map_err(|e| Refusal::InvalidArgs(format!("expires_at '{t}': {e}")))
+            })
+            .transpose()?;
+        let entry = NewWatchEntry {
+            name: a.name,
+            reason: a.reason,
+            priority: a.priority,
+            expires_at,
+        };
+        entry
+            .validate()
+            .map_err(|e| Refusal::InvalidArgs(e.to_string()))?;
+        if a.photo.len() > MAX_PHOTO_BYTES * 4 / 3 + 4 {
+            return Err(Refusal::InvalidArgs(format!(
+                "photo larger than {MAX_PHOTO_BYTES} bytes"
+            )));
+        }
+        let photo = base64::engine::general_purpose::STANDARD
+            .decode(a.photo.as_bytes())
+            .map_err(|e| Refusal::InvalidArgs(format!("photo: not base64: {e}")))?;
+        let template =
+            (self.embed)(&photo).map_err(|e| Refusal::InvalidArgs(format!("photo: {e}")))?;
+        let actor = actor(a.by.as_deref());
+        let id = self
+            .gallery
+            .lock()
+            .map_err(|_| Refusal::Failed("gallery lock poisoned".into()))?
+            .watchlist_add(&entry, std::slice::from_ref(&template), &actor, now)
+            .map_err(|e| Refusal::Failed(e.to_string()))?;
+        tracing::info!(watch_id = id, priority = %entry.priority, actor = %actor, "watch-list entry added by command");
+        Ok(json!({ "watch_id": id }))
+    }
+}
+
+fn parse_args<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Refusal> {
+    let v = if v.is_null() { json!({}) } else { v };
+    serde_json::from_value(v).map_err(|e| Refusal::InvalidArgs(e.to_string()))
+}
+
+/// Who the audit trail names for a remote change.
+fn actor(by: Option<&str>) -> String {
+    let by: String = by
+        .unwrap_or("command-centre")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    format!(
+        "mqtt:{}",
+        if by.trim().is_empty() {
+            "command-centre"
+        } else {
+            &by
+        }
+    )
+}
+
+/// The embedder the gateway wires: decode the photo within the storage
+/// limits, one usable face, its template (the photo itself is kept only
+/// when `store_photo`, i.e. `privacy.store_enrolment_photos`).
+pub fn engine_embedder(
+    mut engine: crate::vision::FaceEngine,
+    limits: crate::vision::image::PhotoLimits,
+    store_photo: bool,
+) -> EmbedFn {
+    Box::new(move |bytes: &[u8]| {
+        let img = crate::vision::image::decode_photo(bytes, "watchlist_add photo", limits)
+            .map_err(|e| e.to_string())?;
+        let (_, mut t) = crate::identify::enrolment_template(
+            &mut engine,
+            crate::vision::image::RgbView::from_image(&img),
+            "watchlist_add photo",
+        )
+        .map_err(|e| e.to_string())?;
+        if store_photo {
+            t.photo = Some(bytes.to_vec());
+        }
+        Ok(t)
+    })
+}
+
+/// [`engine_embedder`] with a face engine made from `config` at the first
+/// `watchlist_add` (no second set of models in memory until one comes),
+/// photo limits from `storage`, photos kept per `privacy`.
+pub fn lazy_engine_embedder(config: crate::config::Config) -> EmbedFn {
+    let limits = crate::vision::image::PhotoLimits {
+        max_bytes: config.storage.max_photo_bytes,
+        max_pixels: config.storage.max_photo_pixels,
+    };
+    let store_photo = config.privacy.store_enrolment_photos;
+    let mut inner: Option<EmbedFn> = None;
+    Box::new(move |bytes: &[u8]| {
+        if inner.is_none() {
+            let engine = crate::vision::FaceEngine::new(&config)
+                .map_err(|e| format!("face engine unavailable: {e}"))?;
+            inner = Some(engine_embedder(engine, limits, store_photo));
+        }
+        match inner.as_mut() {
+            Some(embed) => embed(bytes),
+            None => Err("face engine unavailable".into()),
+        }
+    })
+}
+
+/// Builds a signed command envelope (for tests, tools and the docs).
+pub fn sign_command(
+    secret: &Secret,
+    site: &str,
+    cmd: &str,
+    ts: &str,
+    nonce: &str,
+    args: &Value,
+) -> Vec<u8> {
+    let signed =
+        json!({ "cmd": cmd, "site": site, "ts": ts, "nonce": nonce, "args": args }).to_string();
+    let sig = sign::sign_hex(secret, signed.as_bytes());
+    json!({ "signed": signed, "sig": sig })
+        .to_string()
+        .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    const SECRET: &str = "command-secret-0123456789";
+
+    fn handler(embed_calls: Arc<Mutex<u32>>) -> (tempfile::TempDir, CommandHandler) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        std::fs::write(&p, SECRET).unwrap();
+        let g = dir.path().join("gate");
+        std::fs::write(&g, "gate-secret-0123456789").unwrap();
+        let mut cfg = MqttConfig {
+            url: "mqtt://127.0.0.1:1".into(),
+            command_secret: Some(format!("file:{}", p.display())),
+            ..Default::default()
+        };
+        cfg.gate_secrets
+            .insert("gate-1".into(), format!("file:{}", g.display()));
+        let reg = Registry::open(&dir.path().join("r.db")).unwrap();
+        let gallery = Gallery::open(reg, "m", 4, OffsetDateTime::now_utc()).unwrap();
+        let embed: EmbedFn = Box::new(move |b: &[u8]| {
+            *embed_calls.lock().unwrap() += 1;
+            if b == b"no face" {
+                return Err("no face found".into());
+            }
+            Ok(FaceTemplate {
+                model_id: "m".into(),
+                embedding: vec![1.0, 0.0, 0.0, 0.0],
+                quality: 0.9,
+                photo: None,
+            })
+        });
+        let h = CommandHandler::new(&cfg, "gy-001", Arc::new(Mutex::new(gallery)), embed).unwrap();
+        (dir, h)
+    }
+
+    fn cmd(cmd: &str, ts: OffsetDateTime, nonce: &str, args: Value) -> Vec<u8> {
+        sign_command(
+            &Secret::new(SECRET.as_bytes().to_vec()),
+            "gy-001",
+            cmd,
+            &ts.format(&Rfc3339).unwrap(),
+            nonce,
+            &args,
+        )
+    }
+
+    fn reply(o: &CommandOutcome) -> Value {
+        serde_json::from_slice(&o.reply).unwrap()
+    }
+
+    fn add_args() -> Value {
+        json!({
+            "name": "Wang", "reason": "missing person", "priority": "high",
+            "photo": base64::engine::general_purpose::STANDARD.encode(b"jpeg bytes"),
+        })
+    }
+
+    fn watch_count(h: &CommandHandler) -> usize {
+        h.gallery
+            .lock()
+            .unwrap()
+            .registry()
+            .watchlist(OffsetDateTime::now_utc())
+            .unwrap()
+            .len()
+    }
+
+    #[test]
+    fn refusals_say_why_and_change_nothing() {
+        let calls = Arc::new(Mutex::new(0));
+        let (_d, mut h) = handler(calls.clone());
+        let now = OffsetDateTime::now_utc();
+        let st = json!({});
+        let good = cmd("watchlist_add", now, "nonce-0001", add_args());
+        let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
+            ("retained", good.clone(), true, "retained"),
+            ("malformed", b"{not json".to_vec(), false, "malformed"),
+            (
+                "bad sig",
+                {
+                    let mut v: Value = serde_json::from_slice(&good).unwrap();
+                    v["sig"] = json!("00".repeat(32));
+                    v.to_string().into_bytes()
+                },
+                false,
+                "bad_signature",
+            ),
+            (
+                "tampered",
+                {
+                    let mut v: Value = serde_json::from_slice(&good).unwrap();
+                    let s = v["signed"].as_str().unwrap().replace("Wang", "Zhao");
+                    v["signed"] = json!(s);
+                    v.to_string().into_bytes()
+                },
+                false,
+                "bad_signature",
+            ),
+            (
+                "stale",
+                cmd(
+                    "watchlist_add",
+                    now - time::Duration::seconds(31),
+                    "nonce-0002",
+                    add_args(),
+                ),
+                false,
+                "stale",
+            ),
+            (
+                "future",
+                cmd(
+                    "watchlist_add",
+                    now + time::Duration::seconds(31),
+                    "nonce-0003",
+                    add_args(),
+                ),
+                false,
+                "stale",
+            ),
+        ];
+        for (what, payload, retained, code) in cases {
+            let o = h.handle("watchlist_add", &payload, retained, now, &st);
+            let r = reply(&o);
+            assert!(!o.ok, "{what}");
+            assert_eq!(r["code"], json!(code), "{what}: {r}");
+            assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()));
+            assert_eq!(o.reply_topic, "facegate/gy-001/cmd/watchlist_add/reply");
+        }
+        // Signed before the handler existed (a replay across a restart).
+        let o = h.handle(
+            "status",
+            &cmd(
+                "status",
+                h.started - time::Duration::seconds(1),
+                "nonce-0009",
+                Value::Null,
+            ),
+            false,
+            now,
+            &st,
+        );
+        assert!(
+            reply(&o)["error"]
+                .as_str()
+                .unwrap()
+                .contains("before this gateway started")
+        );
+        // A command for another topic or site.
+        let o = h.handle("watchlist_remove", &good, false, now, &st);
+        assert_eq!(reply(&o)["code"], json!("wrong_target"));
+        assert_eq!(*calls.lock().unwrap(), 0, "nothing was embedded");
+        assert_eq!(watch_count(&h), 0);
+        // The good one works once; its replay is refused.
+        let o = h.handle("watchlist_add", &good, false, now, &st);
+        assert!(o.ok, "{}", reply(&o));
+        assert_eq!(reply(&o)["result"]["watch_id"], json!(1));
+        let o = h.handle(
+            "watchlist_add",
+            &good,
+            false,
+            now + time::Duration::seconds(5),
+            &st,
+        );
+        assert_eq!(reply(&o)["code"], json!("replayed"));
+        assert_eq!(watch_count(&h), 1);
+        assert_eq!(*calls.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn execution_errors_and_other_commands() {
+        let (_d, mut h) = handler(Arc::new(Mutex::new(0)));
+        let now = OffsetDateTime::now_utc();
+        let st = json!({ "state": "online" });
+        let mut a = add_args();
+        a["photo"] = json!(base64::engine::general_purpose::STANDARD.encode(b"no face"));
+        let o = h.handle(
+            "watchlist_add",
+            &cmd("watchlist_add", now, "n-00000001", a),
+            false,
+            now,
+            &st,
+        );
+        assert_eq!(reply(&o)["code"], json!("invalid_args"));
+        let o = h.handle(
+            "status",
+            &cmd("status", now, "n-00000002", Value::Null),
+            false,
+            now,
+            &st,
+        );
+        assert!(o.ok);
+        assert_eq!(reply(&o)["result"], st);
+        let o = h.handle(
+            "reboot",
+            &cmd("reboot", now, "n-00000003", Value::Null),
+            false,
+            now,
+            &st,
+        );
+        assert_eq!(reply(&o)["code"], json!("unknown_command"));
+        let o = h.handle(
+            "gate_open",
+            &cmd("gate_open", now, "n-00000004", json!({ "gate": "gate-1" })),
+            false,
+            now,
+            &st,
+        );
+        assert!(o.ok, "{}", reply(&o));
+        assert_eq!(o.enqueue.len(), 1);
+        assert_eq!(o.enqueue[0].topic, "facegate/gy-001/gates/gate-1/open");
+        assert_eq!(
+            o.enqueue[0].expires_at,
+            Some(now + time::Duration::seconds(5))
+        );
+        let o = h.handle(
+            "gate_open",
+            &cmd("gate_open", now, "n-00000005", json!({ "gate": "gate-9" })),
+            false,
+            now,
+            &st,
+        );
+        assert_eq!(reply(&o)["code"], json!("invalid_args"));
+        assert!(o.enqueue.is_empty());
+        let o = h.handle(
+            "watchlist_remove",
+            &cmd("watchlist_remove", now, "n-00000006", json!({ "id": 77 })),
+            false,
+            now,
+            &st,
+        );
+        assert_eq!(reply(&o)["code"], json!("failed"));
+    }
+}

@@ -1,0 +1,277 @@
+//! The outbox table (migration 3) as the publisher sees it: undelivered
+//! rows in `seq` order, deleted once the broker acknowledged them, bounded
+//! by age and count.
+//!
+//! The publisher has a connection of its own on the registry's file (WAL:
+//! the event writer is never blocked by our reads). Its writes are deletes
+//! of delivered rows, so this connection runs with `synchronous = NORMAL`:
+//! a power cut may undo the last deletes, which only means duplicates with
+//! the same id, never a loss.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use time::OffsetDateTime;
+
+use super::PublishError;
+use crate::events::OutboxMessage;
+use crate::registry::Registry;
+
+/// One undelivered message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub message_id: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl OutboxRow {
+    /// Whether the row must not be sent any more at `now`.
+    pub fn expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|e| e <= ms(now))
+    }
+}
+
+/// How many rows [`Outbox::enforce_limits`] dropped, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub by_age: u64,
+    pub by_size: u64,
+}
+
+pub struct Outbox {
+    conn: Connection,
+}
+
+pub(crate) fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> PublishError {
+    move |source| PublishError::Outbox { context, source }
+}
+
+impl Outbox {
+    /// Opens (and migrates) the database with a connection of our own.
+    pub fn open(path: &Path) -> Result<Self, PublishError> {
+        drop(Registry::open(path)?);
+        let conn = Connection::open(path).map_err(db("open the outbox database"))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(db("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db("set synchronous"))?;
+        Ok(Self { conn })
+    }
+
+    /// Queues messages that belong to no event (a remote gate open).
+    pub fn enqueue(
+        &self,
+        messages: &[OutboxMessage],
+        now: OffsetDateTime,
+    ) -> Result<(), PublishError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(db("begin enqueue"))?;
+        for m in messages {
+            tx.execute(
+                "INSERT INTO outbox (message_id, topic, payload, qos, retain, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    m.message_id,
+                    m.topic,
+                    m.payload,
+                    m.qos,
+                    m.retain as i64,
+                    ms(now),
+                    m.expires_at.map(ms)
+                ],
+            )
+            .map_err(db("queue a message in the outbox"))?;
+        }
+        tx.commit().map_err(db("commit enqueue"))
+    }
+
+    /// Undelivered rows after `seq`, oldest first, at most `limit`.
+    pub fn next_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxRow>, PublishError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, message_id, topic, payload, qos, retain, created_at, expires_at
+                 FROM outbox WHERE delivered_at IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(db("query the outbox"))?;
+        let rows = stmt
+            .query_map(params![seq, limit as i64], |r| {
+                Ok(OutboxRow {
+                    seq: r.get(0)?,
+                    message_id: r.get(1)?,
+                    topic: r.get(2)?,
+                    payload: r.get(3)?,
+                    qos: r.get::<_, i64>(4)?.clamp(0, 2) as u8,
+                    retain: r.get::<_, i64>(5)? != 0,
+                    created_at: r.get(6)?,
+                    expires_at: r.get(7)?,
+                })
+            })
+            .map_err(db("query the outbox"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(db("read an outbox row"))
+    }
+
+    /// Deletes delivered (or given up) rows, in one transaction.
+    pub fn remove(&self, seqs: &[i64]) -> Result<(), PublishError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(db("begin outbox delete"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM outbox WHERE seq = ?1")
+                .map_err(db("delete outbox rows"))?;
+            for s in seqs {
+                stmt.execute([s]).map_err(db("delete outbox rows"))?;
+            }
+        }
+        tx.commit().map_err(db("commit outbox delete"))
+    }
+
+    /// Undelivered rows.
+    pub fn pending(&self) -> Result<u64, PublishError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(db("count the outbox"))
+    }
+
+    /// Drops the oldest undelivered rows beyond the bounds: older than
+    /// `max_age`, then all but the newest `max_rows`; and any rows marked
+    /// delivered by other code.
+    pub fn enforce_limits(
+        &self,
+        max_rows: u64,
+        max_age: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Dropped, PublishError> {
+        let cutoff = ms(now) - max_age.as_millis().min(i64::MAX as u128) as i64;
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(db("begin outbox pruning"))?;
+        tx.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL", [])
+            .map_err(db("prune delivered rows"))?;
+        let by_age = tx
+            .execute("DELETE FROM outbox WHERE created_at < ?1", [cutoff])
+            .map_err(db("drop outbox rows by age"))? as u64;
+        let by_size = tx
+            .execute(
+                "DELETE FROM outbox WHERE seq <= (
+                     SELECT seq FROM outbox ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
+                [max_rows.min(i64::MAX as u64) as i64],
+            )
+            .map_err(db("drop outbox rows by count"))? as u64;
+        tx.commit().map_err(db("commit outbox pruning"))?;
+        Ok(Dropped { by_age, by_size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str, expires: Option<OffsetDateTime>) -> OutboxMessage {
+        OutboxMessage {
+            message_id: id.into(),
+            topic: format!("t/{id}"),
+            payload: id.as_bytes().to_vec(),
+            qos: 1,
+            retain: false,
+            expires_at: expires,
+        }
+    }
+
+    #[test]
+    fn rows_come_in_order_and_leave_when_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&dir.path().join("r.db")).unwrap();
+        let now = OffsetDateTime::now_utc();
+        o.enqueue(&[msg("a", None), msg("b", None), msg("c", None)], now)
+            .unwrap();
+        let rows = o.next_after(0, 2).unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|r| r.message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let rest = o.next_after(rows[1].seq, 10).unwrap();
+        assert_eq!(rest.len(), 1);
+        o.remove(&[rows[0].seq]).unwrap();
+        assert_eq!(o.pending().unwrap(), 2);
+        assert_eq!(o.next_after(0, 10).unwrap()[0].message_id, "b");
+    }
+
+    #[test]
+    fn expiry_is_judged_by_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&dir.path().join("r.db")).unwrap();
+        let now = OffsetDateTime::now_utc();
+        o.enqueue(
+            &[
+                msg("gate", Some(now + time::Duration::seconds(5))),
+                msg("ev", None),
+            ],
+            now,
+        )
+        .unwrap();
+        let rows = o.next_after(0, 10).unwrap();
+        assert!(!rows[0].expired(now));
+        assert!(rows[0].expired(now + time::Duration::seconds(5)));
+        assert!(!rows[1].expired(now + time::Duration::days(365)));
+    }
+
+    #[test]
+    fn limits_drop_the_oldest_and_count_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&dir.path().join("r.db")).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let old = now - time::Duration::hours(2);
+        o.enqueue(&[msg("old1", None), msg("old2", None)], old)
+            .unwrap();
+        let fresh: Vec<_> = (0..5).map(|i| msg(&format!("n{i}"), None)).collect();
+        o.enqueue(&fresh, now).unwrap();
+        let d = o.enforce_limits(3, Duration::from_secs(3600), now).unwrap();
+        assert_eq!(
+            d,
+            Dropped {
+                by_age: 2,
+                by_size: 2
+            }
+        );
+        let left: Vec<_> = o
+            .next_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message_id)
+            .collect();
+        assert_eq!(left, ["n2", "n3", "n4"]);
+        let d = o.enforce_limits(3, Duration::from_secs(3600), now).unwrap();
+        assert_eq!(d, Dropped::default());
+    }
+}
