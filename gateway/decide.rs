@@ -305,6 +305,12 @@ impl Decider {
         matches!(self.decided.get(&track_id), Some(d) if *d != Decided::Kind(EventKind::Stranger))
     }
 
+    /// Whether a track was decided as a stranger (whose identity may still
+    /// get surer, so its faces are re-checked now and then).
+    pub fn is_stranger(&self, track_id: u64) -> bool {
+        self.decided.get(&track_id) == Some(&Decided::Kind(EventKind::Stranger))
+    }
+
     /// Forgets an ended track's decision.
     pub fn forget(&mut self, track_id: u64) {
         self.decided.remove(&track_id);

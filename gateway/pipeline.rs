@@ -183,6 +183,10 @@ pub struct Processor {
 /// Overlap with a decided track's last box that counts as the same face.
 const SETTLED_IOU: f32 = 0.5;
 
+/// A stranger's track is checked and embedded again on every this-many
+/// frames only (enough for "the identity got surer", a fraction of the work).
+const STRANGER_RECHECK: u32 = 4;
+
 /// Scenes in snapshots are scaled to this long side.
 const SCENE_SIDE: u32 = 640;
 
@@ -259,7 +263,10 @@ impl Processor {
                 .iter()
                 .filter(|t| iou(&t.bbox, &d.bbox) >= SETTLED_IOU)
                 .max_by(|a, b| iou(&a.bbox, &d.bbox).total_cmp(&iou(&b.bbox, &d.bbox)))
-                .is_some_and(|t| self.decider.is_final(t.id))
+                .is_some_and(|t| {
+                    self.decider.is_final(t.id)
+                        || (self.decider.is_stranger(t.id) && t.frames % STRANGER_RECHECK != 0)
+                })
         });
         let analysed = engine.analyze_faces(view, fresh, checks).map_err(verr)?;
         self.faces += (analysed.len() + settled.len()) as u64;
