@@ -91,6 +91,30 @@ async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
     ];
     enrol(&config, &db, &video.join("refs/Lin_Manuel_Miranda.jpg"));
 
+    // The command centre: a real mosquitto and a subscriber to everything of the site.
+    let broker = common::broker::Broker::start();
+    config.mqtt.url = broker.url();
+    config
+        .mqtt
+        .gate_secrets
+        .insert("gate-1".into(), "env:FACEGATE_TEST_GATE1".into());
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("FACEGATE_TEST_GATE1", "0123456789abcdef0123456789abcdef") };
+    let heard = dir.path().join("mqtt.log");
+    let mut sub = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-v",
+            "-t",
+            "facegate/#",
+        ])
+        .stdout(std::fs::File::create(&heard).unwrap())
+        .spawn()
+        .expect("mosquitto_sub");
+
     let cancel = CancellationToken::new();
     let live = {
         let (config, db, data, cancel) = (
@@ -117,6 +141,12 @@ async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
     );
     assert_eq!(pass.gate.as_deref(), Some("gate-1"));
     assert!(pass.ts >= t0);
+    // The other man (at the piano, at the start of the clip): a stranger alert.
+    let stranger = wait_for(&db, "stranger", Duration::from_secs(60), |e| {
+        e.kind == EventKind::Stranger
+    })
+    .await;
+    assert!(stranger.stranger_id.is_some() && stranger.subject.is_none());
 
     // Server gone: camera_offline within the stall timeout (plus margin).
     let stopped_at = time::OffsetDateTime::now_utc();

@@ -2,6 +2,7 @@
 //! models, and a loud skip when the photos are not there.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod rtsp;
 
 use std::path::PathBuf;
