@@ -160,7 +160,7 @@ struct VisionBench {
     landmark_flip: bool,
     flip_average: bool,
     bare_detector: BareModel,
-    /// The main embedder, then the fusion embedder when configured.
+    /// The main embedder, then the fusion embedder when the engine uses one.
     bare_embedders: Vec<BareEmbedder>,
     /// The 640×480 frame and its faces as facegate finds them.
     frame: RgbImage,
@@ -209,7 +209,10 @@ impl VisionBench {
 
         let crops: Vec<Vec<u8>> = frame_faces.iter().map(|d| engine.align(view, d)).collect();
         let mut embedder_cfgs = vec![config.embedder().clone()];
-        if let Some(f) = &v.fusion {
+        // Whether the engine fused a second embedder (configured, enabled,
+        // and not dropped as optional-and-absent) shows in its dimension.
+        let fused = engine.dim() > config.embedder().dim;
+        if let Some(f) = v.fusion.as_ref().filter(|_| fused) {
             let cfg = v
                 .embedders
                 .get(&f.embedder)
@@ -298,11 +301,10 @@ impl VisionBench {
             self.detector_inputs[0].shape[3],
             self.detector_inputs[0].shape[2],
             config.embedder().file.display(),
-            config
-                .vision
-                .fusion
-                .as_ref()
-                .map_or(String::new(), |f| format!(" + fusion {}", f.embedder)),
+            match (&config.vision.fusion, self.bare_embedders.len()) {
+                (Some(f), 2) => format!(" + fusion {}", f.embedder),
+                _ => String::new(),
+            },
             config.vision.threads,
         );
         println!(
@@ -366,13 +368,19 @@ impl VisionBench {
     }
 
     /// Alignment to the embedder's input from the photo the face was found
-    /// in: `align::align` (estimate + warp) and the engine's `align` (which
-    /// also softens crops that were enlarged).
+    /// in, for the frame's smallest face, its face closest to 100 px, and a
+    /// large face: `align::align` (estimate + warp) and the engine's `align`
+    /// (which also softens crops that were enlarged).
     fn alignment(&mut self, c: &mut Criterion) {
         let cfg = self.engine.embedder().config().clone();
         let mut g = c.benchmark_group("align_112");
+        // The smallest face of the frame is enlarged to the crop size, so
+        // the engine also softens it (`upsample_blur_sigma`).
+        let smallest = self.frame_faces[closest_to(&self.frame_faces, 0.0)];
+        let frame = RgbView::from_image(&self.frame);
         let faces = [
-            (RgbView::from_image(&self.frame), self.small_face),
+            (frame, smallest),
+            (frame, self.small_face),
             (RgbView::from_image(&self.large_photo), self.large_face),
         ];
         for (img, face) in faces {
@@ -439,7 +447,8 @@ impl VisionBench {
     }
 
     /// The whole photo: the engine's detect, then align + embed per face,
-    /// beside the bare runs that work makes.
+    /// beside the bare runs that work makes (in the engine's order, and with
+    /// fusion also model by model).
     fn whole_photo(&mut self, c: &mut Criterion) {
         let mut g = c.benchmark_group("photo_640x480");
         // ~0.15 s an iteration: 20 equal-sized samples of one or two photos.
@@ -450,6 +459,11 @@ impl VisionBench {
             b.iter(|| self.facegate_photo())
         });
         g.bench_function("bare_model_runs", |b| b.iter(|| self.bare_photo()));
+        if self.bare_embedders.len() > 1 {
+            g.bench_function("bare_model_runs_model_major", |b| {
+                b.iter(|| self.bare_photo_model_major())
+            });
+        }
         g.finish();
     }
 
@@ -462,7 +476,26 @@ impl VisionBench {
         faces.len()
     }
 
+    /// The bare runs in the engine's order: the detector, then face by
+    /// face every embedder (the order matters: see `bare_photo_model_major`).
     fn bare_photo(&mut self) {
+        for input in &self.detector_inputs {
+            self.bare_detector.run(black_box(input));
+        }
+        for face in 0..self.frame_faces.len() {
+            for embedder in &mut self.bare_embedders {
+                for input in &embedder.per_face[face] {
+                    embedder.model.run(black_box(input));
+                }
+            }
+        }
+    }
+
+    /// The same runs, model by model: all faces through one embedder, then
+    /// all through the next. With fusion this keeps one model's weights in
+    /// the caches at a time; the difference to `bare_photo` is what the
+    /// engine could win by reordering, not overhead of its own.
+    fn bare_photo_model_major(&mut self) {
         for input in &self.detector_inputs {
             self.bare_detector.run(black_box(input));
         }
@@ -500,9 +533,16 @@ impl VisionBench {
                 o.median_ns / b.median_ns
             ),
             _ => println!(
-                "criterion: no estimates from this run under {} (filtered out?)",
+                "criterion: no estimates from this run under {} (filtered out, or --test?)",
                 group.display()
             ),
+        }
+        if let Some(m) = read_estimates(&group.join("bare_model_runs_model_major"), started) {
+            println!(
+                "criterion: bare runs model by model: mean {:.2} ms, median {:.2} ms",
+                m.mean_ns / 1e6,
+                m.median_ns / 1e6
+            );
         }
         let (rounds, per_round) = (15, 3);
         let mut ratios = Vec::with_capacity(rounds);

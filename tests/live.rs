@@ -206,6 +206,26 @@ async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
         .expect("shutdown in time")
         .unwrap()
         .unwrap();
+
+    // What the command centre heard: the pass, its signed open command, the
+    // camera alerts, and the gateway's retained status.
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let log = std::fs::read_to_string(&heard).unwrap();
+    let site = &config.site.code;
+    assert!(
+        log.contains(&format!("facegate/{site}/events/gate-1 ")) && log.contains("\"owner_pass\""),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("facegate/{site}/gates/gate-1/open ")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("facegate/{site}/alerts ")) && log.contains("camera_offline"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("facegate/{site}/status ")), "{log}");
     let all = EventStore::open(&db)
         .unwrap()
         .list(&EventFilter {

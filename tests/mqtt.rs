@@ -8,9 +8,9 @@
 //! the publisher reaches it through a [`broker::Valve`] (a TCP relay) that
 //! the test opens only once its subscriber has resubscribed.
 
-#[path = "common/broker.rs"]
-mod broker;
 mod common;
+
+use common::broker;
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
