@@ -8,44 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::rtsp::{Codec, RtspServer};
-use facegate::config::Config;
 use facegate::events::{Event, EventFilter, EventKind, EventStore};
-use facegate::registry::{Consent, ConsentMethod, Gallery, NewOwner, Registry};
-use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
 use tokio_util::sync::CancellationToken;
-
-fn enrol(config: &Config, db: &Path, photo: &Path) {
-    let mut engine = facegate::vision::FaceEngine::new(config).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let mut gallery = Gallery::open(
-        Registry::open(db).unwrap(),
-        engine.model_id(),
-        engine.dim(),
-        now,
-    )
-    .unwrap();
-    let img = load_photo(photo, PhotoLimits::default()).unwrap();
-    let (_, t) =
-        facegate::identify::enrolment_template(&mut engine, RgbView::from_image(&img), "ref")
-            .unwrap();
-    let owner = NewOwner {
-        id: "H-1".into(),
-        name: "Lin-Manuel Miranda".into(),
-        building: None,
-        unit: None,
-        grid_code: None,
-        minor_under_14: false,
-    };
-    gallery
-        .enroll(
-            &owner,
-            &Consent::new(now, ConsentMethod::Written, "staff"),
-            &[t],
-            "test",
-            now,
-        )
-        .unwrap();
-}
 
 /// Polls the events table until `pred` holds for one event after `after` (index), or times out.
 async fn wait_for(
@@ -89,7 +53,13 @@ async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
         ))
         .unwrap(),
     ];
-    enrol(&config, &db, &video.join("refs/Lin_Manuel_Miranda.jpg"));
+    common::enrol(
+        &config,
+        &db,
+        "H-1",
+        "Lin-Manuel Miranda",
+        &video.join("refs/Lin_Manuel_Miranda.jpg"),
+    );
 
     // The command centre: a real mosquitto and a subscriber to everything of the site.
     let broker = common::broker::Broker::start();

@@ -9,42 +9,6 @@ use std::path::Path;
 use facegate::config::{CameraRole, Config};
 use facegate::events::{Event, EventFilter, EventKind, EventStore};
 use facegate::pipeline::{CameraContext, replay_file};
-use facegate::registry::{Consent, ConsentMethod, Gallery, NewOwner, Registry};
-use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
-
-/// Enrols `id` from a reference photo into the registry at `db`.
-pub fn enrol(config: &Config, db: &Path, id: &str, name: &str, photo: &Path) {
-    let mut engine = facegate::vision::FaceEngine::new(config).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let mut gallery = Gallery::open(
-        Registry::open(db).unwrap(),
-        engine.model_id(),
-        engine.dim(),
-        now,
-    )
-    .unwrap();
-    let img = load_photo(photo, PhotoLimits::default()).unwrap();
-    let (_, t) =
-        facegate::identify::enrolment_template(&mut engine, RgbView::from_image(&img), "ref")
-            .unwrap();
-    let owner = NewOwner {
-        id: id.into(),
-        name: name.into(),
-        building: None,
-        unit: None,
-        grid_code: None,
-        minor_under_14: false,
-    };
-    gallery
-        .enroll(
-            &owner,
-            &Consent::new(now, ConsentMethod::Written, "staff"),
-            &[t],
-            "test",
-            now,
-        )
-        .unwrap();
-}
 
 fn gate(config: &Config) -> CameraContext {
     let cam: facegate::config::CameraConfig =
@@ -61,7 +25,7 @@ fn an_owner_at_the_gate_gets_a_pass_and_the_other_man_a_stranger_alert_once_per_
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
     let video = faces.join("video");
-    enrol(
+    common::enrol(
         &config,
         &db,
         "H-1",

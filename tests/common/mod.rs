@@ -42,3 +42,40 @@ pub fn shipped_config() -> Config {
     c.vision.models_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
     c
 }
+
+/// Enrols an owner from one photo straight into the registry at `db` (real
+/// models, real SQLite), as gate staff would with `facegate enroll`.
+pub fn enrol(config: &Config, db: &std::path::Path, id: &str, name: &str, photo: &std::path::Path) {
+    use facegate::registry::{Consent, ConsentMethod, Gallery, NewOwner, Registry};
+    use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
+    let mut engine = FaceEngine::new(config).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut gallery = Gallery::open(
+        Registry::open(db).unwrap(),
+        engine.model_id(),
+        engine.dim(),
+        now,
+    )
+    .unwrap();
+    let img = load_photo(photo, PhotoLimits::default()).unwrap();
+    let (_, t) =
+        facegate::identify::enrolment_template(&mut engine, RgbView::from_image(&img), "ref")
+            .unwrap();
+    let owner = NewOwner {
+        id: id.into(),
+        name: name.into(),
+        building: None,
+        unit: None,
+        grid_code: None,
+        minor_under_14: false,
+    };
+    gallery
+        .enroll(
+            &owner,
+            &Consent::new(now, ConsentMethod::Written, "staff"),
+            &[t],
+            "test",
+            now,
+        )
+        .unwrap();
+}
