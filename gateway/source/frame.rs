@@ -67,7 +67,15 @@ impl Frame {
         sample: &gst::Sample,
         cache: &mut CapsCache,
     ) -> Result<Frame, String> {
-        let buffer = sample.buffer_owned().ok_or("sample without a buffer")?;
+        // A deep copy (≈0.5 ms for 1080p I420) gives the decoder its buffer
+        // back at once. Holding the decoder's own buffers in the slot and in
+        // consumers starves its small pool: measured, a 25 fps file then
+        // delivered only 15–19 fps (benches/ingest.sh, BENCHMARKS.md §4).
+        let buffer = sample
+            .buffer()
+            .ok_or("sample without a buffer")?
+            .copy_deep()
+            .map_err(|e| format!("cannot copy the decoded frame: {e}"))?;
         let caps = sample.caps().ok_or("sample without caps")?;
         let info = cache.info(caps)?;
         Ok(Frame {
