@@ -76,14 +76,7 @@ impl Detector {
     ) -> Result<Self, VisionError> {
         let path = models_dir.join(&cfg.file);
         let session = runtime::load_model(&path, &cfg.sha256, threads)?;
-        let input = session
-            .inputs()
-            .first()
-            .map(|i| i.name().to_owned())
-            .ok_or_else(|| VisionError::Model {
-                path: path.clone(),
-                reason: "model has no input".into(),
-            })?;
+        let input = runtime::first_input(&session, &path)?;
         Ok(Self {
             cfg: cfg.clone(),
             session,

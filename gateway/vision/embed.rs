@@ -30,11 +30,7 @@ impl Embedder {
             path: path.clone(),
             reason: reason.into(),
         };
-        let input = session
-            .inputs()
-            .first()
-            .map(|i| i.name().to_owned())
-            .ok_or_else(|| bad("model has no input"))?;
+        let input = runtime::first_input(&session, &path)?;
         let output = session
             .outputs()
             .first()

@@ -70,17 +70,6 @@ pub fn pose_crop(det: &Detection, width: u32, height: u32) -> [u32; 4] {
     [x0 as u32, y0 as u32, x1.ceil() as u32, y1.ceil() as u32]
 }
 
-fn first_name(session: &Session, path: &Path) -> Result<String, VisionError> {
-    session
-        .inputs()
-        .first()
-        .map(|i| i.name().to_owned())
-        .ok_or_else(|| VisionError::Model {
-            path: path.to_owned(),
-            reason: "model has no input".into(),
-        })
-}
-
 fn crop_tensor(
     img: RgbView<'_>,
     r: [u32; 4],
@@ -124,7 +113,7 @@ impl Liveness {
     ) -> Result<Self, VisionError> {
         let path = models_dir.join(&cfg.file);
         let session = runtime::load_model(&path, &cfg.sha256, threads)?;
-        let input = first_name(&session, &path)?;
+        let input = runtime::first_input(&session, &path)?;
         Ok(Self {
             cfg: cfg.clone(),
             session,
@@ -171,7 +160,7 @@ impl HeadPose {
     pub fn new(cfg: &PoseConfig, models_dir: &Path, threads: usize) -> Result<Self, VisionError> {
         let path = models_dir.join(&cfg.file);
         let session = runtime::load_model(&path, &cfg.sha256, threads)?;
-        let input = first_name(&session, &path)?;
+        let input = runtime::first_input(&session, &path)?;
         Ok(Self {
             cfg: cfg.clone(),
             session,

@@ -136,3 +136,15 @@ pub fn load_model(
         .commit_from_memory(&bytes)
         .map_err(model_err)
 }
+
+/// The name of a model's first input: every model facegate runs takes one image.
+pub fn first_input(session: &Session, path: &Path) -> Result<String, VisionError> {
+    session
+        .inputs()
+        .first()
+        .map(|i| i.name().to_owned())
+        .ok_or_else(|| VisionError::Model {
+            path: path.to_owned(),
+            reason: "model has no input".into(),
+        })
+}
