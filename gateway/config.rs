@@ -40,6 +40,29 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     /// Publishing to the command centre; an empty `url` turns it off.
     pub mqtt: crate::publish::MqttConfig,
+    /// The HTTP API and web console.
+    pub http: HttpConfig,
+}
+
+/// The HTTP API and web console (`facegate run`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; empty turns the API and console off. The
+    /// default is loopback only: opening it to the estate's network is a
+    /// deliberate choice (put it behind TLS).
+    pub listen: String,
+    /// Largest request body (a multipart form with its photos).
+    pub max_upload_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_upload_bytes: 25 * 1024 * 1024,
+        }
+    }
 }
 
 /// Where this gateway stands in the city's grid (street → community → grid).
@@ -558,6 +581,10 @@ pub struct PrivacyConfig {
     /// Keep the enrolment photo in the registry (off by default: only the
     /// embedding is needed to recognise someone).
     pub store_enrolment_photos: bool,
+    /// Keep the face embedding of each event (for as long as its snapshot)
+    /// so staff can search "where has this person been seen". Off: events
+    /// carry no face data beyond their snapshots.
+    pub event_face_search: bool,
 }
 
 impl Default for PrivacyConfig {
@@ -565,6 +592,7 @@ impl Default for PrivacyConfig {
         Self {
             snapshot_retention_days: 30,
             store_enrolment_photos: false,
+            event_face_search: true,
         }
     }
 }
@@ -726,6 +754,22 @@ impl Config {
         }
         if self.matching.top_k == 0 {
             return Err(bad("matching.top_k", "must be at least 1".into()));
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(bad(
+                "http.listen",
+                format!(
+                    "'{}' is not an address like 127.0.0.1:8080 (empty turns HTTP off)",
+                    self.http.listen
+                ),
+            ));
+        }
+        if self.http.max_upload_bytes < 1024 {
+            return Err(bad(
+                "http.max_upload_bytes",
+                "must be at least 1024 bytes".into(),
+            ));
         }
         if self.storage.max_photo_bytes == 0 || self.storage.max_photo_pixels == 0 {
             return Err(bad("storage", "photo limits must be positive".into()));

@@ -192,6 +192,22 @@ pub struct EventFilter {
     pub camera: Option<String>,
     pub subject_id: Option<String>,
     pub limit: usize,
+    /// Events to skip (paging).
+    pub offset: usize,
+}
+
+/// The face a stored event rests on, for search by photo.
+#[derive(Clone, Copy)]
+pub struct EventFace<'a> {
+    pub model_id: &'a str,
+    pub embedding: &'a [f32],
+}
+
+/// One search hit: an event and how similar its face is to the query.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceHit {
+    pub score: f32,
+    pub event: Event,
 }
 
 impl EventStore {
@@ -203,6 +219,11 @@ impl EventStore {
             .map_err(sql("set busy timeout"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql("enable WAL"))?;
+        // Event faces cascade with their events, and erased bytes are zeroed.
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql("enable foreign keys"))?;
+        conn.pragma_update(None, "secure_delete", true)
+            .map_err(sql("enable secure_delete"))?;
         Ok(Self { conn })
     }
 
@@ -218,11 +239,31 @@ impl EventStore {
         e: &Event,
         messages: &[OutboxMessage],
     ) -> Result<(), RegistryError> {
+        self.save_full(e, None, messages)
+    }
+
+    /// [`save_with_outbox`](Self::save_with_outbox), with the face the
+    /// decision rests on (for search by photo), all in one transaction.
+    pub fn save_full(
+        &self,
+        e: &Event,
+        face: Option<EventFace<'_>>,
+        messages: &[OutboxMessage],
+    ) -> Result<(), RegistryError> {
         let tx = self
             .conn
             .unchecked_transaction()
             .map_err(sql("begin event transaction"))?;
         Self::write_event(&tx, e)?;
+        if let Some(f) = face {
+            let blob: Vec<u8> = f.embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tx.execute(
+                "INSERT INTO event_faces (event_id, ts, model_id, embedding) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (event_id) DO UPDATE SET model_id = ?3, embedding = ?4",
+                params![e.id, (e.ts.unix_timestamp_nanos() / 1_000_000) as i64, f.model_id, blob],
+            )
+            .map_err(sql("store event face"))?;
+        }
         let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
         let now = ms(OffsetDateTime::now_utc());
         for m in messages {
@@ -295,7 +336,7 @@ impl EventStore {
                  WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts < ?2)
                    AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR camera = ?4)
                    AND (?5 IS NULL OR subject_id = ?5)
-                 ORDER BY ts DESC, id DESC LIMIT ?6",
+                 ORDER BY ts DESC, id DESC LIMIT ?6 OFFSET ?7",
             )
             .map_err(sql("query events"))?;
         let limit = if f.limit == 0 {
@@ -311,7 +352,8 @@ impl EventStore {
                     f.kind.map(EventKind::as_str),
                     f.camera,
                     f.subject_id,
-                    limit
+                    limit,
+                    f.offset.min(i64::MAX as usize) as i64
                 ],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
             )
@@ -322,6 +364,85 @@ impl EventStore {
             out.push(parse_body(&id, &body)?);
         }
         Ok(out)
+    }
+}
+
+impl EventStore {
+    /// Events since `since` whose face (made by `model_id`) has cosine
+    /// similarity ≥ `min_score` with `query` (unit length), best first, at
+    /// most `limit`. Returns the hits and how many faces were compared. A
+    /// linear scan: the faces of a retention window of one estate's events
+    /// (tens of thousands) take milliseconds.
+    pub fn search_faces(
+        &self,
+        model_id: &str,
+        query: &[f32],
+        since: OffsetDateTime,
+        min_score: f32,
+        limit: usize,
+    ) -> Result<(Vec<FaceHit>, usize), RegistryError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT event_id, embedding FROM event_faces
+                 WHERE model_id = ?1 AND ts >= ?2",
+            )
+            .map_err(sql("query event faces"))?;
+        let rows = stmt
+            .query_map(
+                params![model_id, (since.unix_timestamp_nanos() / 1_000_000) as i64],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .map_err(sql("query event faces"))?;
+        let mut scored = Vec::new();
+        let mut searched = 0;
+        for row in rows {
+            let (id, blob) = row.map_err(sql("read event face"))?;
+            if blob.len() != query.len() * 4 {
+                continue;
+            }
+            searched += 1;
+            let score: f32 = blob
+                .chunks_exact(4)
+                .zip(query)
+                .map(|(b, q)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * q)
+                .sum();
+            if score >= min_score {
+                scored.push((score, id));
+            }
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.truncate(limit);
+        let mut hits = Vec::with_capacity(scored.len());
+        for (score, id) in scored {
+            if let Some(event) = self.get(&id)? {
+                hits.push(FaceHit { score, event });
+            }
+        }
+        Ok((hits, searched))
+    }
+
+    /// Deletes event faces older than `before` (they expire with the
+    /// snapshots); returns how many.
+    pub fn purge_faces(&self, before: OffsetDateTime) -> Result<usize, RegistryError> {
+        self.conn
+            .execute(
+                "DELETE FROM event_faces WHERE ts < ?1",
+                [(before.unix_timestamp_nanos() / 1_000_000) as i64],
+            )
+            .map_err(sql("expire event faces"))
+    }
+
+    /// Outbox messages not yet acknowledged by the broker.
+    pub fn outbox_depth(&self) -> Result<u64, RegistryError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(sql("count outbox"))
     }
 }
 

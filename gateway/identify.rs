@@ -128,8 +128,12 @@ pub enum EnrolPhotoError {
     AlreadyEnrolled {
         photo: String,
         who: String,
+        /// The owner the face belongs to.
+        owner_id: String,
         score: f32,
     },
+    #[error(transparent)]
+    Photo(#[from] crate::vision::image::PhotoError),
     #[error(transparent)]
     Vision(#[from] VisionError),
     #[error(transparent)]
@@ -223,19 +227,55 @@ pub fn check_not_enrolled_elsewhere(
             break;
         }
         let same = matches!(&m.subject, Subject::Owner { id, .. } if Some(id.as_str()) == owner_id);
-        if !same && matches!(m.subject, Subject::Owner { .. }) {
-            let who = match &m.subject {
-                Subject::Owner { id, name } => format!("owner {id} ({name})"),
-                Subject::Watch { id, name, .. } => format!("watch-list entry {id} ({name})"),
-            };
+        if !same && let Subject::Owner { id, name } = &m.subject {
             return Err(EnrolPhotoError::AlreadyEnrolled {
                 photo: photo.to_owned(),
-                who,
+                who: format!("owner {id} ({name})"),
+                owner_id: id.clone(),
                 score: m.score,
             });
         }
     }
     Ok(())
+}
+
+/// One enrolment photo as received: a name for messages and its bytes.
+pub struct PhotoUpload {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What enrolment checks photos against.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrolRules {
+    pub limits: crate::vision::image::PhotoLimits,
+    pub threshold: f32,
+    /// Keep the photo with its template (`privacy.store_enrolment_photos`).
+    pub keep_photo: bool,
+}
+
+/// A template for every photo, or the first photo's error (so nothing is
+/// written): each must decode, show exactly one usable face, and not be
+/// someone other than `owner_id` already.
+pub fn enrolment_templates(
+    engine: &mut FaceEngine,
+    gallery: &Gallery,
+    photos: Vec<PhotoUpload>,
+    owner_id: Option<&str>,
+    rules: EnrolRules,
+    now: OffsetDateTime,
+) -> Result<Vec<FaceTemplate>, EnrolPhotoError> {
+    let mut out = Vec::with_capacity(photos.len());
+    for p in photos {
+        let img = crate::vision::image::decode_photo(&p.bytes, &p.name, rules.limits)?;
+        let (_, mut t) = enrolment_template(engine, RgbView::from_image(&img), &p.name)?;
+        check_not_enrolled_elsewhere(gallery, &t, owner_id, rules.threshold, &p.name, now)?;
+        if rules.keep_photo {
+            t.photo = Some(p.bytes);
+        }
+        out.push(t);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -13,13 +13,18 @@
 //! - [`identify`]: one photo in, one decision per face out
 //!   (owner / watchlist / stranger / rejected).
 //! - [`eval`]: the accuracy protocol over a labelled folder.
+//! - [`source`], [`track`], [`decide`], [`pipeline`]: cameras to decisions.
+//! - [`events`], [`publish`]: events in SQLite, the MQTT outbox.
+//! - [`live`], [`http`]: the live feed, metrics, the HTTP API and console.
 
 pub mod bench;
 pub mod config;
 pub mod decide;
 pub mod eval;
 pub mod events;
+pub mod http;
 pub mod identify;
+pub mod live;
 pub mod pipeline;
 pub mod publish;
 pub mod registry;

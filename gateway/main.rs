@@ -76,7 +76,13 @@ enum Command {
         /// Broker URL (mqtt://host[:port] or mqtts://...), overrides mqtt.url.
         #[arg(long, value_name = "URL")]
         mqtt: Option<String>,
+        /// HTTP API and console address (overrides http.listen; "" turns it off).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
     },
+    /// API tokens for the HTTP API and console.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Run the pipeline over a video file as fast as it can; prints events as JSON lines.
     Replay {
         /// Camera name the events carry (a configured camera's role and codes are used).
@@ -101,6 +107,28 @@ enum Command {
     /// The gateway's own benches.
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a token; it is printed once, alone on stdout (only its hash is kept).
+    Create {
+        #[arg(long)]
+        role: facegate::registry::Role,
+        /// Who or what uses it (e.g. gate-desk-1); changes are audited under it.
+        #[arg(long)]
+        name: String,
+    },
+    /// Tokens, revoked ones included (never the secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a token at once.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -356,25 +384,27 @@ fn templates(
     owner_id: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Vec<FaceTemplate>> {
-    let mut out = Vec::new();
+    let mut uploads = Vec::new();
     for p in photos {
-        let img = load_photo(p, photo_limits(config))?;
         let name = p.display().to_string();
-        let (_, mut t) = identify::enrolment_template(engine, RgbView::from_image(&img), &name)?;
-        identify::check_not_enrolled_elsewhere(
-            gallery,
-            &t,
-            owner_id,
-            config.matching.threshold,
-            &name,
-            now,
-        )?;
-        if config.privacy.store_enrolment_photos {
-            t.photo = Some(std::fs::read(p).with_context(|| format!("reading {name}"))?);
+        // Size is checked before reading the whole file.
+        let size = std::fs::metadata(p)
+            .with_context(|| format!("{name}: cannot read"))?
+            .len();
+        if size > config.storage.max_photo_bytes {
+            load_photo(p, photo_limits(config))?;
         }
-        out.push(t);
+        let bytes = std::fs::read(p).with_context(|| format!("{name}: cannot read"))?;
+        uploads.push(identify::PhotoUpload { name, bytes });
     }
-    Ok(out)
+    let rules = identify::EnrolRules {
+        limits: photo_limits(config),
+        threshold: config.matching.threshold,
+        keep_photo: config.privacy.store_enrolment_photos,
+    };
+    Ok(identify::enrolment_templates(
+        engine, gallery, uploads, owner_id, rules, now,
+    )?)
 }
 
 fn run() -> Result<()> {
@@ -485,6 +515,7 @@ fn run() -> Result<()> {
             cameras,
             data_dir,
             mqtt,
+            http,
         } => {
             let mut config = config;
             for c in &cameras {
@@ -492,6 +523,9 @@ fn run() -> Result<()> {
             }
             if let Some(u) = mqtt {
                 config.mqtt.url = u;
+            }
+            if let Some(h) = http {
+                config.http.listen = h;
             }
             config.validate(&cli.config)?;
             let db_path = db_path(&config, db)?;
@@ -508,7 +542,7 @@ fn run() -> Result<()> {
                     tracing::info!("shutdown requested");
                     c.cancel();
                 });
-                facegate::pipeline::run_live(&config, &db_path, &data_dir, cancel).await
+                facegate::http::run_gateway(config, &db_path, &data_dir, cancel).await
             })?;
         }
         Command::Replay {
@@ -629,6 +663,48 @@ fn run() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Owners(cmd) => owners(cmd, &config, db, now)?,
+        Command::Token(cmd) => {
+            let reg = open_registry(&config, db)?;
+            let actor = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "local".into())
+            );
+            match cmd {
+                TokenCmd::Create { role, name } => {
+                    let t = reg.token_create(&name, role, &actor, now)?;
+                    println!("{t}");
+                    eprintln!(
+                        "token '{name}' ({}) created; it is shown only now: keep it safe",
+                        role.as_str()
+                    );
+                }
+                TokenCmd::List { json } => {
+                    let list = reg.tokens()?;
+                    if json {
+                        println!("{}", serde_json::to_string(&list)?);
+                    } else {
+                        for t in list {
+                            let state = match t.revoked_at {
+                                Some(at) => format!("revoked {}", at.format(&Rfc3339)?),
+                                None => "active".into(),
+                            };
+                            println!(
+                                "{:<24} {:<9} {} (created {} by {})",
+                                t.name,
+                                t.role.as_str(),
+                                state,
+                                t.created_at.format(&Rfc3339)?,
+                                t.created_by
+                            );
+                        }
+                    }
+                }
+                TokenCmd::Revoke { name } => {
+                    reg.token_revoke(&name, &actor, now)?;
+                    println!("token '{name}' revoked");
+                }
+            }
+        }
         Command::Watchlist(cmd) => watchlist(cmd, &config, db, now)?,
         Command::Audit { limit } => {
             let reg = open_registry(&config, db)?;

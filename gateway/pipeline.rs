@@ -88,6 +88,9 @@ pub struct EventSink {
     snapshots: SnapshotWriter,
     publish: Box<dyn Fn(&Event) + Send + Sync>,
     mqtt: Option<MqttSink>,
+    live: Option<Arc<crate::live::Live>>,
+    /// Store each event's face for search by photo, tagged with this model.
+    face_model: Option<String>,
 }
 
 impl EventSink {
@@ -101,7 +104,22 @@ impl EventSink {
             snapshots,
             publish,
             mqtt: None,
+            live: None,
+            face_model: None,
         }
+    }
+
+    /// Events also go to the live feed (console, metrics).
+    pub fn with_live(mut self, live: Arc<crate::live::Live>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Events keep the face they rest on (model `model_id`), for search by
+    /// photo; it expires with the snapshots.
+    pub fn with_face_search(mut self, model_id: &str) -> Self {
+        self.face_model = Some(model_id.to_owned());
+        self
     }
 
     pub fn with_mqtt(mut self, m: MqttSink) -> Self {
@@ -127,6 +145,18 @@ impl EventSink {
 
     /// Stores (and on failure logs: recognition goes on) and publishes.
     pub fn emit(&self, event: &Event) {
+        self.emit_with_face(event, None);
+    }
+
+    /// [`emit`](Self::emit), with the embedding the decision rests on.
+    pub fn emit_with_face(&self, event: &Event, embedding: Option<&[f32]>) {
+        let face = match (&self.face_model, embedding) {
+            (Some(m), Some(e)) => Some(crate::events::EventFace {
+                model_id: m,
+                embedding: e,
+            }),
+            _ => None,
+        };
         let messages = self.mqtt.as_ref().map_or_else(Vec::new, |m| {
             crate::publish::messages_with_snapshot(
                 event,
@@ -137,7 +167,7 @@ impl EventSink {
         });
         match self.store.lock() {
             Ok(store) => {
-                if let Err(e) = store.save_with_outbox(event, &messages) {
+                if let Err(e) = store.save_full(event, face, &messages) {
                     tracing::error!(id = %event.id, error = %e, "event not stored");
                 }
             }
@@ -148,7 +178,15 @@ impl EventSink {
         if let Some(m) = &self.mqtt {
             m.wake.notify_one();
         }
+        if let Some(l) = &self.live {
+            l.publish(event);
+        }
         (self.publish)(event);
+    }
+
+    /// The event store, for housekeeping (expiring event faces).
+    pub fn store(&self) -> &Mutex<EventStore> {
+        &self.store
     }
 
     pub fn snapshots(&self) -> &SnapshotWriter {
@@ -174,10 +212,24 @@ pub struct Processor {
     /// Views of tracks that ended in the last call, kept until their
     /// events' snapshots are written.
     ended_views: HashMap<u64, BestView>,
+    /// The track embedding each pending event rests on (by event id), until
+    /// the event is emitted.
+    event_faces: HashMap<String, Vec<f32>>,
+    /// Seconds spent per stage on the last processed frame.
+    pub last_stages: StageTimes,
     /// Frame arrival → decision, for events emitted on a frame (seconds).
     pub latencies: Vec<f64>,
     pub frames: u64,
     pub faces: u64,
+}
+
+/// Seconds per recognition stage on one frame.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub convert: f64,
+    pub detect: f64,
+    pub analyze: f64,
+    pub decide: f64,
 }
 
 /// Overlap with a decided track's last box that counts as the same face.
@@ -211,6 +263,8 @@ impl Processor {
             events: HashMap::new(),
             best_view: HashMap::new(),
             ended_views: HashMap::new(),
+            event_faces: HashMap::new(),
+            last_stages: StageTimes::default(),
             latencies: Vec::new(),
             frames: 0,
             faces: 0,
@@ -242,6 +296,7 @@ impl Processor {
             source,
         };
         let view = RgbView::from_image(full);
+        let t0 = Instant::now();
         let dets: Vec<Detection> = match scaled {
             Some((img, s)) if s > 0.0 && s < 1.0 => engine
                 .detect(RgbView::from_image(img))
@@ -268,7 +323,9 @@ impl Processor {
                         || (self.decider.is_stranger(t.id) && t.frames % STRANGER_RECHECK != 0)
                 })
         });
+        let t1 = Instant::now();
         let analysed = engine.analyze_faces(view, fresh, checks).map_err(verr)?;
+        let t2 = Instant::now();
         self.faces += (analysed.len() + settled.len()) as u64;
         let followed = settled.into_iter().map(|det| Face {
             det,
@@ -318,7 +375,7 @@ impl Processor {
             }
             let best = self.best_match(gallery, &track, wall)?;
             let actions = self.decider.on_track(&track, best.as_ref(), now, false);
-            self.apply(actions, wall, &mut out);
+            self.apply(actions, wall, track.embedding(), &mut out);
         }
         if let Some(at) = arrived
             && !out.is_empty()
@@ -327,6 +384,12 @@ impl Processor {
             self.latencies.extend(std::iter::repeat_n(l, out.len()));
         }
         out.extend(self.tick(gallery, now, wall)?);
+        self.last_stages = StageTimes {
+            convert: 0.0,
+            detect: (t1 - t0).as_secs_f64(),
+            analyze: (t2 - t1).as_secs_f64(),
+            decide: t2.elapsed().as_secs_f64(),
+        };
         Ok(out)
     }
 
@@ -363,7 +426,7 @@ impl Processor {
         for t in tracks {
             let best = self.best_match(gallery, &t, wall)?;
             let actions = self.decider.on_track(&t, best.as_ref(), now, true);
-            self.apply(actions, wall, &mut out);
+            self.apply(actions, wall, t.embedding(), &mut out);
             self.decider.forget(t.id);
             self.events.remove(&t.id);
             if let Some(v) = self.best_view.remove(&t.id) {
@@ -390,7 +453,14 @@ impl Processor {
         Ok(g.search(&e, self.top_k.max(1), wall)?.into_iter().next())
     }
 
-    fn apply(&mut self, actions: Vec<Action>, wall: OffsetDateTime, out: &mut Vec<Event>) {
+    fn apply(
+        &mut self,
+        actions: Vec<Action>,
+        wall: OffsetDateTime,
+        embedding: Option<Vec<f32>>,
+        out: &mut Vec<Event>,
+    ) {
+        let first = out.len();
         for a in actions {
             match a {
                 Action::Emit(v) => {
@@ -421,6 +491,16 @@ impl Processor {
                 }
             }
         }
+        if let Some(e) = embedding {
+            for ev in &out[first..] {
+                self.event_faces.insert(ev.id.clone(), e.clone());
+            }
+        }
+    }
+
+    /// The embedding an emitted event rests on (taken once).
+    pub fn take_event_face(&mut self, event_id: &str) -> Option<Vec<f32>> {
+        self.event_faces.remove(event_id)
     }
 
     fn fill(&self, e: &mut Event, v: &Verdict) {
@@ -488,9 +568,11 @@ pub fn emit_all(sink: &EventSink, processor: &mut Processor, events: &mut [Event
                 }
             }
         }
-        sink.emit(e);
+        let face = processor.take_event_face(&e.id);
+        sink.emit_with_face(e, face.as_deref());
     }
     processor.ended_views.clear();
+    processor.event_faces.clear();
 }
 
 /// An event for a camera going offline or coming back.
@@ -532,6 +614,7 @@ fn describe_cause(c: OfflineCause, reason: &str) -> String {
 /// Runs one live camera until cancelled: newest frame at the detection
 /// rate, decisions to the sink. Frames that arrive between two detections
 /// are dropped by the source's slot (and counted there).
+#[allow(clippy::too_many_arguments)]
 pub fn run_camera(
     handle: Arc<CameraHandle>,
     mut processor: Processor,
@@ -539,8 +622,11 @@ pub fn run_camera(
     gallery: Arc<Mutex<Gallery>>,
     sink: Arc<EventSink>,
     detect_max_side: u32,
+    live: Option<Arc<crate::live::LiveCamera>>,
+    metrics: Option<Arc<crate::live::Live>>,
     cancel: CancellationToken,
 ) {
+    use crate::live::Stage;
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / processor.camera().detect_fps.max(0.1) as f64);
     let mut next_due = Instant::now();
@@ -560,14 +646,38 @@ pub fn run_camera(
                 if next_due < Instant::now() {
                     next_due = Instant::now() + period;
                 }
-                process_frame(
+                let faces_before = processor.faces;
+                let t = Instant::now();
+                let r = process_frame(
                     &mut processor,
                     &mut engine,
                     &gallery,
                     &frame,
                     detect_max_side,
                     now,
-                )
+                );
+                if let Some(m) = &metrics {
+                    let cam = &processor.camera().name;
+                    let s = processor.last_stages;
+                    let m = &m.metrics;
+                    m.count_frame(cam, processor.faces - faces_before);
+                    m.observe(cam, Stage::Frame, t.elapsed().as_secs_f64());
+                    m.observe(cam, Stage::Convert, s.convert);
+                    m.observe(cam, Stage::Detect, s.detect);
+                    m.observe(cam, Stage::Analyze, s.analyze);
+                    m.observe(cam, Stage::Decide, s.decide);
+                    if let Ok(events) = &r
+                        && !events.is_empty()
+                    {
+                        m.observe(cam, Stage::Decision, frame.arrived.elapsed().as_secs_f64());
+                    }
+                }
+                if let Some(l) = &live
+                    && let Ok(mut slot) = l.latest.lock()
+                {
+                    *slot = Some(frame);
+                }
+                r
             }
         };
         match result {
@@ -598,14 +708,16 @@ pub fn process_frame(
         camera: frame.camera.to_string(),
         source: VisionError::Inference(e.to_string()),
     };
+    let t = Instant::now();
     let full = frame.to_rgb().map_err(conv)?;
     let scaled = if frame.width.max(frame.height) > detect_max_side {
         Some(frame.to_rgb_scaled(detect_max_side).map_err(conv)?)
     } else {
         None
     };
+    let convert = t.elapsed().as_secs_f64();
     let wall = OffsetDateTime::from(frame.wall);
-    processor.process(
+    let out = processor.process(
         engine,
         gallery,
         &full,
@@ -613,7 +725,9 @@ pub fn process_frame(
         now,
         wall,
         Some(frame.arrived),
-    )
+    );
+    processor.last_stages.convert = convert;
+    out
 }
 
 /// Runs the gateway on the configured cameras until `cancel`: one camera
@@ -632,21 +746,54 @@ pub async fn run_live(
             "no cameras configured: add [[cameras]] to the config or pass --camera NAME=URL".into(),
         ));
     }
+    let first = FaceEngine::new(config).map_err(|source| PipelineError::Vision {
+        camera: "*".into(),
+        source,
+    })?;
+    let gallery = open_gallery(db, &first)?;
+    let live = Arc::new(crate::live::Live::new());
+    run_live_with(config, db, data_dir, Some(first), gallery, live, cancel).await
+}
+
+/// The gallery the cameras (and the HTTP API) share.
+pub fn open_gallery(
+    db: &std::path::Path,
+    engine: &FaceEngine,
+) -> Result<Arc<Mutex<Gallery>>, PipelineError> {
+    let gallery = Gallery::open(
+        crate::registry::Registry::open(db)?,
+        engine.model_id(),
+        engine.dim(),
+        OffsetDateTime::now_utc(),
+    )?;
+    Ok(Arc::new(Mutex::new(gallery)))
+}
+
+/// [`run_live`] on a gallery and live state shared with others (the HTTP
+/// server). With no camera configured it only does the housekeeping
+/// (gallery reloads, expiry) until cancelled.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_live_with(
+    config: &Config,
+    db: &std::path::Path,
+    data_dir: &std::path::Path,
+    engine: Option<FaceEngine>,
+    gallery: Arc<Mutex<Gallery>>,
+    live: Arc<crate::live::Live>,
+    cancel: CancellationToken,
+) -> Result<(), PipelineError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| PipelineError::Setup(format!("data directory {}: {e}", data_dir.display())))?;
     let verr = |camera: &str| {
         let camera = camera.to_owned();
         move |source| PipelineError::Vision { camera, source }
     };
-    let first = FaceEngine::new(config).map_err(verr("*"))?;
+    let first = match engine {
+        Some(e) => e,
+        None => FaceEngine::new(config).map_err(verr("*"))?,
+    };
+    let model_id = first.model_id().to_owned();
     let now = OffsetDateTime::now_utc();
-    let gallery = Gallery::open(
-        crate::registry::Registry::open(db)?,
-        first.model_id(),
-        first.dim(),
-        now,
-    )?;
-    let gallery = Arc::new(Mutex::new(gallery));
     let publisher = if config.mqtt.enabled() {
         let commands = match config.mqtt.command_secret {
             Some(_) => Some(crate::publish::CommandHandler::new(
@@ -674,7 +821,11 @@ pub async fn run_live(
         EventStore::open(db)?,
         SnapshotWriter::new(data_dir),
         EventSink::log_publisher(),
-    );
+    )
+    .with_live(live.clone());
+    if config.privacy.event_face_search {
+        sink = sink.with_face_search(&model_id);
+    }
     if let Some(p) = &publisher {
         sink = sink.with_mqtt(MqttSink {
             cfg: config.mqtt.clone(),
@@ -698,6 +849,16 @@ pub async fn run_live(
         )?);
         let ctx = CameraContext::from_config(cam, config);
         contexts.insert(cam.name.clone(), ctx.clone());
+        let live_cam = Arc::new(crate::live::LiveCamera {
+            ctx: ctx.clone(),
+            handle: handle.clone(),
+            latest: Arc::new(Mutex::new(None)),
+        });
+        live.add_camera(crate::live::LiveCamera {
+            ctx: ctx.clone(),
+            handle: handle.clone(),
+            latest: live_cam.latest.clone(),
+        });
         let processor = Processor::new(ctx, config, &format!("{}-{prefix}", cam.name));
         let eng = match engine.take() {
             Some(e) => e,
@@ -710,9 +871,22 @@ pub async fn run_live(
             cancel.clone(),
         );
         let max_side = config.detector().max_side;
+        let l = live.clone();
         let worker = std::thread::Builder::new()
             .name(format!("recog-{}", cam.name))
-            .spawn(move || run_camera(h, processor, eng, g, s, max_side, c))
+            .spawn(move || {
+                run_camera(
+                    h,
+                    processor,
+                    eng,
+                    g,
+                    s,
+                    max_side,
+                    Some(live_cam),
+                    Some(l),
+                    c,
+                )
+            })
             .map_err(|e| {
                 PipelineError::Setup(format!("camera {}: cannot start a thread: {e}", cam.name))
             })?;
@@ -721,6 +895,7 @@ pub async fn run_live(
         tracing::info!(camera = %cam.name, role = ?cam.role, "camera started");
     }
     drop(tx);
+    let no_cameras = config.cameras.is_empty();
     let site = Place {
         site: config.site.code.clone(),
         street: config.site.street_code.clone(),
@@ -734,7 +909,7 @@ pub async fn run_live(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            ev = rx.recv() => match ev {
+            ev = rx.recv(), if !no_cameras => match ev {
                 Some(ev) => sink.emit(&camera_event(&ev, &contexts, &site)),
                 None => break,
             },
@@ -746,10 +921,19 @@ pub async fn run_live(
                 }
             }
             _ = purge.tick() => {
-                match sink.snapshots().purge(OffsetDateTime::now_utc(), keep_days) {
+                let now = OffsetDateTime::now_utc();
+                match sink.snapshots().purge(now, keep_days) {
                     Ok(n) if n > 0 => tracing::info!(files = n, "expired snapshots deleted"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "snapshot purge failed"),
+                }
+                let cutoff = now - time::Duration::days(i64::from(keep_days));
+                if let Ok(store) = sink.store().lock() {
+                    match store.purge_faces(cutoff) {
+                        Ok(n) if n > 0 => tracing::info!(faces = n, "expired event faces deleted"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "event face expiry failed"),
+                    }
                 }
             }
         }
@@ -813,11 +997,14 @@ pub fn replay_file(
         engine.dim(),
         wall0,
     )?);
-    let sink = EventSink::new(
+    let mut sink = EventSink::new(
         EventStore::open(db)?,
         SnapshotWriter::new(data_dir),
         Box::new(|_: &Event| {}),
     );
+    if config.privacy.event_face_search {
+        sink = sink.with_face_search(engine.model_id());
+    }
     let period = 1.0 / cam.detect_fps.max(0.1) as f64;
     let max_side = config.detector().max_side;
     let prefix = format!("{}-{:x}", cam.name, wall0.unix_timestamp());

@@ -39,9 +39,11 @@ use time::OffsetDateTime;
 mod gallery;
 pub mod index;
 pub mod schema;
+mod tokens;
 
 pub use gallery::Gallery;
 pub use index::{FaceIndex, IndexError, Match};
+pub use tokens::{Principal, Role, TokenInfo, split_token};
 
 /// How long a writer waits for another process (the CLI beside the gateway)
 /// to release the database before giving up with a busy error.
@@ -1191,6 +1193,29 @@ impl Registry {
         )
         .and_then(Iterator::collect)
         .context("list owners")
+    }
+
+    /// How many owners `filter` matches, ignoring its page.
+    pub fn owners_count(&self, filter: &OwnerFilter) -> Result<usize, RegistryError> {
+        let pattern = filter
+            .search
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(like_pattern);
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM owners
+                 WHERE (:status IS NULL OR status = :status)
+                   AND (:pattern IS NULL
+                        OR id LIKE :pattern ESCAPE '\\'
+                        OR name LIKE :pattern ESCAPE '\\'
+                        OR building LIKE :pattern ESCAPE '\\'
+                        OR unit LIKE :pattern ESCAPE '\\')",
+                rusqlite::named_params! { ":status": filter.status, ":pattern": pattern },
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as usize)
+            .context("count owners")
     }
 
     /// Activates or suspends an owner. Setting the status an owner already

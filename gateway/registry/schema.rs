@@ -127,9 +127,40 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (seq) WHERE delivered_at IS NULL;
 "#;
 
+/// Migration 4: API tokens and the faces of events.
+///
+/// `api_tokens`: only an argon2 hash of each token's secret is kept; the
+/// token itself is shown once, when created. A revoked token keeps its row
+/// (and name) so the audit log still reads.
+///
+/// `event_faces`: the embedding a track's decision rested on, so staff can
+/// search "where has this person been seen" (以脸搜脸). It is face data:
+/// deleted with its event, and expired with the snapshots
+/// (`privacy.snapshot_retention_days`).
+const MIGRATION_4: &str = r#"
+CREATE TABLE api_tokens (
+    id          TEXT    NOT NULL PRIMARY KEY,
+    name        TEXT    NOT NULL UNIQUE CHECK (length(name) > 0),
+    role        TEXT    NOT NULL CHECK (role IN ('admin', 'enroller', 'viewer')),
+    secret_hash TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    created_by  TEXT    NOT NULL,
+    revoked_at  INTEGER,
+    last_used_at INTEGER
+) STRICT;
+
+CREATE TABLE event_faces (
+    event_id  TEXT    NOT NULL PRIMARY KEY REFERENCES events (id) ON DELETE CASCADE,
+    ts        INTEGER NOT NULL,
+    model_id  TEXT    NOT NULL,
+    embedding BLOB    NOT NULL
+) STRICT;
+CREATE INDEX event_faces_by_ts ON event_faces (ts);
+"#;
+
 /// All migrations, in order; migration `n` (1-based) brings a database to
 /// `user_version = n`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this code writes and understands.
 pub fn known_version() -> u32 {

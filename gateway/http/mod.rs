@@ -1,0 +1,338 @@
+//! The HTTP API (`/api/v1`, described by `openapi.json`) and the web console.
+//!
+//! - [`AppState`]: what handlers share: the config, the gallery the cameras
+//!   match against (so an enrolment counts at once), a face engine for
+//!   photos, the event store and the [`Live`] state.
+//! - [`auth`]: bearer tokens with roles; every change is audited under the
+//!   token's name.
+//! - [`error`]: every failure is a JSON `{"error": {"code", "message"}}`
+//!   with a 4xx for bad input; JSON, query, path and multipart rejections
+//!   included.
+//! - [`owners`] (owners, watch list, identify, search by photo) and
+//!   [`feed`] (events, snapshots, the live SSE feed, cameras, metrics).
+//!
+//! Inference and SQLite run on the blocking pool, never on the runtime's
+//! threads.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::events::EventStore;
+use crate::live::Live;
+use crate::pipeline::PipelineError;
+use crate::registry::{Gallery, Registry};
+use crate::vision::FaceEngine;
+
+pub mod auth;
+pub mod error;
+pub mod feed;
+pub mod owners;
+
+pub use auth::Auth;
+pub use error::ApiError;
+
+/// The OpenAPI document, served as is.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const APP_JS: &str = include_str!("../web/app.js");
+const APP_CSS: &str = include_str!("../web/app.css");
+
+/// What the handlers share.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub data_dir: PathBuf,
+    pub gallery: Arc<Mutex<Gallery>>,
+    /// For photos (enrol, identify, search); made on first use.
+    engine: Mutex<Option<FaceEngine>>,
+    pub events: Mutex<EventStore>,
+    /// Tokens and audit rows for actions outside the gallery.
+    pub registry: Mutex<Registry>,
+    pub live: Arc<Live>,
+    pub(crate) auth_cache: auth::Cache,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        db: &Path,
+        data_dir: &Path,
+        gallery: Arc<Mutex<Gallery>>,
+        live: Arc<Live>,
+    ) -> Result<Self, PipelineError> {
+        Ok(Self {
+            config,
+            data_dir: data_dir.to_owned(),
+            gallery,
+            engine: Mutex::new(None),
+            events: Mutex::new(EventStore::open(db)?),
+            registry: Mutex::new(Registry::open(db)?),
+            live,
+            auth_cache: auth::Cache::default(),
+        })
+    }
+
+    /// Gives the state a face engine made elsewhere (saves loading the models twice).
+    pub fn with_engine(self, engine: FaceEngine) -> Self {
+        if let Ok(mut e) = self.engine.lock() {
+            *e = Some(engine);
+        }
+        self
+    }
+
+    /// Runs `f` with the face engine (loading it the first time) and the
+    /// gallery. Blocking: call from the blocking pool.
+    pub fn with_engine_and_gallery<T>(
+        &self,
+        f: impl FnOnce(&mut FaceEngine, &mut Gallery) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut engine = self
+            .engine
+            .lock()
+            .map_err(|_| ApiError::internal("face engine lock poisoned"))?;
+        if engine.is_none() {
+            *engine =
+                Some(FaceEngine::new(&self.config).map_err(|e| {
+                    ApiError::unavailable(format!("face engine cannot start: {e}"))
+                })?);
+        }
+        let engine = engine.as_mut().expect("set above");
+        let mut gallery = self
+            .gallery
+            .lock()
+            .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+        f(engine, &mut gallery)
+    }
+}
+
+/// Runs `f` on the blocking pool with the state.
+pub async fn blocking<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+/// The whole HTTP surface: console, API, health and metrics.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = usize::try_from(state.config.http.max_upload_bytes).unwrap_or(usize::MAX);
+    let api = Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/me", get(auth::me))
+        .route("/owners", get(owners::list).post(owners::create))
+        .route(
+            "/owners/{id}",
+            get(owners::show)
+                .patch(owners::update)
+                .delete(owners::erase),
+        )
+        .route("/owners/{id}/suspend", post(owners::suspend))
+        .route("/owners/{id}/activate", post(owners::activate))
+        .route("/owners/{id}/faces", post(owners::add_faces))
+        .route(
+            "/owners/{id}/faces/{template_id}",
+            axum::routing::delete(owners::remove_face),
+        )
+        .route("/watchlist", get(owners::watchlist).post(owners::watch_add))
+        .route(
+            "/watchlist/{id}",
+            axum::routing::delete(owners::watch_remove),
+        )
+        .route("/identify", post(owners::identify))
+        .route("/search/face", post(owners::search_face))
+        .route("/events", get(feed::list))
+        .route("/events/stream", get(feed::stream))
+        .route("/events/{id}", get(feed::show))
+        .route("/events/{id}/snapshot/{part}", get(feed::event_snapshot))
+        .route("/snapshots/{day}/{file}", get(feed::snapshot_file))
+        .route("/cameras", get(feed::cameras))
+        .route("/cameras/{name}/snapshot", get(feed::camera_snapshot))
+        .route("/audit", get(feed::audit))
+        .fallback(api_not_found);
+    Router::new()
+        .route(
+            "/",
+            get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { page(APP_CSS, "text/css; charset=utf-8") }),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(feed::metrics))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+fn page(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; frame-ancestors 'none'",
+                ),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "cameras": state.live.cameras().len(),
+    }))
+    .into_response()
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such API endpoint; see /api/v1/openapi.json",
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such page")
+}
+
+/// Counts responses by route template and answers 405s in JSON too.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let res = next.run(req).await;
+    state.live.metrics.count_http(&route, res.status().as_u16());
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED
+        && res.headers().get(header::CONTENT_TYPE).is_none()
+    {
+        let allow = res.headers().get(header::ALLOW).cloned();
+        let mut r = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take that method; see /api/v1/openapi.json",
+        )
+        .into_response();
+        if let Some(a) = allow {
+            r.headers_mut().insert(header::ALLOW, a);
+        }
+        return r;
+    }
+    res
+}
+
+/// Binds `listen` and serves until `cancel`; open event streams end then too.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}
+
+/// Binds the configured address, with a message that names it on failure.
+pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, PipelineError> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| PipelineError::Setup(format!("http.listen '{listen}' is not an address")))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| PipelineError::Setup(format!("http: cannot listen on {addr}: {e}")))
+}
+
+/// `facegate run`: the cameras and, unless `http.listen` is empty, the API
+/// and console, on one gallery and one live state, until `cancel`.
+pub async fn run_gateway(
+    config: Config,
+    db: &Path,
+    data_dir: &Path,
+    cancel: CancellationToken,
+) -> Result<(), PipelineError> {
+    if config.cameras.is_empty() && config.http.listen.is_empty() {
+        return Err(PipelineError::Setup(
+            "nothing to run: no cameras configured (add [[cameras]] or pass --camera NAME=URL) and HTTP is off (http.listen is empty)".into(),
+        ));
+    }
+    let config = Arc::new(config);
+    let engine = FaceEngine::new(&config).map_err(|source| PipelineError::Vision {
+        camera: "*".into(),
+        source,
+    })?;
+    let gallery = crate::pipeline::open_gallery(db, &engine)?;
+    let live = Arc::new(Live::new());
+    let server = if config.http.listen.is_empty() {
+        None
+    } else {
+        let listener = bind(&config.http.listen).await?;
+        let addr = listener.local_addr().ok();
+        let state = AppState::new(config.clone(), db, data_dir, gallery.clone(), live.clone())?;
+        let c = cancel.clone();
+        tracing::info!(addr = ?addr, "HTTP API and console listening");
+        eprintln!(
+            "facegate: console and API on http://{}/",
+            addr.map_or_else(|| config.http.listen.clone(), |a| a.to_string())
+        );
+        Some(tokio::spawn(serve(Arc::new(state), listener, c)))
+    };
+    let r = crate::pipeline::run_live_with(
+        &config,
+        db,
+        data_dir,
+        Some(engine),
+        gallery,
+        live,
+        cancel.clone(),
+    )
+    .await;
+    cancel.cancel();
+    if let Some(s) = server {
+        match s.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+        }
+    }
+    r
+}
