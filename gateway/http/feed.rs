@@ -326,7 +326,7 @@ pub async fn camera_snapshot(
             .record_audit(
                 OffsetDateTime::now_utc(),
                 &actor,
-                "camera_snapshot",
+                "camera.snapshot",
                 &format!("camera:{name}"),
                 serde_json::json!({}),
             )?;

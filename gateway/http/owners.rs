@@ -675,7 +675,7 @@ pub async fn search_face(
             .record_audit(
                 now,
                 &actor,
-                "face_search",
+                "events.face_search",
                 "events",
                 serde_json::json!({ "hits": hits.len(), "searched": searched }),
             )?;

@@ -143,7 +143,7 @@ impl Registry {
             &tx,
             now,
             actor,
-            "token_create",
+            "token.create",
             &format!("token:{name}"),
             serde_json::json!({ "role": role.as_str(), "token_id": id }),
         )?;
@@ -207,7 +207,7 @@ impl Registry {
             &tx,
             now,
             actor,
-            "token_revoke",
+            "token.revoke",
             &format!("token:{name}"),
             serde_json::json!({}),
         )?;
@@ -323,9 +323,9 @@ mod tests {
         assert!(
             audit
                 .iter()
-                .any(|a| a.action == "token_create" && a.actor == "cli")
+                .any(|a| a.action == "token.create" && a.actor == "cli")
         );
-        assert!(audit.iter().any(|a| a.action == "token_revoke"));
+        assert!(audit.iter().any(|a| a.action == "token.revoke"));
     }
 
     #[test]

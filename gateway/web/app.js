@@ -482,8 +482,12 @@ function signOut(message) {
   document.getElementById('signin').hidden = false;
   $('signin-token').value = '';
   showMsg($('signin-error'), message || '', 'error');
+  // Nothing of the previous user's data stays in the page.
   renderWho();
   renderFeed();
+  renderOwners();
+  renderEvents();
+  renderCameras();
   $('signin-token').focus();
 }
 
@@ -671,7 +675,7 @@ function renderOwners() {
   }
   const items = Array.isArray(page.items) ? page.items : [];
   for (const ow of items) {
-    const actions = el('td', { class: 'actions' });
+    const actions = el('div', { class: 'actions' });
     if (ow.status === 'suspended') {
       actions.append(el('button', { type: 'button', text: t('activate'), 'data-testid': 'owner-activate',
         onclick: () => ownerAction(ow, 'activate') }));
@@ -689,7 +693,7 @@ function renderOwners() {
       el('td', { text: ow.id }), name, el('td', { text: ow.building ?? '' }), el('td', { text: ow.unit ?? '' }),
       el('td', { text: ow.grid_code ?? '' }),
       el('td', { 'data-testid': 'owner-status' }, el('span', { class: 'st-' + ow.status, text: t('st_' + ow.status) })),
-      el('td', { text: ow.template_count ?? '' }), el('td', { text: fmtTime(ow.created_at) }), actions));
+      el('td', { text: ow.template_count ?? '' }), el('td', { text: fmtTime(ow.created_at) }), el('td', {}, actions)));
   }
   const total = page.total ?? items.length;
   const offset = page.offset ?? state.owners.offset;

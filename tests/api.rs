@@ -1,0 +1,711 @@
+//! The HTTP API through the real router (tower `oneshot`) and over a real
+//! socket on 127.0.0.1: real models, real face photos, a real SQLite file,
+//! and for the live part a real GStreamer camera.
+
+mod common;
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use facegate::config::Config;
+use facegate::http::{AppState, router};
+use facegate::live::Live;
+use facegate::registry::{Registry, Role};
+use serde_json::Value;
+use tower::ServiceExt;
+
+struct Api {
+    router: Router,
+    admin: String,
+    enroller: String,
+    viewer: String,
+    db: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(config: Config) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fg.db");
+    let now = time::OffsetDateTime::now_utc();
+    let (admin, enroller, viewer) = {
+        let r = Registry::open(&db).unwrap();
+        (
+            r.token_create("boss", Role::Admin, "test", now).unwrap(),
+            r.token_create("gate-desk", Role::Enroller, "test", now)
+                .unwrap(),
+            r.token_create("guard", Role::Viewer, "test", now).unwrap(),
+        )
+    };
+    let engine = facegate::vision::FaceEngine::new(&config).unwrap();
+    let gallery = facegate::pipeline::open_gallery(&db, &engine).unwrap();
+    let state = AppState::new(
+        Arc::new(config),
+        &db,
+        &dir.path().join("data"),
+        gallery,
+        Arc::new(Live::new()),
+    )
+    .unwrap()
+    .with_engine(engine);
+    Api {
+        router: router(Arc::new(state)),
+        admin,
+        enroller,
+        viewer,
+        db,
+        _dir: dir,
+    }
+}
+
+/// A multipart/form-data body: text fields, then files as `photo` parts.
+fn multipart(fields: &[(&str, &str)], photos: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = "----facegate-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    for (name, bytes) in photos {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some((ct, b)) => req.header("content-type", ct).body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v)
+    }
+
+    async fn get(&self, uri: &str, token: &str) -> (StatusCode, Value) {
+        self.send("GET", uri, Some(token), None).await
+    }
+
+    async fn enrol(
+        &self,
+        token: &str,
+        id: &str,
+        name: &str,
+        photo: &FsPath,
+    ) -> (StatusCode, Value) {
+        let bytes = std::fs::read(photo).unwrap();
+        let body = multipart(
+            &[
+                ("id", id),
+                ("name", name),
+                ("consent_method", "written"),
+                ("unit", "3-1201"),
+            ],
+            &[("photo.jpg", bytes)],
+        );
+        self.send("POST", "/api/v1/owners", Some(token), Some(body))
+            .await
+    }
+
+    async fn identify(&self, token: &str, photo: &FsPath) -> (StatusCode, Value) {
+        let body = multipart(&[], &[("probe.jpg", std::fs::read(photo).unwrap())]);
+        self.send("POST", "/api/v1/identify", Some(token), Some(body))
+            .await
+    }
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrol_identify_suspend_and_erase_through_the_router() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let api = setup(common::shipped_config());
+    let ids = faces.join("identities");
+    let (s, owner) = api
+        .enrol(
+            &api.enroller,
+            "B-0101",
+            "Barack Obama",
+            &ids.join("Barack_Obama/1.jpg"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{owner}");
+    assert_eq!(owner["id"], "B-0101");
+    assert_eq!(owner["template_count"], 1);
+    assert_eq!(owner["consents"][0]["method"], "written");
+    // Consent taken by: the token's name unless the form names someone.
+    assert_eq!(owner["consents"][0]["taken_by"], "gate-desk");
+
+    // Another photo of him is recognised as the owner; someone else is not.
+    let (s, r) = api
+        .identify(&api.enroller, &ids.join("Barack_Obama/3.jpg"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["faces"].as_array().unwrap().len(), 1);
+    assert_eq!(r["faces"][0]["decision"], "owner", "{r}");
+    assert_eq!(r["faces"][0]["best_match"]["id"], "B-0101");
+    let (_, r) = api
+        .identify(&api.enroller, &ids.join("Joe_Biden/1.jpg"))
+        .await;
+    assert_eq!(r["faces"][0]["decision"], "stranger", "{r}");
+
+    // Listing with search and paging.
+    let (s, page) = api
+        .get("/api/v1/owners?q=obama&limit=10", &api.enroller)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["id"], "B-0101");
+    let (_, page) = api.get("/api/v1/owners?q=nobody", &api.enroller).await;
+    assert_eq!(page["total"], 0);
+
+    // Update, suspend (no longer recognised as an owner), reactivate.
+    let patch = (
+        "application/json".to_owned(),
+        br#"{"unit": "5-0302", "building": null}"#.to_vec(),
+    );
+    let (s, o) = api
+        .send(
+            "PATCH",
+            "/api/v1/owners/B-0101",
+            Some(&api.enroller),
+            Some(patch),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{o}");
+    assert_eq!(o["unit"], "5-0302");
+    let (s, _) = api
+        .send(
+            "POST",
+            "/api/v1/owners/B-0101/suspend",
+            Some(&api.enroller),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, r) = api
+        .identify(&api.enroller, &ids.join("Barack_Obama/3.jpg"))
+        .await;
+    assert_eq!(r["faces"][0]["decision"], "stranger", "suspended: {r}");
+    api.send(
+        "POST",
+        "/api/v1/owners/B-0101/activate",
+        Some(&api.enroller),
+        None,
+    )
+    .await;
+
+    // A second face photo, then removing it again.
+    let body = multipart(
+        &[],
+        &[(
+            "2.jpg",
+            std::fs::read(ids.join("Barack_Obama/2.jpg")).unwrap(),
+        )],
+    );
+    let (s, o) = api
+        .send(
+            "POST",
+            "/api/v1/owners/B-0101/faces",
+            Some(&api.enroller),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+    assert_eq!(o["template_count"], 2);
+    let tid = o["templates"][1]["id"].as_i64().unwrap();
+    let (s, _) = api
+        .send(
+            "DELETE",
+            &format!("/api/v1/owners/B-0101/faces/{tid}"),
+            Some(&api.enroller),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // Erasure needs admin; afterwards the face is a stranger and the owner gone.
+    let (s, e) = api
+        .send("DELETE", "/api/v1/owners/B-0101", Some(&api.enroller), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, _) = api
+        .send("DELETE", "/api/v1/owners/B-0101", Some(&api.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api.get("/api/v1/owners/B-0101", &api.enroller).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, r) = api
+        .identify(&api.enroller, &ids.join("Barack_Obama/3.jpg"))
+        .await;
+    assert_eq!(r["faces"][0]["decision"], "stranger", "erased: {r}");
+
+    // Every change is in the audit log under the token's name.
+    let (s, audit) = api.get("/api/v1/audit?limit=50", &api.admin).await;
+    assert_eq!(s, StatusCode::OK);
+    let rows: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["actor"].as_str().unwrap().to_owned(),
+                a["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (actor, action) in [
+        ("api:gate-desk", "owner.enroll"),
+        ("api:gate-desk", "owner.update"),
+        ("api:gate-desk", "owner.suspend"),
+        ("api:gate-desk", "owner.add_face"),
+        ("api:gate-desk", "owner.remove_face"),
+        ("api:boss", "owner.remove"),
+    ] {
+        assert!(
+            rows.iter().any(|(a, b)| a == actor && b == action),
+            "no audit row {actor} {action} in {rows:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_token_is_401_and_a_low_role_is_403() {
+    let api = setup(common::shipped_config());
+    // Public: health and the API description.
+    let (s, h) = api.send("GET", "/healthz", None, None).await;
+    assert_eq!((s, h["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, doc) = api.send("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+
+    for (method, uri) in [
+        ("GET", "/api/v1/me"),
+        ("GET", "/api/v1/owners"),
+        ("POST", "/api/v1/owners"),
+        ("GET", "/api/v1/owners/A-1"),
+        ("DELETE", "/api/v1/owners/A-1"),
+        ("GET", "/api/v1/watchlist"),
+        ("POST", "/api/v1/identify"),
+        ("POST", "/api/v1/search/face"),
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/events/stream"),
+        ("GET", "/api/v1/cameras"),
+        ("GET", "/api/v1/audit"),
+        ("GET", "/metrics"),
+    ] {
+        let (s, e) = api.send(method, uri, None, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {uri}: {e}");
+        assert_eq!(error_code(&e), "unauthorized");
+        let (s, _) = api
+            .send(
+                method,
+                uri,
+                Some("fg_0123456789ab_not-a-real-secret-not-a-real-secret-xx"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "{method} {uri} with a made-up token"
+        );
+    }
+    // A real token with one character changed is refused too.
+    let mut wrong = api.viewer.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'x' { 'y' } else { 'x' });
+    let (s, _) = api.get("/api/v1/me", &wrong).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Not "Bearer": 401 with a message saying how.
+    let req = Request::get("/api/v1/me")
+        .header("authorization", format!("Basic {}", api.viewer))
+        .body(Body::empty())
+        .unwrap();
+    let res = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let (s, me) = api.get("/api/v1/me", &api.viewer).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (me["name"].as_str(), me["role"].as_str()),
+        (Some("guard"), Some("viewer"))
+    );
+    // The viewer sees events and cameras, not owners; enrollers do not erase
+    // or search faces.
+    let (s, _) = api.get("/api/v1/events", &api.viewer).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api.get("/api/v1/cameras", &api.viewer).await;
+    assert_eq!(s, StatusCode::OK);
+    for (method, uri, token) in [
+        ("GET", "/api/v1/owners", &api.viewer),
+        ("POST", "/api/v1/owners", &api.viewer),
+        ("POST", "/api/v1/identify", &api.viewer),
+        ("DELETE", "/api/v1/owners/A-1", &api.enroller),
+        ("POST", "/api/v1/watchlist", &api.enroller),
+        ("POST", "/api/v1/search/face", &api.enroller),
+        ("GET", "/api/v1/audit", &api.enroller),
+    ] {
+        let (s, e) = api.send(method, uri, Some(token), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {uri}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("needs"),
+            "{e}"
+        );
+    }
+    // GET may carry the token in the query (img tags, EventSource); POST may not.
+    let (s, _) = api
+        .send(
+            "GET",
+            &format!("/api/v1/me?access_token={}", api.viewer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .send(
+            "POST",
+            &format!("/api/v1/identify?access_token={}", api.enroller),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Revoked: refused at once, even though it was just used.
+    Registry::open(&api.db)
+        .unwrap()
+        .token_revoke("guard", "test", time::OffsetDateTime::now_utc())
+        .unwrap();
+    let (s, _) = api.get("/api/v1/me", &api.viewer).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// A plain gradient: a valid photo with no face in it.
+fn no_face_jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(320, 240, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_a_4xx_json_error_and_nothing_is_written() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let mut config = common::shipped_config();
+    config.http.max_upload_bytes = 1024 * 1024;
+    let api = setup(config);
+    let ids = faces.join("identities");
+    let obama = std::fs::read(ids.join("Barack_Obama/1.jpg")).unwrap();
+    let (s, e) = api
+        .enrol(
+            &api.enroller,
+            "B-0101",
+            "Barack Obama",
+            &ids.join("Barack_Obama/1.jpg"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+
+    let base = [
+        ("id", "N-1"),
+        ("name", "Someone"),
+        ("consent_method", "written"),
+    ];
+    let form = |extra: &[(&'static str, &'static str)], photos: Vec<(&'static str, Vec<u8>)>| {
+        let mut f: Vec<(&str, &str)> = base.to_vec();
+        f.extend_from_slice(extra);
+        Some(multipart(&f, &photos))
+    };
+    let big: Vec<u8> = (0..1200 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut truncated = obama.clone();
+    truncated.truncate(obama.len() / 2);
+    let several = std::fs::read(faces.join("scenes/frec_two_people.jpg")).unwrap();
+    let cases: Vec<(&str, Option<(String, Vec<u8>)>, StatusCode, &str, &str)> = vec![
+        (
+            "a text file as photo",
+            form(&[], vec![("notes.txt", b"hello, not a photo".to_vec())]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_an_image",
+            "not an image",
+        ),
+        (
+            "an upload over http.max_upload_bytes",
+            form(&[], vec![("big.jpg", big)]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "max_upload_bytes",
+        ),
+        (
+            "a photo with no face",
+            form(&[], vec![("wall.jpg", no_face_jpeg())]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_face",
+            "no face",
+        ),
+        (
+            "a photo with several faces",
+            form(&[], vec![("two.jpg", several)]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "several_faces",
+            "one person",
+        ),
+        (
+            "a truncated JPEG",
+            form(&[], vec![("half.jpg", truncated)]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_photo",
+            "truncated",
+        ),
+        (
+            "a face enrolled as another owner",
+            form(&[], vec![("again.jpg", obama.clone())]),
+            StatusCode::CONFLICT,
+            "already_enrolled",
+            "B-0101",
+        ),
+        (
+            "an unknown field",
+            form(&[("shoe_size", "42")], vec![("a.jpg", obama.clone())]),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "unknown field 'shoe_size'",
+        ),
+        (
+            "no consent method",
+            Some(multipart(
+                &[("id", "N-1"), ("name", "X")],
+                &[("a.jpg", obama.clone())],
+            )),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "consent_method",
+        ),
+        (
+            "an unknown consent method",
+            Some(multipart(
+                &[("id", "N-1"), ("name", "X"), ("consent_method", "nodded")],
+                &[("a.jpg", obama.clone())],
+            )),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "nodded",
+        ),
+        (
+            "a child without a guardian",
+            form(
+                &[("minor_under_14", "true")],
+                vec![("a.jpg", obama.clone())],
+            ),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "guardian",
+        ),
+        (
+            "no photo",
+            form(&[], vec![]),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "no photo",
+        ),
+        (
+            "not multipart",
+            Some(("application/json".into(), b"{}".to_vec())),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "multipart",
+        ),
+        (
+            "the same id twice",
+            Some(multipart(
+                &[
+                    ("id", "B-0101"),
+                    ("name", "X"),
+                    ("consent_method", "written"),
+                ],
+                &[("a.jpg", obama.clone())],
+            )),
+            StatusCode::CONFLICT,
+            "conflict",
+            "already enrolled",
+        ),
+    ];
+    for (what, body, status, code, says) in cases {
+        let (s, e) = api
+            .send("POST", "/api/v1/owners", Some(&api.enroller), body)
+            .await;
+        assert_eq!(s, status, "{what}: {e}");
+        assert_eq!(error_code(&e), code, "{what}: {e}");
+        let msg = e["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            msg.contains(says),
+            "{what}: message {msg:?} should mention {says:?}"
+        );
+        if code == "already_enrolled" {
+            assert_eq!(e["error"]["owner_id"], "B-0101");
+        }
+    }
+    // Bad paging and query values.
+    for uri in [
+        "/api/v1/owners?limit=0",
+        "/api/v1/owners?limit=abc",
+        "/api/v1/owners?offset=-1",
+        "/api/v1/owners?limit=100000",
+        "/api/v1/owners?status=gone",
+        "/api/v1/owners?color=red",
+        "/api/v1/events?limit=0",
+        "/api/v1/events?since=yesterday",
+        "/api/v1/events?kind=party",
+    ] {
+        let (s, e) = api.get(uri, &api.admin).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {e}");
+        assert!(e["error"]["message"].as_str().is_some(), "{uri}: {e}");
+    }
+    // Bad JSON in a PATCH.
+    for body in [
+        r#"{"shoe_size": 42}"#,
+        r#"{"name": null}"#,
+        "{}",
+        "not json",
+    ] {
+        let (s, e) = api
+            .send(
+                "PATCH",
+                "/api/v1/owners/B-0101",
+                Some(&api.enroller),
+                Some(("application/json".into(), body.as_bytes().to_vec())),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {e}");
+    }
+    // A non-numeric template id, an unknown owner.
+    let (s, _) = api
+        .send(
+            "DELETE",
+            "/api/v1/owners/B-0101/faces/abc",
+            Some(&api.enroller),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = api.get("/api/v1/owners/NOBODY", &api.enroller).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Nothing was written by any of the refusals: one owner, one enrolment
+    // in the audit log, and the service still works.
+    let (_, page) = api.get("/api/v1/owners", &api.enroller).await;
+    assert_eq!(page["total"], 1, "{page}");
+    let (_, audit) = api.get("/api/v1/audit", &api.admin).await;
+    let enrols = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "owner.enroll")
+        .count();
+    assert_eq!(enrols, 1, "{audit}");
+    let (s, r) = api
+        .identify(&api.enroller, &ids.join("Barack_Obama/2.jpg"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r["faces"][0]["decision"], "owner");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_list_through_the_api_gives_a_watchlist_hit() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let api = setup(common::shipped_config());
+    let ids = faces.join("identities");
+    let body = multipart(
+        &[
+            ("name", "Missing grandfather"),
+            ("reason", "寻人: left home 11-26"),
+            ("priority", "high"),
+            ("expires_at", "2099-01-01T00:00:00Z"),
+        ],
+        &[(
+            "p.jpg",
+            std::fs::read(ids.join("Colin_Powell/1.jpg")).unwrap(),
+        )],
+    );
+    let (s, w) = api
+        .send("POST", "/api/v1/watchlist", Some(&api.admin), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{w}");
+    assert_eq!(w["priority"], "high");
+    let (_, list) = api.get("/api/v1/watchlist", &api.viewer).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (_, r) = api
+        .identify(&api.enroller, &ids.join("Colin_Powell/2.jpg"))
+        .await;
+    assert_eq!(r["faces"][0]["decision"], "watchlist", "{r}");
+    let (s, _) = api
+        .send(
+            "DELETE",
+            &format!("/api/v1/watchlist/{}", w["id"]),
+            Some(&api.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, r) = api
+        .identify(&api.enroller, &ids.join("Colin_Powell/2.jpg"))
+        .await;
+    assert_eq!(r["faces"][0]["decision"], "stranger", "{r}");
+    // An expiry in the past is refused.
+    let body = multipart(
+        &[
+            ("name", "X"),
+            ("reason", "Y"),
+            ("expires_at", "2001-01-01T00:00:00Z"),
+        ],
+        &[(
+            "p.jpg",
+            std::fs::read(ids.join("Colin_Powell/1.jpg")).unwrap(),
+        )],
+    );
+    let (s, _) = api
+        .send("POST", "/api/v1/watchlist", Some(&api.admin), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
