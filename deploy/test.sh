@@ -2,9 +2,17 @@
 # The whole test suite: set up (packages, models), then lint and test.
 #   FACEGATE_FACES=DIR           the face photos (default ../shared/faces)
 #   FACEGATE_REQUIRE_FACES=1     fail instead of skipping when they are absent (CI)
+# Network: only 127.0.0.1 (and the package registries during set-up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup-debian.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets --quiet
+# The web console in headless Chromium (Debian's chromium, playwright-core
+# from npm) and a schemathesis fuzz run of the HTTP API (no 5xx), both
+# against the binary the tests built.
+cargo build --quiet
+(cd tests/console && npm ci --silent --no-audit --no-fund)
+node tests/console/console.mjs
+deploy/fuzz-api.sh
