@@ -47,8 +47,7 @@ fi
 # The gateway itself with its web console, on the clip as a looping gate camera where there is one.
 SECS=${DEMO_RUN_SECONDS:-60}
 if [ "$SECS" -gt 0 ]; then
-  $FG --db "$DB" token revoke --name demo-admin >/dev/null 2>&1 || true
-  TOKEN=$($FG --db "$DB" token create --role admin --name "demo-admin-$(date +%s)" 2>/dev/null)
+  TOKEN=$($FG --db "$DB" token create --role admin --name demo-admin 2>/dev/null)
   CAM=()
   [ -f "$CLIP" ] && CAM=(--camera "gate-1=file://$(realpath "$CLIP"),role=gate")
   echo "== the gateway for ${SECS}s: open http://127.0.0.1:8080/ and sign in with the token"
