@@ -548,6 +548,62 @@ mod tests {
         }
     }
 
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn event_faces_are_searchable_best_first_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(&dir.path().join("r.db")).unwrap();
+        let t0 = time::macros::datetime!(2026-11-01 10:00 UTC);
+        let faces = [
+            (t0, unit(&[1.0, 0.0, 0.0])),
+            (t0 + time::Duration::days(20), unit(&[0.9, 0.1, 0.0])),
+            (t0 + time::Duration::days(20), unit(&[0.0, 1.0, 0.0])),
+        ];
+        let mut ids = Vec::new();
+        for (ts, f) in &faces {
+            let e = Event::new(
+                EventKind::Stranger,
+                *ts,
+                "gate-1",
+                CameraRole::Gate,
+                &place(),
+            );
+            let face = EventFace {
+                model_id: "m1",
+                embedding: f,
+            };
+            store.save_full(&e, Some(face), &[]).unwrap();
+            ids.push(e.id);
+        }
+        let q = unit(&[1.0, 0.0, 0.0]);
+        let (hits, searched) = store.search_faces("m1", &q, t0, 0.5, 10).unwrap();
+        assert_eq!(searched, 3);
+        let got: Vec<&str> = hits.iter().map(|h| h.event.id.as_str()).collect();
+        assert_eq!(
+            got,
+            [ids[0].as_str(), ids[1].as_str()],
+            "best first, orthogonal face left out"
+        );
+        assert!(hits[0].score > hits[1].score);
+        // Another model's vectors are not comparable: not searched.
+        assert_eq!(store.search_faces("m2", &q, t0, -1.0, 10).unwrap().1, 0);
+        // Retention: faces before the cutoff go; their events stay.
+        assert_eq!(store.purge_faces(t0 + time::Duration::days(10)).unwrap(), 1);
+        let (hits, searched) = store.search_faces("m1", &q, t0, 0.5, 10).unwrap();
+        assert_eq!((hits.len(), searched), (1, 2));
+        assert!(store.get(&ids[0]).unwrap().is_some());
+        // Deleting an event deletes its face (ON DELETE CASCADE).
+        store
+            .connection()
+            .execute("DELETE FROM events WHERE id = ?1", [&ids[1]])
+            .unwrap();
+        assert_eq!(store.search_faces("m1", &q, t0, -1.0, 10).unwrap().1, 1);
+    }
+
     #[test]
     fn events_round_trip_update_in_place_and_filter() {
         let dir = tempfile::tempdir().unwrap();
