@@ -255,6 +255,7 @@ pub async fn stream(
         };
         std::future::ready(out)
     });
+    let s = s.take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

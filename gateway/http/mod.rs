@@ -60,6 +60,9 @@ pub struct AppState {
     pub registry: Mutex<Registry>,
     pub live: Arc<Live>,
     pub(crate) auth_cache: auth::Cache,
+    /// Cancelled when the server stops: open event streams end with it
+    /// (otherwise a console left open would hold the shutdown forever).
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             registry: Mutex::new(Registry::open(db)?),
             live,
             auth_cache: auth::Cache::default(),
+            shutdown: CancellationToken::new(),
         })
     }
 
@@ -266,9 +270,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let streams = state.shutdown.clone();
     let app = router(state).into_make_service();
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .with_graceful_shutdown(async move {
+            cancel.cancelled().await;
+            streams.cancel();
+        })
         .await
 }
 
