@@ -460,7 +460,15 @@ async fn bad_input_is_a_4xx_json_error_and_nothing_is_written() {
     let mut truncated = obama.clone();
     truncated.truncate(obama.len() / 2);
     let several = std::fs::read(faces.join("scenes/frec_two_people.jpg")).unwrap();
-    let cases: Vec<(&str, Option<(String, Vec<u8>)>, StatusCode, &str, &str)> = vec![
+    // (what, body, status, error code, the message mentions)
+    type Case = (
+        &'static str,
+        Option<(String, Vec<u8>)>,
+        StatusCode,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "a text file as photo",
             form(&[], vec![("notes.txt", b"hello, not a photo".to_vec())]),
