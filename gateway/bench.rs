@@ -1,15 +1,20 @@
 //! The gateway's own ingest bench (`facegate bench ingest`): CPU per stream
 //! against a bare `gst-launch-1.0` decode of the same file in the same run,
-//! frames dropped at a detection rate, and frame → decision latency.
+//! detection slots missed at a detection rate, and frame → decision latency.
 //!
-//! Streams are looped files played in real time (the same decode work as a
-//! camera, without a network in the measurement).
+//! Streams are files played in real time (the same decode work as a camera,
+//! without a network in the measurement). The bare baseline runs the same
+//! elements (`filesrc ! decodebin ! videoconvert`, I420/NV12, a sink with
+//! `sync=true` like facegate's file source), once before and once after
+//! facegate, and the two are averaged so a load change during the run shows.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gstreamer as gst;
+use gstreamer::prelude::*;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -17,8 +22,16 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::pipeline::{CameraContext, Processor, process_frame};
 use crate::registry::{Gallery, Registry};
-use crate::source::{CameraSpec, CameraUrl, spawn_camera};
+use crate::source::{CameraHandle, CameraSpec, CameraUrl, spawn_camera};
 use crate::vision::FaceEngine;
+
+/// Start-up time left out of every CPU measurement (pipeline start, first
+/// keyframe), for facegate and the baseline alike.
+const WARM_UP: Duration = Duration::from_millis(1500);
+
+/// A frame older than this when taken for a detection slot is stale: the
+/// source did not deliver for 2.5 frame intervals of a 25 fps stream.
+const STALE_AFTER: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct IngestBench {
@@ -42,15 +55,27 @@ pub struct IngestReport {
     pub detect_fps: f32,
     /// CPU seconds per wall second, per stream (1.0 = one core), facegate.
     pub cpu_per_stream: f64,
-    /// The same for `gst-launch-1.0 … decodebin ! videoconvert ! fakesink sync=true`.
+    /// Of which: converting taken frames to scaled RGB (wall time of the
+    /// conversions, on otherwise idle worker threads ≈ their CPU). Decode-only
+    /// runs; 0 with detection, where the conversion is part of the pipeline.
+    pub rgb_cpu_per_stream: f64,
+    /// The same for `gst-launch-1.0 filesrc ! decodebin ! videoconvert !
+    /// video/x-raw,format={I420,NV12} ! fakesink sync=true`: the mean of
+    /// `baseline_runs` (one before facegate, one after).
     pub baseline_cpu_per_stream: Option<f64>,
+    pub baseline_runs: Vec<f64>,
     pub ratio_to_baseline: Option<f64>,
     pub fps_in_per_stream: f64,
-    /// Detection slots (seconds × detect rate × streams) and how many were missed
-    /// because the box could not keep up.
+    /// Detection slots (seconds × detect rate × streams) and how many were
+    /// missed; see [`SlotLedger`] for the definitions.
     pub sampled_slots: u64,
     pub sampled_missed: u64,
     pub sampled_missed_pct: f64,
+    /// The misses by cause: worker busy for the whole slot, no frame came
+    /// within the slot, frame older than 100 ms when taken.
+    pub sampled_missed_busy: u64,
+    pub sampled_missed_no_frame: u64,
+    pub sampled_missed_stale: u64,
     /// Frame arrival → frame fully processed (detect, embed, track, decide), ms.
     pub frame_latency_p50_ms: Option<f64>,
     pub frame_latency_p99_ms: Option<f64>,
@@ -58,6 +83,111 @@ pub struct IngestReport {
     pub decision_latency_p50_ms: Option<f64>,
     pub decision_latency_p99_ms: Option<f64>,
     pub decisions: usize,
+}
+
+/// The bookkeeping of detection slots, on a clock the caller passes in
+/// (time since the start of the measurement), so it can be tested without
+/// sleeping.
+///
+/// Slot `k` is the window `[k × period, (k + 1) × period)`. A slot is
+/// *served* when the worker takes, within its window, a frame no older than
+/// `stale_after`. Otherwise it is *missed*, for one of three causes:
+/// - busy: the worker was processing an earlier frame for the whole window;
+/// - no frame: the worker was free but no new frame came before the window
+///   ended;
+/// - stale: the frame it got had waited in the slot longer than
+///   `stale_after` (the source stalled, or the frame sat there while the
+///   worker was busy and nothing newer came).
+///
+/// A worker that becomes free part-way through a window still serves it
+/// (late, which shows in the latency figures, not here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotLedger {
+    period: Duration,
+    stale_after: Duration,
+    /// Start of the earliest slot not yet accounted for.
+    next: Duration,
+    pub served: u64,
+    pub missed_busy: u64,
+    pub missed_no_frame: u64,
+    pub missed_stale: u64,
+}
+
+/// What a free worker does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotTurn {
+    /// No slot is open: sleep this long.
+    Wait(Duration),
+    /// A slot is open until `ends`: take a frame, waiting no longer than that.
+    Take { ends: Duration },
+}
+
+impl SlotLedger {
+    pub fn new(period: Duration, stale_after: Duration) -> Self {
+        assert!(!period.is_zero(), "a slot period must be positive");
+        Self {
+            period,
+            stale_after,
+            ..Self::default()
+        }
+    }
+
+    /// The worker is free at `now`. Slots whose whole window has passed
+    /// since the last one accounted for were missed while it was busy.
+    pub fn turn(&mut self, now: Duration) -> SlotTurn {
+        if now < self.next {
+            return SlotTurn::Wait(self.next - now);
+        }
+        let passed = ((now - self.next).as_nanos() / self.period.as_nanos()) as u32;
+        self.missed_busy += u64::from(passed);
+        self.next += self.period * passed;
+        SlotTurn::Take {
+            ends: self.next + self.period,
+        }
+    }
+
+    /// Closes the open slot: the worker tried to take a frame for it and got
+    /// one aged `frame_age` at `taken` (or none). Returns whether the slot
+    /// was served.
+    pub fn close(&mut self, taken: Duration, frame_age: Option<Duration>) -> bool {
+        let ends = self.next + self.period;
+        self.next = ends;
+        let in_time = taken < ends;
+        match frame_age {
+            Some(age) if in_time && age <= self.stale_after => {
+                self.served += 1;
+                return true;
+            }
+            Some(_) if in_time => self.missed_stale += 1,
+            _ => self.missed_no_frame += 1,
+        }
+        false
+    }
+
+    /// Ends the measurement at `end`: slots that ended while the worker was
+    /// busy are missed; a slot still open at `end` is not counted.
+    pub fn finish(&mut self, end: Duration) {
+        if end >= self.next {
+            let passed = ((end - self.next).as_nanos() / self.period.as_nanos()) as u32;
+            self.missed_busy += u64::from(passed);
+            self.next += self.period * passed;
+        }
+    }
+
+    pub fn slots(&self) -> u64 {
+        self.served + self.missed()
+    }
+
+    pub fn missed(&self) -> u64 {
+        self.missed_busy + self.missed_no_frame + self.missed_stale
+    }
+
+    fn add(&mut self, other: &SlotLedger) {
+        self.served += other.served;
+        self.missed_busy += other.missed_busy;
+        self.missed_no_frame += other.missed_no_frame;
+        self.missed_stale += other.missed_stale;
+    }
 }
 
 /// CPU time (user + system) of this process so far.
@@ -84,7 +214,8 @@ fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
     Some(v[i] * 1000.0)
 }
 
-/// CPU of `gst-launch-1.0` decoding the file in real time, per wall second.
+/// CPU of `gst-launch-1.0` decoding the file in real time, per stream and
+/// wall second, measured after the same warm-up as facegate.
 fn baseline_cpu(video: &Path, streams: usize, seconds: f64) -> Result<f64, String> {
     let mut children: Vec<Child> = Vec::new();
     for _ in 0..streams {
@@ -98,7 +229,7 @@ fn baseline_cpu(video: &Path, streams: usize, seconds: f64) -> Result<f64, Strin
                 "!",
                 "videoconvert",
                 "!",
-                "video/x-raw,format=I420",
+                "video/x-raw,format={I420,NV12}",
                 "!",
                 "fakesink",
                 "sync=true",
@@ -109,49 +240,78 @@ fn baseline_cpu(video: &Path, streams: usize, seconds: f64) -> Result<f64, Strin
             .map_err(|e| format!("gst-launch-1.0: {e} (package gstreamer1.0-tools)"))?;
         children.push(child);
     }
-    let length = video_seconds(video).unwrap_or(0.0);
-    if length + 0.5 < seconds + 1.0 {
-        return Err(format!(
-            "{} is {length:.1} s long; the baseline needs at least {:.0} s (gst-launch does not loop): benches/ingest.sh makes such files",
-            video.display(),
-            seconds + 1.0
-        ));
-    }
-    // Skip the start-up, then measure over `seconds`.
-    std::thread::sleep(Duration::from_millis(800));
-    let cpu0: Duration = children
-        .iter()
-        .map(|c| cpu_of(&format!("/proc/{}/stat", c.id())).unwrap_or_default())
-        .sum();
+    std::thread::sleep(WARM_UP);
+    let cpu_now = |children: &[Child]| -> Duration {
+        children
+            .iter()
+            .map(|c| cpu_of(&format!("/proc/{}/stat", c.id())).unwrap_or_default())
+            .sum()
+    };
+    let cpu0 = cpu_now(&children);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     let wall = t0.elapsed().as_secs_f64();
-    let mut cpu = Duration::ZERO;
+    let cpu = cpu_now(&children);
+    let mut ended_early = false;
     for c in &mut children {
-        cpu += cpu_of(&format!("/proc/{}/stat", c.id())).unwrap_or_default();
+        ended_early |= matches!(c.try_wait(), Ok(Some(_)));
         let _ = c.kill();
         let _ = c.wait();
+    }
+    if ended_early {
+        return Err("a gst-launch-1.0 baseline ended before the measurement did".into());
     }
     Ok(cpu.saturating_sub(cpu0).as_secs_f64() / wall / streams as f64)
 }
 
-/// Length of a video from the replay source (frames × period), or None.
-fn video_seconds(video: &Path) -> Option<f64> {
-    let mut last = 0.0;
-    for f in crate::source::Replay::open(video).ok()? {
-        last = f.ok()?.pts?.as_secs_f64();
-    }
-    Some(last)
+/// Length of a media file, from GStreamer's duration query.
+fn media_seconds(video: &Path) -> Result<f64, String> {
+    crate::source::init().map_err(|e| e.to_string())?;
+    let uri = gst::glib::filename_to_uri(
+        std::fs::canonicalize(video).map_err(|e| format!("{}: {e}", video.display()))?,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let sink = || gst::ElementFactory::make("fakesink").build().ok();
+    let playbin = gst::ElementFactory::make("playbin")
+        .property("uri", uri.as_str())
+        .property("video-sink", sink())
+        .property("audio-sink", sink())
+        .build()
+        .map_err(|e| format!("playbin: {e}"))?;
+    let _ = playbin.set_state(gst::State::Paused);
+    let _ = playbin.state(gst::ClockTime::from_seconds(10));
+    let duration = playbin.query_duration::<gst::ClockTime>();
+    let _ = playbin.set_state(gst::State::Null);
+    duration
+        .map(|d| d.nseconds() as f64 / 1e9)
+        .ok_or_else(|| format!("{}: length unknown", video.display()))
 }
 
-/// Runs the bench. The video must be at least `seconds` long for the
-/// baseline (gst-launch does not loop); facegate's file source loops.
+/// What one worker measured.
+#[derive(Default)]
+struct WorkerResult {
+    ledger: SlotLedger,
+    rgb_time: Duration,
+    frame_lat: Vec<f64>,
+    decision_lat: Vec<f64>,
+}
+
+/// Runs the bench. The video must be at least `seconds` + the warm-up long
+/// for the baseline (gst-launch does not loop); facegate's file source loops.
 pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestReport, String> {
-    let baseline = if b.baseline {
-        Some(baseline_cpu(&b.video, b.streams, b.seconds)?)
-    } else {
-        None
-    };
+    let mut baseline_runs = Vec::new();
+    if b.baseline {
+        let length = media_seconds(&b.video)?;
+        let needed = b.seconds + WARM_UP.as_secs_f64() + 0.5;
+        if length < needed {
+            return Err(format!(
+                "{} is {length:.1} s long; the baseline needs at least {needed:.0} s (gst-launch does not loop): benches/ingest.sh makes such files",
+                b.video.display(),
+            ));
+        }
+        baseline_runs.push(baseline_cpu(&b.video, b.streams, b.seconds)?);
+    }
     let cancel = CancellationToken::new();
     let (tx, _rx) = tokio::sync::mpsc::channel(64);
     let url = CameraUrl::File(b.video.clone());
@@ -181,84 +341,30 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
         3.0
     };
     let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let seconds = Duration::from_secs_f64(b.seconds);
     // Let the pipelines start before measuring.
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(WARM_UP);
     let cpu0 = own_cpu();
     let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs_f64(b.seconds);
     let frames0: u64 = handles.iter().map(|h| h.status().frames_total).sum();
     let mut workers = Vec::new();
-    let max_side = config.detector().max_side;
     for h in &handles {
         let h = h.clone();
         let gallery = gallery.clone();
         let config = config.clone();
-        workers.push(std::thread::spawn(
-            move || -> Result<(u64, u64, Vec<f64>, Vec<f64>), String> {
-                let mut engine_proc = match &gallery {
-                    Some(_) => {
-                        let cam: crate::config::CameraConfig = toml::from_str(&format!(
-                            "name = \"{}\"\nurl = \"file:///bench\"\nrole = \"gate\"\n",
-                            h.name()
-                        ))
-                        .map_err(|e| e.to_string())?;
-                        let ctx = CameraContext::from_config(&cam, &config);
-                        Some((
-                            FaceEngine::new(&config).map_err(|e| e.to_string())?,
-                            Processor::new(ctx, &config, "bench"),
-                        ))
-                    }
-                    None => None,
-                };
-                let (mut slots, mut missed) = (0u64, 0u64);
-                let (mut frame_lat, mut decision_lat) = (Vec::new(), Vec::new());
-                let start = Instant::now();
-                let mut due = Instant::now();
-                while Instant::now() < deadline {
-                    let now = Instant::now();
-                    if now < due {
-                        std::thread::sleep(due - now);
-                        continue;
-                    }
-                    // Slots that passed while we were busy are missed samples.
-                    let behind = ((now - due).as_secs_f64() / period.as_secs_f64()).floor() as u64;
-                    missed += behind;
-                    slots += behind + 1;
-                    due += period * (behind as u32 + 1);
-                    let Some(frame) = h.slot().wait_newest(Duration::from_millis(500)) else {
-                        missed += 1;
-                        continue;
-                    };
-                    match (&mut engine_proc, &gallery) {
-                        (Some((engine, proc_)), Some(g)) => {
-                            let t = start.elapsed().as_secs_f64();
-                            let events = process_frame(proc_, engine, g, &frame, max_side, t)
-                                .map_err(|e| e.to_string())?;
-                            let l = frame.arrived.elapsed().as_secs_f64();
-                            frame_lat.push(l);
-                            if !events.is_empty() {
-                                decision_lat.push(l);
-                            }
-                        }
-                        _ => {
-                            let _ = frame.to_rgb_scaled(max_side).map_err(|e| e.to_string())?;
-                            frame_lat.push(frame.arrived.elapsed().as_secs_f64());
-                        }
-                    }
-                }
-                Ok((slots, missed, frame_lat, decision_lat))
-            },
-        ));
+        workers.push(std::thread::spawn(move || {
+            worker(&h, gallery, &config, period, t0, seconds)
+        }));
     }
-    let (mut slots, mut missed, mut frame_lat, mut decision_lat) = (0, 0, Vec::new(), Vec::new());
+    let mut total = WorkerResult::default();
     for w in workers {
-        let (s, m, f, d) = w
+        let r = w
             .join()
             .map_err(|_| "bench worker panicked".to_string())??;
-        slots += s;
-        missed += m;
-        frame_lat.extend(f);
-        decision_lat.extend(d);
+        total.ledger.add(&r.ledger);
+        total.rgb_time += r.rgb_time;
+        total.frame_lat.extend(r.frame_lat);
+        total.decision_lat.extend(r.decision_lat);
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = (own_cpu() - cpu0).as_secs_f64();
@@ -271,7 +377,20 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
     for h in &handles {
         h.stop();
     }
+    // Wait for the pipelines to go, so the second baseline has the CPUs.
+    for h in handles {
+        if let Ok(h) = Arc::try_unwrap(h) {
+            h.join();
+        }
+    }
+    if b.baseline {
+        baseline_runs.push(baseline_cpu(&b.video, b.streams, b.seconds)?);
+    }
+    let baseline = (!baseline_runs.is_empty())
+        .then(|| baseline_runs.iter().sum::<f64>() / baseline_runs.len() as f64);
     let per_stream = cpu / wall / b.streams as f64;
+    let ledger = &total.ledger;
+    let (slots, missed) = (ledger.slots(), ledger.missed());
     Ok(IngestReport {
         video: b.video.display().to_string(),
         width,
@@ -280,7 +399,9 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
         seconds: wall,
         detect_fps: b.detect_fps,
         cpu_per_stream: per_stream,
+        rgb_cpu_per_stream: total.rgb_time.as_secs_f64() / wall / b.streams as f64,
         baseline_cpu_per_stream: baseline,
+        baseline_runs,
         ratio_to_baseline: baseline.filter(|b| *b > 0.0).map(|b| per_stream / b),
         fps_in_per_stream: (frames1 - frames0) as f64 / wall / b.streams as f64,
         sampled_slots: slots,
@@ -290,12 +411,88 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
         } else {
             missed as f64 * 100.0 / slots as f64
         },
-        frame_latency_p50_ms: percentile(&mut frame_lat, 0.5),
-        frame_latency_p99_ms: percentile(&mut frame_lat, 0.99),
-        decision_latency_p50_ms: percentile(&mut decision_lat, 0.5),
-        decision_latency_p99_ms: percentile(&mut decision_lat, 0.99),
-        decisions: decision_lat.len(),
+        sampled_missed_busy: ledger.missed_busy,
+        sampled_missed_no_frame: ledger.missed_no_frame,
+        sampled_missed_stale: ledger.missed_stale,
+        frame_latency_p50_ms: percentile(&mut total.frame_lat, 0.5),
+        frame_latency_p99_ms: percentile(&mut total.frame_lat, 0.99),
+        decision_latency_p50_ms: percentile(&mut total.decision_lat, 0.5),
+        decision_latency_p99_ms: percentile(&mut total.decision_lat, 0.99),
+        decisions: total.decision_lat.len(),
     })
+}
+
+/// One stream's consumer: takes a frame per detection slot and processes
+/// it (the whole recognition pipeline, or only the RGB conversion).
+fn worker(
+    h: &CameraHandle,
+    gallery: Option<Arc<Mutex<Gallery>>>,
+    config: &Config,
+    period: Duration,
+    t0: Instant,
+    seconds: Duration,
+) -> Result<WorkerResult, String> {
+    let max_side = config.detector().max_side;
+    let mut engine_proc = match &gallery {
+        Some(_) => {
+            let cam: crate::config::CameraConfig = toml::from_str(&format!(
+                "name = \"{}\"\nurl = \"file:///bench\"\nrole = \"gate\"\n",
+                h.name()
+            ))
+            .map_err(|e| e.to_string())?;
+            let ctx = CameraContext::from_config(&cam, config);
+            Some((
+                FaceEngine::new(config).map_err(|e| e.to_string())?,
+                Processor::new(ctx, config, "bench"),
+            ))
+        }
+        None => None,
+    };
+    let mut r = WorkerResult {
+        ledger: SlotLedger::new(period, STALE_AFTER),
+        ..WorkerResult::default()
+    };
+    loop {
+        let now = t0.elapsed();
+        if now >= seconds {
+            break;
+        }
+        let ends = match r.ledger.turn(now) {
+            SlotTurn::Wait(d) => {
+                std::thread::sleep(d.min(seconds - now));
+                continue;
+            }
+            SlotTurn::Take { ends } => ends,
+        };
+        let frame = h.slot().wait_newest(ends.saturating_sub(now));
+        let taken = Instant::now();
+        let age = frame
+            .as_ref()
+            .map(|f| taken.saturating_duration_since(f.arrived));
+        r.ledger.close(taken - t0, age);
+        // A frame taken late or stale is still processed, as the gateway would.
+        let Some(frame) = frame else { continue };
+        match (&mut engine_proc, &gallery) {
+            (Some((engine, proc_)), Some(g)) => {
+                let t = t0.elapsed().as_secs_f64();
+                let events = process_frame(proc_, engine, g, &frame, max_side, t)
+                    .map_err(|e| e.to_string())?;
+                let l = frame.arrived.elapsed().as_secs_f64();
+                r.frame_lat.push(l);
+                if !events.is_empty() {
+                    r.decision_lat.push(l);
+                }
+            }
+            _ => {
+                let c = Instant::now();
+                let _ = frame.to_rgb_scaled(max_side).map_err(|e| e.to_string())?;
+                r.rgb_time += c.elapsed();
+                r.frame_lat.push(frame.arrived.elapsed().as_secs_f64());
+            }
+        }
+    }
+    r.ledger.finish(t0.elapsed().min(seconds));
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -320,5 +517,115 @@ mod tests {
         assert_eq!(percentile(&mut v, 0.5).map(|x| x.round()), Some(51.0));
         assert_eq!(percentile(&mut v, 0.99).map(|x| x.round()), Some(99.0));
         assert!(percentile(&mut [], 0.5).is_none());
+    }
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// Drives a ledger like the bench's worker, on a fake clock: a source
+    /// delivering a frame every `frame_ms` (the newest one is taken, aged
+    /// since it arrived), a worker needing `work_ms(k)` for its k-th frame.
+    fn simulate(
+        period_ms: u64,
+        frame_ms: u64,
+        run_ms: u64,
+        work_ms: impl Fn(u64) -> u64,
+    ) -> SlotLedger {
+        let mut ledger = SlotLedger::new(ms(period_ms), STALE_AFTER);
+        let (mut now, mut k) = (0u64, 0u64);
+        while now < run_ms {
+            match ledger.turn(ms(now)) {
+                SlotTurn::Wait(d) => now += d.as_millis() as u64,
+                SlotTurn::Take { .. } => {
+                    let age = now % frame_ms;
+                    ledger.close(ms(now), Some(ms(age)));
+                    now += work_ms(k);
+                    k += 1;
+                }
+            }
+        }
+        ledger.finish(ms(now.min(run_ms)));
+        ledger
+    }
+
+    #[test]
+    fn a_quick_worker_on_a_steady_source_misses_nothing() {
+        // 3 fps for 20 s, 15 ms per frame (decode-only RGB scaling).
+        let l = simulate(333, 40, 20_000, |_| 15);
+        assert_eq!(l.missed(), 0, "{l:?}");
+        assert_eq!(l.slots(), 61, "20 s at 3 fps: slots 0..=60 opened");
+    }
+
+    #[test]
+    fn sleeping_past_the_slot_start_is_not_a_miss() {
+        // The thread wakes a little late for every slot (scheduler jitter).
+        let mut l = SlotLedger::new(ms(100), STALE_AFTER);
+        for k in 0..10u64 {
+            assert_eq!(
+                l.turn(ms(k * 100 + 7)),
+                SlotTurn::Take {
+                    ends: ms(k * 100 + 100)
+                }
+            );
+            assert!(l.close(ms(k * 100 + 8), Some(ms(20))));
+            assert_eq!(l.turn(ms(k * 100 + 30)), SlotTurn::Wait(ms(70)));
+        }
+        assert_eq!((l.slots(), l.missed()), (10, 0));
+    }
+
+    #[test]
+    fn a_worker_busy_for_one_and_a_half_periods_misses_every_other_slot() {
+        // 500 ms of work at 3 fps: take at 0, free at 500 (slot 1 open, take),
+        // free at 1000 (slot 2 ended at 999: missed; slot 3 open, take), …
+        let l = simulate(333, 40, 10_000, |_| 500);
+        let pct = l.missed() as f64 / l.slots() as f64;
+        assert!((0.3..0.37).contains(&pct), "{pct} {l:?}");
+        assert_eq!(l.missed_no_frame + l.missed_stale, 0);
+    }
+
+    #[test]
+    fn one_slow_frame_costs_the_slots_it_covers() {
+        // Frame 3 (taken at 300 ms) takes 1.1 s: the ten slots that open and
+        // close meanwhile are missed; the one it ends in is served.
+        let l = simulate(100, 40, 3_000, |k| if k == 3 { 1_100 } else { 10 });
+        assert_eq!(l.missed_busy, 10, "{l:?}");
+        assert_eq!(l.slots(), 30);
+    }
+
+    #[test]
+    fn no_frame_or_a_late_or_stale_one_is_a_miss() {
+        let mut l = SlotLedger::new(ms(100), STALE_AFTER);
+        assert_eq!(l.turn(ms(0)), SlotTurn::Take { ends: ms(100) });
+        assert!(
+            !l.close(ms(100), None),
+            "waited the whole slot, nothing came"
+        );
+        assert_eq!(l.turn(ms(100)), SlotTurn::Take { ends: ms(200) });
+        assert!(
+            !l.close(ms(200), Some(ms(0))),
+            "came just as the slot ended"
+        );
+        assert_eq!(l.turn(ms(200)), SlotTurn::Take { ends: ms(300) });
+        assert!(
+            !l.close(ms(201), Some(ms(150))),
+            "waited 150 ms in the slot"
+        );
+        assert_eq!(l.turn(ms(300)), SlotTurn::Take { ends: ms(400) });
+        assert!(l.close(ms(301), Some(ms(100))), "100 ms is not yet stale");
+        assert_eq!(
+            (l.missed_no_frame, l.missed_stale, l.served, l.missed_busy),
+            (2, 1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn busy_past_the_end_counts_only_slots_that_ended_in_the_run() {
+        let mut l = SlotLedger::new(ms(100), STALE_AFTER);
+        assert!(matches!(l.turn(ms(0)), SlotTurn::Take { .. }));
+        assert!(l.close(ms(1), Some(ms(1))));
+        // Busy from 1 ms to 5 s; the run ended at 1.05 s.
+        l.finish(ms(1_050));
+        assert_eq!((l.served, l.missed_busy, l.slots()), (1, 9, 10));
     }
 }
