@@ -464,7 +464,7 @@ fn worker(
             }
             SlotTurn::Take { ends } => ends,
         };
-        let frame = h.slot().wait_newest(ends.saturating_sub(now));
+        let frame = h.wait_frame(ends.saturating_sub(now));
         let taken = Instant::now();
         let age = frame
             .as_ref()

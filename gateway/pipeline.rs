@@ -636,7 +636,7 @@ pub fn run_camera(
             std::thread::sleep((next_due - now_inst).min(Duration::from_millis(100)));
             continue;
         }
-        let frame: Option<Frame> = handle.slot().wait_newest(Duration::from_millis(200));
+        let frame: Option<Frame> = handle.wait_frame(Duration::from_millis(200));
         let now = start.elapsed().as_secs_f64();
         let wall = OffsetDateTime::now_utc();
         let result = match frame {

@@ -56,6 +56,20 @@ impl CameraHandle {
         &self.slot
     }
 
+    /// The newest frame, waiting up to `timeout` for one, detached from the
+    /// decoder's buffer pool ([`Frame::detach`]): what a consumer that works
+    /// on the frame for a while should take.
+    pub fn wait_frame(&self, timeout: Duration) -> Option<super::Frame> {
+        let frame = self.slot.wait_newest(timeout)?;
+        match frame.detach() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                warn!(camera = %self.name, error = %e, "frame dropped");
+                None
+            }
+        }
+    }
+
     pub fn status(&self) -> CameraStatus {
         self.status
             .snapshot(self.slot.counters(), self.slot.last_arrival())

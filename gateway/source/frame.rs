@@ -13,8 +13,10 @@ use super::SourceError;
 use super::convert::{self, Chroma, Yuv420, YuvMatrix};
 
 /// One decoded frame. Cheap to clone (the pixels are a reference-counted
-/// GStreamer buffer); holding one keeps that buffer out of the decoder's
-/// pool, so consumers should not hoard frames.
+/// GStreamer buffer). In the slot it is the decoder's own buffer; a consumer
+/// takes it through [`CameraHandle::wait_frame`](super::CameraHandle::wait_frame),
+/// which gives it a copy of its own ([`Frame::detach`]) so the decoder gets
+/// its buffer back at once.
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// The camera's name from the config.
@@ -67,15 +69,10 @@ impl Frame {
         sample: &gst::Sample,
         cache: &mut CapsCache,
     ) -> Result<Frame, String> {
-        // A deep copy (≈0.5 ms for 1080p I420) gives the decoder its buffer
-        // back at once. Holding the decoder's own buffers in the slot and in
-        // consumers starves its small pool: measured, a 25 fps file then
-        // delivered only 15–19 fps (benches/ingest.sh, BENCHMARKS.md §4).
-        let buffer = sample
-            .buffer()
-            .ok_or("sample without a buffer")?
-            .copy_deep()
-            .map_err(|e| format!("cannot copy the decoded frame: {e}"))?;
+        // No copy here: the slot holds at most this one decoder buffer, and
+        // replaces it with the next frame. Frames a consumer takes are
+        // copied then (`detach`), at the detection rate, not at 25 fps.
+        let buffer = sample.buffer_owned().ok_or("sample without a buffer")?;
         let caps = sample.caps().ok_or("sample without caps")?;
         let info = cache.info(caps)?;
         Ok(Frame {
@@ -89,6 +86,19 @@ impl Frame {
             buffer,
             info,
         })
+    }
+
+    /// The same frame on a copy of the pixels, so the decoder's buffer goes
+    /// back to its pool (≈0.5 ms for 1080p I420). Consumers that keep a frame
+    /// while they work must hold a detached one: holding the decoder's own
+    /// buffers starves its small pool (measured: a 25 fps file then
+    /// delivered 15–19 fps; BENCHMARKS.md §4).
+    pub fn detach(mut self) -> Result<Frame, SourceError> {
+        self.buffer = self
+            .buffer
+            .copy_deep()
+            .map_err(|e| self.error(format!("cannot copy the decoded frame: {e}")))?;
+        Ok(self)
     }
 
     /// `I420` or `NV12`.
