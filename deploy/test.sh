@@ -13,6 +13,7 @@ cargo test --all-targets --quiet
 # from npm) and a schemathesis fuzz run of the HTTP API (no 5xx), both
 # against the binary the tests built.
 cargo build --quiet
+export FACEGATE_BIN="${FACEGATE_BIN:-$(realpath "${CARGO_TARGET_DIR:-target}")/debug/facegate}"
 (cd tests/console && npm ci --silent --no-audit --no-fund)
 node tests/console/console.mjs
 deploy/fuzz-api.sh
