@@ -130,7 +130,39 @@ const DICT = {
     priority: 'priority {0}',
     err_network: 'Cannot reach the gateway: {0}',
     err_http: 'Error {0}: {1}',
+    err_http_code: 'Error {0} ({1}): {2}',
     err_forbidden: 'Your role may not do this.',
+    nav_watchlist: 'Watch list',
+    nav_search: 'Search by photo',
+    watchlist_title: 'Watch list',
+    watchlist_hint: 'People the cameras look out for (missing persons, barred visitors). A match raises a watch-list alert.',
+    watch_add_legend: 'Add a person',
+    f_reason: 'Reason',
+    f_priority: 'Priority',
+    pr_low: 'low',
+    pr_normal: 'normal',
+    pr_high: 'high',
+    pr_critical: 'critical',
+    f_expires: 'Expires (blank = never)',
+    f_expires_col: 'Expires',
+    watch_submit: 'Add to watch list',
+    watch_adding: 'Adding…',
+    watch_added: 'Added {0} to the watch list with {1} face template(s).',
+    need_name_reason: 'Name and reason are required.',
+    never: 'never',
+    expired_tag: 'expired',
+    watch_none: 'The watch list is empty.',
+    confirm_watch_remove: 'Remove {0} ({1}) from the watch list? Their face templates are deleted.',
+    watch_removed: '{0} removed from the watch list.',
+    search_title: 'Search by photo',
+    search_note: 'Finds where this face was seen. Every search is recorded in the audit log, and only events within the snapshot retention period are searched.',
+    f_search_photo: 'Face photo (one face)',
+    f_limit: 'Max. results (1–200, blank = 20)',
+    f_min_score: 'Min. score (−1…1, blank = match threshold)',
+    need_search_photo: 'Choose a photo first.',
+    searching: 'Searching…',
+    searched: 'Searched {0} faces: {1} hit(s) at score ≥ {2}.',
+    no_hits: 'No event face matches this photo.',
   },
   zh: {
     app_title: 'facegate 管理台',
@@ -256,7 +288,39 @@ const DICT = {
     priority: '优先级 {0}',
     err_network: '无法连接网关：{0}',
     err_http: '错误 {0}：{1}',
+    err_http_code: '错误 {0}（{1}）：{2}',
     err_forbidden: '当前角色无此权限。',
+    nav_watchlist: '布控名单',
+    nav_search: '以脸搜脸',
+    watchlist_title: '布控名单（寻人）',
+    watchlist_hint: '摄像机重点关注的人员（走失老人、禁止入内人员等）。识别命中即产生布控告警。',
+    watch_add_legend: '添加人员',
+    f_reason: '原因',
+    f_priority: '优先级',
+    pr_low: '低',
+    pr_normal: '普通',
+    pr_high: '高',
+    pr_critical: '紧急',
+    f_expires: '到期时间（留空为永久）',
+    f_expires_col: '到期',
+    watch_submit: '加入布控',
+    watch_adding: '正在添加…',
+    watch_added: '已将 {0} 加入布控，人脸模板 {1} 个。',
+    need_name_reason: '姓名和原因为必填项。',
+    never: '永久',
+    expired_tag: '已过期',
+    watch_none: '布控名单为空。',
+    confirm_watch_remove: '将 {0}（{1}）移出布控名单？其人脸模板将被删除。',
+    watch_removed: '已将 {0} 移出布控名单。',
+    search_title: '以脸搜脸',
+    search_note: '查找此人脸出现过的位置。每次搜索都会记入审计日志，且只搜索抓拍保存期内的事件。',
+    f_search_photo: '人脸照片（一张人脸）',
+    f_limit: '最多结果数（1–200，留空为 20）',
+    f_min_score: '最低相似度（−1…1，留空为识别阈值）',
+    need_search_photo: '请先选择照片。',
+    searching: '正在搜索…',
+    searched: '已比对 {0} 张人脸：相似度 ≥ {2} 的结果 {1} 条。',
+    no_hits: '没有与此照片匹配的事件人脸。',
   },
 };
 
@@ -277,6 +341,8 @@ const state = {
   events: { query: {}, limit: 50, offset: 0, page: null },
   cameras: [],
   feed: { source: null, status: 'closed', items: new Map(), retryTimer: null, retryMs: 1000, unread: 0 },
+  watch: { list: null, message: null },
+  search: { result: null },
   snapshots: [], // camera snapshots for the enrol form: {blob, url, camera}
   cameraTimer: null,
 };
@@ -403,6 +469,8 @@ function errText(e) {
   if (!(e instanceof ApiError)) return String(e && e.message ? e.message : e);
   if (e.status === 0) return e.message;
   if (e.status === 403 && !e.body) return t('err_forbidden');
+  // The server's {"error": {"code", "message"}} is shown in full.
+  if (e.body && e.body.error && e.body.error.code) return t('err_http_code', e.status, e.body.error.code, e.message);
   return t('err_http', e.status, e.message);
 }
 
@@ -430,6 +498,8 @@ function applyLang() {
   renderCameras();
   renderFeedState();
   renderPreviews();
+  renderWatch();
+  renderSearch();
 }
 
 function toggleLang() {
@@ -477,7 +547,11 @@ function signOut(message) {
   state.owners.page = null;
   state.events.page = null;
   state.cameras = [];
+  state.watch.list = null;
+  state.search.result = null;
   clearSnapshots();
+  for (const f of ['watch-form', 'search-form']) $(f).reset();
+  for (const m of ['watch-result', 'search-result']) showMsg($(m), '');
   document.getElementById('app').hidden = true;
   document.getElementById('signin').hidden = false;
   $('signin-token').value = '';
@@ -488,6 +562,8 @@ function signOut(message) {
   renderOwners();
   renderEvents();
   renderCameras();
+  renderWatch();
+  renderSearch();
   $('signin-token').focus();
 }
 
@@ -537,6 +613,7 @@ function showTab(name) {
     renderUnread();
   }
   if (name === 'enrol') loadCameraNames();
+  if (name === 'watchlist') loadWatch();
 }
 
 // ---------------------------------------------------------------------------
@@ -975,6 +1052,175 @@ function renderCameras() {
 }
 
 // ---------------------------------------------------------------------------
+// Watch list (布控/寻人)
+const PRIORITIES = ['low', 'normal', 'high', 'critical'];
+
+async function loadWatch() {
+  const w = state.watch;
+  const out = $('watch-result');
+  try {
+    const list = await api('/api/v1/watchlist');
+    w.list = Array.isArray(list) ? list : [];
+    if (w.message) showMsg(out, w.message, 'ok');
+    w.message = null;
+  } catch (e) {
+    w.list = null;
+    showMsg(out, errText(e), 'error');
+  }
+  renderWatch();
+}
+
+function priorityBadge(p) {
+  const known = PRIORITIES.includes(p);
+  return el('span', { class: `prio pr-${known ? p : 'unknown'}`, 'data-testid': 'watch-priority-badge', 'data-priority': p },
+    known ? t('pr_' + p) : String(p ?? ''));
+}
+
+function renderWatch() {
+  const tbody = $('watch-table').querySelector('tbody');
+  const list = state.watch.list;
+  tbody.replaceChildren();
+  $('watch-empty').hidden = !(list && list.length === 0);
+  if (!list) return;
+  const admin = can('admin');
+  for (const w of list) {
+    const expires = el('td', { 'data-testid': 'watch-expires-at' },
+      w.expires_at ? el('time', { datetime: w.expires_at, text: fmtTime(w.expires_at) }) : t('never'));
+    if (w.expired) expires.append(' ', el('span', { class: 'tag expired', 'data-testid': 'watch-expired', text: t('expired_tag') }));
+    const cells = [
+      el('td', { 'data-testid': 'watch-entry-name' }, el('strong', { text: w.name })),
+      el('td', { 'data-testid': 'watch-entry-reason', text: w.reason }),
+      el('td', {}, priorityBadge(w.priority)),
+      expires,
+      el('td', { 'data-testid': 'watch-templates', text: w.template_count ?? '' }),
+      el('td', { text: fmtTime(w.created_at) }, w.created_by ? el('div', { class: 'meta', text: w.created_by }) : null),
+    ];
+    if (admin) {
+      cells.push(el('td', {}, el('div', { class: 'actions' }, el('button', {
+        type: 'button', class: 'danger', text: t('remove'), 'data-testid': 'watch-remove',
+        onclick: () => removeWatch(w),
+      }))));
+    }
+    tbody.append(el('tr', {
+      'data-testid': 'watch-row', 'data-watch-id': w.id, 'data-priority': w.priority,
+      'data-expired': w.expired ? 'true' : 'false', class: w.expired ? 'expired' : null,
+    }, ...cells));
+  }
+}
+
+async function submitWatch(ev) {
+  ev.preventDefault();
+  const out = $('watch-result');
+  const name = $('watch-name').value.trim();
+  const reason = $('watch-reason').value.trim();
+  const files = Array.from($('watch-photos').files || []);
+  if (!name || !reason) return showMsg(out, t('need_name_reason'));
+  if (files.length === 0) return showMsg(out, t('need_photo'));
+  const fd = new FormData();
+  fd.append('name', name);
+  fd.append('reason', reason);
+  fd.append('priority', $('watch-priority').value);
+  const expires = localToRfc3339($('watch-expires').value);
+  if (expires) fd.append('expires_at', expires);
+  for (const f of files) fd.append('photo', f, f.name);
+
+  const btn = $('watch-submit');
+  btn.disabled = true;
+  showMsg(out, t('watch_adding'), 'busy');
+  try {
+    const entry = await api('/api/v1/watchlist', { method: 'POST', body: fd });
+    state.watch.message = t('watch_added', entry.name, entry.template_count ?? files.length);
+    ev.target.reset();
+  } catch (e) {
+    showMsg(out, errText(e), 'error');
+    return;
+  } finally {
+    btn.disabled = false;
+  }
+  await loadWatch();
+}
+
+async function removeWatch(w) {
+  if (!window.confirm(t('confirm_watch_remove', w.name, w.reason))) return;
+  try {
+    await api(`/api/v1/watchlist/${enc(w.id)}`, { method: 'DELETE' });
+    state.watch.message = t('watch_removed', w.name);
+  } catch (e) {
+    showMsg($('watch-result'), errText(e), 'error');
+    return;
+  }
+  await loadWatch();
+}
+
+// ---------------------------------------------------------------------------
+// Search by photo (以脸搜脸)
+async function submitSearch(ev) {
+  ev.preventDefault();
+  const out = $('search-result');
+  const file = ($('search-photo').files || [])[0];
+  if (!file) return showMsg(out, t('need_search_photo'));
+  const fd = new FormData();
+  fd.append('photo', file, file.name);
+  const limit = $('search-limit').value.trim();
+  const minScore = $('search-min-score').value.trim();
+  if (limit) fd.append('limit', limit);
+  if (minScore) fd.append('min_score', minScore);
+
+  const btn = $('search-submit');
+  btn.disabled = true;
+  state.search.result = null;
+  renderSearch();
+  showMsg(out, t('searching'), 'busy');
+  try {
+    state.search.result = await api('/api/v1/search/face', { method: 'POST', body: fd });
+    showMsg(out, '');
+  } catch (e) {
+    showMsg(out, errText(e), 'error');
+  } finally {
+    btn.disabled = false;
+  }
+  renderSearch();
+}
+
+function renderSearch() {
+  const r = state.search.result;
+  const summary = $('search-summary');
+  const table = $('search-table');
+  const tbody = table.querySelector('tbody');
+  tbody.replaceChildren();
+  if (!r) {
+    summary.hidden = true;
+    summary.textContent = '';
+    table.hidden = true;
+    return;
+  }
+  const hits = (Array.isArray(r.hits) ? r.hits : [])
+    .filter((h) => h && h.event && typeof h.event.id === 'string')
+    .slice().sort((a, b) => (b.score ?? -2) - (a.score ?? -2));
+  summary.hidden = false;
+  summary.textContent = t('searched', r.searched ?? 0, hits.length, fmtNum(r.min_score));
+  if (hits.length === 0) summary.append(' ', t('no_hits'));
+  table.hidden = hits.length === 0;
+  for (const h of hits) {
+    const ev = h.event;
+    tbody.append(el('tr', {
+      'data-testid': 'search-hit', 'data-event-id': ev.id, 'data-kind': ev.kind,
+      'data-subject-id': ev.subject && ev.subject.id !== undefined ? String(ev.subject.id) : null,
+      'data-stranger-id': ev.stranger_id || null, tabindex: 0,
+      class: `clickable k-${ev.kind}`,
+      onclick: () => openScene(ev),
+      onkeydown: (k) => { if (k.key === 'Enter' || k.key === ' ') { k.preventDefault(); openScene(ev); } },
+    },
+    el('td', { 'data-testid': 'search-hit-score' }, el('strong', { text: fmtNum(h.score, 3) })),
+    el('td', {}, el('time', { datetime: ev.ts, text: fmtTime(ev.ts) })),
+    el('td', { 'data-testid': 'search-hit-camera', text: ev.camera }),
+    el('td', {}, kindBadge(ev)),
+    el('td', { 'data-testid': 'search-hit-who', text: subjectText(ev) }),
+    el('td', {}, faceImg(ev))));
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Wiring
 function wire() {
   $('lang-toggle').addEventListener('click', toggleLang);
@@ -1041,6 +1287,8 @@ function wire() {
     state.events.offset += state.events.limit;
     loadEvents();
   });
+  $('watch-form').addEventListener('submit', submitWatch);
+  $('search-form').addEventListener('submit', submitSearch);
   $('event-dialog').addEventListener('close', () => $('event-scene').removeAttribute('src'));
 }
 

@@ -26,6 +26,7 @@ const alertWaitMs = Number(process.env.FACEGATE_ALERT_WAIT_S || 60) * 1000;
 const shotsDir = path.join(repo, 'docs', 'console');
 const video = path.join(faces, 'video', 'frec_short_hamilton_clip.mp4');
 const ownerPhoto = path.join(faces, 'video', 'refs', 'Lin_Manuel_Miranda.jpg');
+const watchPhoto = path.join(faces, 'video', 'refs', 'Alex_Lacamoire.jpg');
 
 class Failure extends Error {}
 const check = (cond, msg) => { if (!cond) throw new Failure(msg); };
@@ -33,8 +34,8 @@ const log = (...a) => console.log('[console-test]', ...a);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------
-if (!fs.existsSync(video) || !fs.existsSync(ownerPhoto)) {
-  const msg = `face test data not found (${video}, ${ownerPhoto}); set FACEGATE_FACES`;
+if (!fs.existsSync(video) || !fs.existsSync(ownerPhoto) || !fs.existsSync(watchPhoto)) {
+  const msg = `face test data not found (${video}, ${ownerPhoto}, ${watchPhoto}); set FACEGATE_FACES`;
   if (process.env.FACEGATE_REQUIRE_FACES === '1') {
     console.error('[console-test] FAIL:', msg, '(FACEGATE_REQUIRE_FACES=1)');
     process.exit(1);
@@ -346,10 +347,93 @@ async function run() {
   await shot(page, 'cameras.png');
   log('camera board:', camText);
 
+  // Watch list (added only now, after the stranger alert was seen: from here on the camera may
+  // report Alex as a watch-list match instead of a stranger). A server error is shown in full.
+  await id('nav-watchlist').click();
+  await id('watch-table').waitFor();
+  await waitFor('watch list loaded empty', async () => (await id('watch-empty').isVisible())
+    && (await page.locator('[data-testid="watch-row"]').count()) === 0, 10000);
+  await id('watch-name').fill('Alex');
+  await id('watch-reason').fill('寻人 test');
+  await id('watch-priority').selectOption('high');
+  await id('watch-photos').setInputFiles(watchPhoto);
+  await id('watch-expires').fill('2001-01-01T08:00');
+  await id('watch-submit').click();
+  await waitFor('past expiry refused', async () => (await id('watch-result').getAttribute('data-state')) === 'error', 30000);
+  const pastMsg = await text(id('watch-result'));
+  check(pastMsg.includes('400') && pastMsg.includes('bad_request') && pastMsg.includes('expires_at'),
+    `a past expiry: expected the server's 400 (code and message) in full, console shows: ${pastMsg}`);
+  // A datetime-local value two days ahead, in the browser's time zone; the server must get it as UTC.
+  const expiry = await page.evaluate(() => {
+    const d = new Date(Date.now() + 2 * 86400e3);
+    d.setSeconds(0, 0);
+    const p2 = (n) => String(n).padStart(2, '0');
+    return {
+      local: `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())}T${p2(d.getHours())}:${p2(d.getMinutes())}`,
+      ms: d.getTime(),
+    };
+  });
+  await id('watch-expires').fill(expiry.local);
+  await id('watch-submit').click();
+  const alexRow = page.locator('[data-testid="watch-row"]').filter({ has: page.locator('[data-testid="watch-entry-name"]', { hasText: /^Alex$/ }) });
+  await waitFor('watch-list entry Alex listed', async () => (await alexRow.count()) === 1, 90000);
+  check((await id('watch-result').getAttribute('data-state')) === 'ok', `watch add message: ${await text(id('watch-result'))}`);
+  const alexText = await text(alexRow);
+  check(alexText.includes('寻人 test'), `watch row lacks the reason: "${alexText}"`);
+  check((await alexRow.getAttribute('data-priority')) === 'high'
+    && (await text(alexRow.getByTestId('watch-priority-badge'))) === 'high', `watch row priority: "${alexText}"`);
+  check((await alexRow.getAttribute('data-expired')) === 'false' && (await alexRow.getByTestId('watch-expired').count()) === 0,
+    'a fresh entry is flagged expired');
+  check(Number(await text(alexRow.getByTestId('watch-templates'))) >= 1, `watch row template count: "${alexText}"`);
+  const sentExpiry = await alexRow.getByTestId('watch-expires-at').locator('time').getAttribute('datetime');
+  check(Date.parse(sentExpiry) === expiry.ms, `expiry stored as ${sentExpiry}, expected ${new Date(expiry.ms).toISOString()}`);
+  check((await alexRow.getByTestId('watch-remove').count()) === 1, 'admin has no remove button on the watch list');
+  await shot(page, 'watchlist.png');
+  log('watch list: Alex added,', alexText);
+
+  // Search by photo: Lin was seen at gate-1 as owner H-1 (retried while the camera is still catching him).
+  await id('nav-search').click();
+  check(/audit/i.test(await text(id('search-note'))) && /retention/i.test(await text(id('search-note'))),
+    `search note does not mention audit and retention: "${await text(id('search-note'))}"`);
+  await id('search-submit').click();
+  await waitFor('search without a photo refused', async () => (await id('search-result').getAttribute('data-state')) === 'error', 5000);
+  await id('search-photo').setInputFiles(ownerPhoto);
+  await id('search-limit').fill('50');
+  const linHit = page.locator('[data-testid="search-hit"][data-subject-id="H-1"]');
+  let searches = 0;
+  await waitFor('search by photo finds H-1 with a face crop', async () => {
+    if (searches > 0 && (await linHit.count()) === 0) await sleep(2000);
+    if ((await linHit.count()) === 0) {
+      await id('search-submit').click();
+      searches += 1;
+      await waitFor('search answer', async () => (await id('search-summary').isVisible())
+        || (await id('search-result').getAttribute('data-state')) === 'error', 60000);
+      const st = await id('search-result').getAttribute('data-state');
+      if (st === 'error' && await id('search-result').isVisible()) throw new Failure(`search failed: ${await text(id('search-result'))}`);
+    }
+    const faces = linHit.getByTestId('event-face');
+    for (let i = 0; i < await faces.count(); i++) {
+      if (await imageLoaded(faces.nth(i))) return true;
+    }
+    return false;
+  }, alertWaitMs, 1000);
+  const summary = await text(id('search-summary'));
+  const m = /Searched (\d+) faces/.exec(summary);
+  check(m && Number(m[1]) >= 1, `search summary reads "${summary}"`);
+  const scores = await page.locator('[data-testid="search-hit-score"]').evaluateAll((c) => c.map((x) => Number(x.textContent)));
+  check(scores.every((v, i) => i === 0 || scores[i - 1] >= v), `search hits not best first: ${scores}`);
+  const linText = await text(linHit.first());
+  check(linText.includes('Lin-Manuel Miranda') && linText.includes('gate-1'), `search hit for H-1 reads "${linText}"`);
+  report.search = { searches, summary, hits: scores.length, h1Hits: await linHit.count() };
+  await shot(page, 'search.png');
+  log('search by photo:', summary, 'H-1 hits:', report.search.h1Hits, 'after', searches, 'search(es)');
+
   // Chinese labels, then back.
   await id('lang-toggle').click();
   check((await page.locator('html').getAttribute('lang')) === 'zh-CN', 'language toggle did not switch to Chinese');
   check((await text(id('nav-cameras'))) === '摄像机', `Chinese nav label is "${await text(id('nav-cameras'))}"`);
+  check((await text(id('nav-watchlist'))) === '布控名单' && (await text(id('nav-search'))) === '以脸搜脸',
+    `Chinese nav labels are "${await text(id('nav-watchlist'))}", "${await text(id('nav-search'))}"`);
   check((await text(cam.getByTestId('camera-state'))) === '在线', 'camera state not shown in Chinese');
   await id('lang-toggle').click();
   check((await text(id('nav-cameras'))) === 'Cameras', 'language toggle did not switch back to English');
@@ -371,6 +455,7 @@ async function run() {
   await row.waitFor();
   check((await row.getByTestId('owner-suspend').count()) === 1, 'enroller has no suspend button');
   check((await row.getByTestId('owner-erase').count()) === 0, 'enroller is offered erase (admin only)');
+  check(await id('nav-search').isHidden(), 'enroller is offered search by photo (admin only)');
   await id('signout').click();
   await signInAs(viewerToken, 'console-viewer');
   check((await text(id('whoami-role'))) === 'viewer', 'viewer role not shown');
@@ -379,9 +464,32 @@ async function run() {
   check(await id('enrol-form').isHidden() && await id('owners-table').isHidden(), 'viewer sees the enrol form or the owners list');
   await id('nav-cameras').click();
   await cam.waitFor();
+  // The viewer reads the watch list but cannot add or remove; search by photo is not offered.
+  check(await id('nav-search').isHidden(), 'viewer is offered search by photo (admin only)');
+  await id('nav-watchlist').click();
+  await alexRow.waitFor();
+  check(await id('watch-form').isHidden(), 'viewer is offered the watch-list add form');
+  check((await page.locator('[data-testid="watch-remove"]').count()) === 0, 'viewer is offered watch-list remove');
+  await page.evaluate(() => { location.hash = 'search'; });
+  await sleep(300);
+  check(await id('search-form').isHidden(), 'viewer reached the search page through #search');
   await id('signout').click();
   await id('signin-token').waitFor();
-  log('roles checked: enroller without erase, viewer without enrol/owners');
+  log('roles checked: enroller without erase/search, viewer without enrol/owners/search and read-only watch list');
+
+  // Back as admin: remove Alex from the watch list (asks first).
+  await signInAs(token, 'console-test');
+  await id('nav-watchlist').click();
+  await alexRow.waitFor();
+  let watchConfirm = null;
+  page.once('dialog', (d) => { watchConfirm = d.message(); d.accept(); });
+  await alexRow.getByTestId('watch-remove').click();
+  await waitFor('watch-list entry Alex gone', async () => (await alexRow.count()) === 0, 10000);
+  check(watchConfirm && watchConfirm.includes('Alex'), `watch remove confirm does not name the entry: ${watchConfirm}`);
+  check((await id('watch-result').getAttribute('data-state')) === 'ok', `watch remove message: ${await text(id('watch-result'))}`);
+  await id('signout').click();
+  await id('signin-token').waitFor();
+  log('watch list: Alex removed');
 
   check(pageErrors.length === 0, `JavaScript errors in the console page: ${pageErrors.join(' | ')}`);
   await browser.close();
