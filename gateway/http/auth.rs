@@ -101,10 +101,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         });
         let s = state.clone();
         let principal = tokio::task::spawn_blocking(move || {
-            let reg = s
-                .registry
-                .lock()
-                .map_err(|_| ApiError::internal("registry lock poisoned"))?;
+            let reg = s.lock_registry()?;
             match cached {
                 Some(p) => Ok(reg.token_active(&p.token_id)?.then_some(p)),
                 None => Ok::<_, ApiError>(reg.token_verify(&token)?),

@@ -85,11 +85,7 @@ pub async fn list(
         offset: offset as usize,
     };
     blocking(&state, move |s| {
-        let items = s
-            .events
-            .lock()
-            .map_err(|_| ApiError::internal("event store lock poisoned"))?
-            .list(&filter)?;
+        let items = s.lock_events()?.list(&filter)?;
         Ok(Json(
             serde_json::json!({ "items": items, "limit": limit, "offset": offset }),
         ))
@@ -106,9 +102,7 @@ pub async fn show(
     auth.require(Role::Viewer)?;
     blocking(&state, move |s| {
         let e = s
-            .events
-            .lock()
-            .map_err(|_| ApiError::internal("event store lock poisoned"))?
+            .lock_events()?
             .get(&id)?
             .ok_or_else(|| ApiError::not_found(format!("no event '{id}'")))?;
         Ok(Json(
@@ -170,9 +164,7 @@ pub async fn event_snapshot(
     }
     blocking(&state, move |s| {
         let e = s
-            .events
-            .lock()
-            .map_err(|_| ApiError::internal("event store lock poisoned"))?
+            .lock_events()?
             .get(&id)?
             .ok_or_else(|| ApiError::not_found(format!("no event '{id}'")))?;
         let snap = e
@@ -321,16 +313,13 @@ pub async fn camera_snapshot(
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
             .encode_image(&rgb)
             .map_err(|e| ApiError::internal(format!("JPEG encoding: {e}")))?;
-        s.registry
-            .lock()
-            .map_err(|_| ApiError::internal("registry lock poisoned"))?
-            .record_audit(
-                OffsetDateTime::now_utc(),
-                &actor,
-                "camera.snapshot",
-                &format!("camera:{name}"),
-                serde_json::json!({}),
-            )?;
+        s.lock_registry()?.record_audit(
+            OffsetDateTime::now_utc(),
+            &actor,
+            "camera.snapshot",
+            &format!("camera:{name}"),
+            serde_json::json!({}),
+        )?;
         Ok(jpeg(out))
     })
     .await
@@ -374,11 +363,7 @@ pub async fn audit(
         )));
     }
     blocking(&state, move |s| {
-        let rows = s
-            .registry
-            .lock()
-            .map_err(|_| ApiError::internal("registry lock poisoned"))?
-            .audit(limit as usize)?;
+        let rows = s.lock_registry()?.audit(limit as usize)?;
         Ok(Json(
             serde_json::to_value(rows).map_err(|e| ApiError::internal(e.to_string()))?,
         ))

@@ -94,6 +94,24 @@ impl AppState {
         self
     }
 
+    pub fn lock_gallery(&self) -> Result<std::sync::MutexGuard<'_, Gallery>, ApiError> {
+        self.gallery
+            .lock()
+            .map_err(|_| ApiError::internal("gallery lock poisoned"))
+    }
+
+    pub fn lock_events(&self) -> Result<std::sync::MutexGuard<'_, EventStore>, ApiError> {
+        self.events
+            .lock()
+            .map_err(|_| ApiError::internal("event store lock poisoned"))
+    }
+
+    pub fn lock_registry(&self) -> Result<std::sync::MutexGuard<'_, Registry>, ApiError> {
+        self.registry
+            .lock()
+            .map_err(|_| ApiError::internal("registry lock poisoned"))
+    }
+
     /// Runs `f` with the face engine (loading it the first time) and the
     /// gallery. Blocking: call from the blocking pool.
     pub fn with_engine_and_gallery<T>(
@@ -111,10 +129,7 @@ impl AppState {
                 })?);
         }
         let engine = engine.as_mut().expect("set above");
-        let mut gallery = self
-            .gallery
-            .lock()
-            .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+        let mut gallery = self.lock_gallery()?;
         f(engine, &mut gallery)
     }
 }

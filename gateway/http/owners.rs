@@ -165,10 +165,7 @@ fn parse_enum<T: std::str::FromStr>(field: &str, value: &str, known: &str) -> Re
 }
 
 fn owner_json(state: &AppState, id: &str) -> Result<serde_json::Value, ApiError> {
-    let g = state
-        .gallery
-        .lock()
-        .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+    let g = state.lock_gallery()?;
     let rec = g.registry().owner(id)?;
     let mut v = serde_json::to_value(&rec).map_err(|e| ApiError::internal(e.to_string()))?;
     v["template_count"] = rec.template_count().into();
@@ -295,10 +292,7 @@ pub async fn list(
         offset: offset as usize,
     };
     blocking(&state, move |s| {
-        let g = s
-            .gallery
-            .lock()
-            .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+        let g = s.lock_gallery()?;
         let items = g.registry().owners(&filter)?;
         let total = g.registry().owners_count(&filter)?;
         let items: Vec<serde_json::Value> = items
@@ -371,10 +365,7 @@ pub async fn update(
     let actor = auth.actor();
     blocking(&state, move |s| {
         {
-            let mut g = s
-                .gallery
-                .lock()
-                .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+            let mut g = s.lock_gallery()?;
             g.update_owner(&id, &patch, &actor, OffsetDateTime::now_utc())?;
         }
         owner_json(s, &id).map(Json)
@@ -392,10 +383,7 @@ async fn set_status(
     let actor = auth.actor();
     blocking(&state, move |s| {
         {
-            let mut g = s
-                .gallery
-                .lock()
-                .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+            let mut g = s.lock_gallery()?;
             g.set_status(&id, status, &actor, OffsetDateTime::now_utc())?;
         }
         owner_json(s, &id).map(Json)
@@ -430,10 +418,7 @@ pub async fn erase(
     auth.require(Role::Admin)?;
     let actor = auth.actor();
     blocking(&state, move |s| {
-        let mut g = s
-            .gallery
-            .lock()
-            .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+        let mut g = s.lock_gallery()?;
         g.remove_owner(&id, &actor, OffsetDateTime::now_utc())?;
         Ok(StatusCode::NO_CONTENT)
     })
@@ -475,10 +460,7 @@ pub async fn remove_face(
     auth.require(Role::Enroller)?;
     let actor = auth.actor();
     blocking(&state, move |s| {
-        let mut g = s
-            .gallery
-            .lock()
-            .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+        let mut g = s.lock_gallery()?;
         // The template must be this owner's: a URL names one owner's face.
         let rec = g.registry().owner(&id)?;
         if !rec.templates.iter().any(|t| t.id == template_id) {
@@ -499,10 +481,7 @@ pub async fn watchlist(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     auth.require(Role::Viewer)?;
     blocking(&state, move |s| {
-        let g = s
-            .gallery
-            .lock()
-            .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+        let g = s.lock_gallery()?;
         let list = g.registry().watchlist(OffsetDateTime::now_utc())?;
         Ok(Json(
             serde_json::to_value(list).map_err(|e| ApiError::internal(e.to_string()))?,
@@ -547,10 +526,7 @@ pub async fn watch_add(
             }
             Ok(gallery.watchlist_add(&entry, &t, &actor, now)?)
         })?;
-        let g = s
-            .gallery
-            .lock()
-            .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+        let g = s.lock_gallery()?;
         let e = g
             .registry()
             .watchlist(now)?
@@ -572,10 +548,7 @@ pub async fn watch_remove(
     auth.require(Role::Admin)?;
     let actor = auth.actor();
     blocking(&state, move |s| {
-        let mut g = s
-            .gallery
-            .lock()
-            .map_err(|_| ApiError::internal("gallery lock poisoned"))?;
+        let mut g = s.lock_gallery()?;
         g.watchlist_remove(id, &actor, OffsetDateTime::now_utc())?;
         Ok(StatusCode::NO_CONTENT)
     })
@@ -665,20 +638,15 @@ pub async fn search_face(
         let now = OffsetDateTime::now_utc();
         let since = now - time::Duration::days(i64::from(s.config.privacy.snapshot_retention_days));
         let (hits, searched) = s
-            .events
-            .lock()
-            .map_err(|_| ApiError::internal("event store lock poisoned"))?
+            .lock_events()?
             .search_faces(&model_id, &embedding, since, min_score, limit)?;
-        s.registry
-            .lock()
-            .map_err(|_| ApiError::internal("registry lock poisoned"))?
-            .record_audit(
-                now,
-                &actor,
-                "events.face_search",
-                "events",
-                serde_json::json!({ "hits": hits.len(), "searched": searched }),
-            )?;
+        s.lock_registry()?.record_audit(
+            now,
+            &actor,
+            "events.face_search",
+            "events",
+            serde_json::json!({ "hits": hits.len(), "searched": searched }),
+        )?;
         Ok(Json(serde_json::json!({
             "searched": searched,
             "min_score": min_score,
