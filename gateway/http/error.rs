@@ -133,6 +133,25 @@ impl From<crate::identify::IdentifyError> for ApiError {
     }
 }
 
+/// A query parameter `name` (absent: `default`) checked to lie in `range`.
+pub fn bounded(
+    name: &str,
+    value: Option<i64>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ApiError> {
+    let v = value.unwrap_or(default);
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{name} {v} is outside {}..={}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
 /// A query string, strictly: unknown parameters and bad values are a 400
 /// naming them. `access_token` (auth for GETs) is not a query parameter.
 pub struct Query<T>(pub T);

@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::error::{Path, Query};
+use super::error::{Path, Query, bounded};
 use super::{ApiError, AppState, Auth, blocking};
 use crate::events::{EventFilter, EventKind};
 use crate::registry::Role;
@@ -52,18 +52,8 @@ pub async fn list(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     auth.require(Role::Viewer)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit} is outside 1..=1000"
-        )));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if !(0..=100_000).contains(&offset) {
-        return Err(ApiError::bad_request(format!(
-            "offset {offset} is outside 0..=100000"
-        )));
-    }
+    let limit = bounded("limit", q.limit, 100, 1..=1000)?;
+    let offset = bounded("offset", q.offset, 0, 0..=100_000)?;
     let kind = q
         .kind
         .as_deref()
@@ -356,12 +346,7 @@ pub async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     auth.require(Role::Admin)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit} is outside 1..=1000"
-        )));
-    }
+    let limit = bounded("limit", q.limit, 100, 1..=1000)?;
     blocking(&state, move |s| {
         let rows = s.lock_registry()?.audit(limit as usize)?;
         Ok(Json(

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::error::{JsonBody, Path, Query};
+use super::error::{JsonBody, Path, Query, bounded};
 use super::{ApiError, AppState, Auth, blocking};
 use crate::identify::{self, EnrolRules, PhotoUpload};
 use crate::registry::{
@@ -265,18 +265,8 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     auth.require(Role::Enroller)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit} is outside 1..=500"
-        )));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::bad_request(format!(
-            "offset {offset} is negative"
-        )));
-    }
+    let limit = bounded("limit", q.limit, 50, 1..=500)?;
+    let offset = bounded("offset", q.offset, 0, 0..=i64::MAX)?;
     if q.q.as_ref().is_some_and(|s| s.chars().count() > 100) {
         return Err(ApiError::bad_request("q is longer than 100 characters"));
     }
