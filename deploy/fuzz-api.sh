@@ -34,6 +34,15 @@ for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
   sleep 0.3
 done
+# With a camera: wait until it has a frame, so its snapshot answers 200 (before
+# that it is, correctly, a 503 "no frame yet", which the fuzzer counts as a failure).
+if [ "${#CAMERA[@]}" -gt 0 ]; then
+  for _ in $(seq 150); do
+    curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" \
+      "http://127.0.0.1:$PORT/api/v1/cameras/gate-1/snapshot" && break
+    sleep 0.2
+  done
+fi
 status=0
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \
