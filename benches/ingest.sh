@@ -4,6 +4,9 @@
 #     against a bare gst-launch-1.0 decode of the same file in the same run;
 #  2. how many 1080p 25 fps streams hold detection at 3 fps with < 5% missed;
 #  3. gate latency, frame arrival → decision, p50/p99.
+#  1'. the same CPU comparison over RTSP: benches/rtsp_serve.py (another
+#     process, 127.0.0.1:RTSP_PORT) serves the media; facegate's camera source
+#     (rtspsrc over TCP) against a bare gst-launch rtspsrc decode;
 # Media: ~70 s loops of the real clips in ../shared/faces/video, H.264 by x264,
 # exactly 25 fps with one frame every 40 ms (checked before use).
 #
@@ -11,7 +14,11 @@
 # repeats of the decode comparison (run-to-run noise on a shared 2-core VM is
 # ±10%), GATE_SECONDS (60) the gate-latency run; the binary is
 # ${CARGO_TARGET_DIR:-target}/release/facegate, the media go to
-# FACEGATE_BENCH_MEDIA (target/bench-media).
+# FACEGATE_BENCH_MEDIA (target/bench-media). PARTS (default
+# "decode rtsp detect gate") picks the parts to run, e.g. PARTS=rtsp.
+# RTSP_PORT (8554) is the bench server's port; the server needs
+# python3-gi and gir1.2-gst-rtsp-server-1.0 (Debian) and runs with
+# /usr/bin/python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FACES=${FACEGATE_FACES:-../shared/faces}
@@ -20,6 +27,9 @@ SECONDS_RUN=${SECONDS_RUN:-20}
 ROUNDS=${ROUNDS:-3}
 # Longer, so that p99 rests on more than a handful of decisions (the file is 73 s).
 GATE_SECONDS=${GATE_SECONDS:-60}
+PARTS=${PARTS:-decode rtsp detect gate}
+RTSP_PORT=${RTSP_PORT:-8554}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$MEDIA"
 
 # Presentation times of the video packets of an MP4, in seconds, sorted.
@@ -72,17 +82,50 @@ cargo build --release --quiet
 FG=${CARGO_TARGET_DIR:-target}/release/facegate
 DB=$(mktemp -d)/bench.db
 echo "# $(date -Is) $(nproc) cores, load:$(uptime | sed 's/.*load average://')"
-echo "# decode (+ scale of taken frames) vs bare gst-launch decode (before and after), 1 stream, $ROUNDS rounds"
-for _ in $(seq "$ROUNDS"); do
-  $FG --db "$DB" bench ingest --video "$MEDIA/faces-1080p25.mp4" --seconds "$SECONDS_RUN"
-  $FG --db "$DB" bench ingest --video "$MEDIA/stage-480p25.mp4" --seconds "$SECONDS_RUN"
-done
-echo "# 1080p25 streams with detection at 3 fps each"
-for n in 1 2 3 4; do
-  $FG --db "$DB" bench ingest --video "$MEDIA/faces-1080p25.mp4" --streams "$n" --detect-fps 3 --seconds "$SECONDS_RUN" --no-baseline
-done
-echo "# gate latency: 640x480 gate camera, detection at 10 fps, owner enrolled"
-$FG --db "$DB" enroll --owner-id H-1 --name "Lin-Manuel Miranda" --consent-by bench \
-  "$FACES/video/refs/Lin_Manuel_Miranda.jpg" >/dev/null 2>&1 || echo "# enrolment failed (already enrolled?)"
-$FG --db "$DB" bench ingest --video "$MEDIA/stage-480p25.mp4" --detect-fps 10 --seconds "$GATE_SECONDS" --no-baseline
+if part decode; then
+  echo "# decode (+ scale of taken frames) vs bare gst-launch decode (before and after), 1 stream, $ROUNDS rounds"
+  for _ in $(seq "$ROUNDS"); do
+    $FG --db "$DB" bench ingest --video "$MEDIA/faces-1080p25.mp4" --seconds "$SECONDS_RUN"
+    $FG --db "$DB" bench ingest --video "$MEDIA/stage-480p25.mp4" --seconds "$SECONDS_RUN"
+  done
+fi
+if part rtsp; then
+  # The server plays each file once per client from the start (67 s / 73 s):
+  # every connection (baseline, facegate, baseline) is warm-up + SECONDS_RUN.
+  if awk -v s="$SECONDS_RUN" 'BEGIN { exit !(s > 60) }'; then
+    echo "SECONDS_RUN=$SECONDS_RUN: the RTSP part needs <= 60 s (the served files play once)" >&2
+    exit 1
+  fi
+  /usr/bin/python3 benches/rtsp_serve.py --port "$RTSP_PORT" \
+    faces="$MEDIA/faces-1080p25.mp4" stage="$MEDIA/stage-480p25.mp4" >"$MEDIA/rtsp_serve.log" 2>&1 &
+  SERVER=$!
+  trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do
+    grep -q '^# ready' "$MEDIA/rtsp_serve.log" && break
+    kill -0 "$SERVER" 2>/dev/null || { cat "$MEDIA/rtsp_serve.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  grep -q '^# ready' "$MEDIA/rtsp_serve.log" || { echo "RTSP server not ready" >&2; exit 1; }
+  URL=rtsp://127.0.0.1:$RTSP_PORT
+  echo "# RTSP (server pid $SERVER, another process): decode (+ scale) vs bare gst-launch rtspsrc decode, 1 stream, $ROUNDS rounds"
+  for _ in $(seq "$ROUNDS"); do
+    $FG --db "$DB" bench ingest --video "$URL/faces" --seconds "$SECONDS_RUN"
+    $FG --db "$DB" bench ingest --video "$URL/stage" --seconds "$SECONDS_RUN"
+  done
+  kill "$SERVER"
+  wait "$SERVER" 2>/dev/null || true
+  trap - EXIT
+fi
+if part detect; then
+  echo "# 1080p25 streams with detection at 3 fps each"
+  for n in 1 2 3 4; do
+    $FG --db "$DB" bench ingest --video "$MEDIA/faces-1080p25.mp4" --streams "$n" --detect-fps 3 --seconds "$SECONDS_RUN" --no-baseline
+  done
+fi
+if part gate; then
+  echo "# gate latency: 640x480 gate camera, detection at 10 fps, owner enrolled"
+  $FG --db "$DB" enroll --owner-id H-1 --name "Lin-Manuel Miranda" --consent-by bench \
+    "$FACES/video/refs/Lin_Manuel_Miranda.jpg" >/dev/null 2>&1 || echo "# enrolment failed (already enrolled?)"
+  $FG --db "$DB" bench ingest --video "$MEDIA/stage-480p25.mp4" --detect-fps 10 --seconds "$GATE_SECONDS" --no-baseline
+fi
 echo "# $(date -Is) load:$(uptime | sed 's/.*load average://')"

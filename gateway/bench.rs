@@ -3,10 +3,14 @@
 //! detection slots missed at a detection rate, and frame → decision latency.
 //!
 //! Streams are files played in real time (the same decode work as a camera,
-//! without a network in the measurement). The bare baseline runs the same
+//! without a network in the measurement), or an RTSP URL (facegate's camera
+//! source as in `facegate run`, over TCP; `benches/rtsp_serve.py` serves the
+//! bench media from another process). The bare baseline runs the same
 //! elements (`filesrc ! decodebin ! videoconvert`, I420/NV12, a sink with
-//! `sync=true` like facegate's file source), once before and once after
-//! facegate, and the two are averaged so a load change during the run shows.
+//! `sync=true` like facegate's file source; for RTSP `rtspsrc protocols=tcp
+//! latency=200 ! decodebin ! videoconvert`, `sync=false` like facegate's RTSP
+//! source), once before and once after facegate, and the two are averaged so
+//! a load change during the run shows.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,9 +37,82 @@ const WARM_UP: Duration = Duration::from_millis(1500);
 /// source did not deliver for 2.5 frame intervals of a 25 fps stream.
 const STALE_AFTER: Duration = Duration::from_millis(100);
 
+/// What the bench plays: a file (real time, looped by facegate) or an RTSP
+/// stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestSource {
+    File(PathBuf),
+    Rtsp(String),
+}
+
+impl IngestSource {
+    /// `rtsp://…` is a stream, anything else a file path.
+    pub fn parse(arg: &str) -> Result<Self, String> {
+        if arg.starts_with("rtsp://") || arg.starts_with("rtsps://") {
+            // The same check as a camera's URL (no credentials inside).
+            CameraUrl::parse(arg)?;
+            Ok(Self::Rtsp(arg.to_owned()))
+        } else {
+            Ok(Self::File(PathBuf::from(arg)))
+        }
+    }
+
+    fn camera_url(&self) -> CameraUrl {
+        match self {
+            Self::File(p) => CameraUrl::File(p.clone()),
+            Self::Rtsp(u) => CameraUrl::Rtsp(u.clone()),
+        }
+    }
+
+    fn display(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Rtsp(u) => u.clone(),
+        }
+    }
+
+    /// The bare pipeline's arguments to `gst-launch-1.0 -q`: the same
+    /// elements and sink settings as facegate's source for this kind
+    /// (`gateway/source/pipeline.rs`).
+    fn baseline_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = match self {
+            Self::File(p) => vec!["filesrc".into(), format!("location={}", p.display())],
+            Self::Rtsp(u) => vec![
+                "rtspsrc".into(),
+                format!("location={u}"),
+                "protocols=tcp".into(),
+                format!("latency={RTSP_LATENCY_MS}"),
+            ],
+        };
+        let sync = match self {
+            Self::File(_) => "sync=true",
+            Self::Rtsp(_) => "sync=false",
+        };
+        a.extend(
+            [
+                "!",
+                "decodebin",
+                "!",
+                "videoconvert",
+                "!",
+                "video/x-raw,format={I420,NV12}",
+                "!",
+                "fakesink",
+                sync,
+            ]
+            .map(String::from),
+        );
+        a
+    }
+}
+
+/// facegate's RTSP jitter buffer (`RTSP_LATENCY_MS` in
+/// `gateway/source/pipeline.rs`), for the bare baseline.
+const RTSP_LATENCY_MS: u32 = 200;
+
 #[derive(Debug, Clone)]
 pub struct IngestBench {
-    pub video: PathBuf,
+    pub video: IngestSource,
     pub streams: usize,
     pub seconds: f64,
     /// Detection rate per stream; 0 = decode only (frames taken and scaled
@@ -60,8 +137,9 @@ pub struct IngestReport {
     /// runs; 0 with detection, where the conversion is part of the pipeline.
     pub rgb_cpu_per_stream: f64,
     /// The same for `gst-launch-1.0 filesrc ! decodebin ! videoconvert !
-    /// video/x-raw,format={I420,NV12} ! fakesink sync=true`: the mean of
-    /// `baseline_runs` (one before facegate, one after).
+    /// video/x-raw,format={I420,NV12} ! fakesink sync=true` (RTSP:
+    /// `rtspsrc protocols=tcp latency=200 ! … ! fakesink sync=false`): the
+    /// mean of `baseline_runs` (one before facegate, one after).
     pub baseline_cpu_per_stream: Option<f64>,
     pub baseline_runs: Vec<f64>,
     pub ratio_to_baseline: Option<f64>,
@@ -214,26 +292,15 @@ fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
     Some(v[i] * 1000.0)
 }
 
-/// CPU of `gst-launch-1.0` decoding the file in real time, per stream and
-/// wall second, measured after the same warm-up as facegate.
-fn baseline_cpu(video: &Path, streams: usize, seconds: f64) -> Result<f64, String> {
+/// CPU of `gst-launch-1.0` decoding the file in real time (or the RTSP
+/// stream), per stream and wall second, measured after the same warm-up as
+/// facegate.
+fn baseline_cpu(video: &IngestSource, streams: usize, seconds: f64) -> Result<f64, String> {
     let mut children: Vec<Child> = Vec::new();
     for _ in 0..streams {
         let child = Command::new("gst-launch-1.0")
-            .args([
-                "-q",
-                "filesrc",
-                &format!("location={}", video.display()),
-                "!",
-                "decodebin",
-                "!",
-                "videoconvert",
-                "!",
-                "video/x-raw,format={I420,NV12}",
-                "!",
-                "fakesink",
-                "sync=true",
-            ])
+            .arg("-q")
+            .args(video.baseline_args())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -301,20 +368,26 @@ struct WorkerResult {
 /// for the baseline (gst-launch does not loop); facegate's file source loops.
 pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestReport, String> {
     let mut baseline_runs = Vec::new();
-    if b.baseline {
-        let length = media_seconds(&b.video)?;
+    // The file's length bounds a gst-launch run; an RTSP stream's length is
+    // the server's business (benches/rtsp_serve.py plays the file once per
+    // client, from the start).
+    if let (true, IngestSource::File(video)) = (b.baseline, &b.video) {
+        let length = media_seconds(video)?;
         let needed = b.seconds + WARM_UP.as_secs_f64() + 0.5;
         if length < needed {
             return Err(format!(
                 "{} is {length:.1} s long; the baseline needs at least {needed:.0} s (gst-launch does not loop): benches/ingest.sh makes such files",
-                b.video.display(),
+                video.display(),
             ));
         }
+    }
+    if b.baseline {
         baseline_runs.push(baseline_cpu(&b.video, b.streams, b.seconds)?);
     }
     let cancel = CancellationToken::new();
     let (tx, _rx) = tokio::sync::mpsc::channel(64);
-    let url = CameraUrl::File(b.video.clone());
+    // The same camera source as `facegate run` (RTSP over TCP by default).
+    let url = b.video.camera_url();
     let mut handles = Vec::new();
     for i in 0..b.streams {
         let spec = CameraSpec::new(format!("bench-{i}"), url.clone());
@@ -392,7 +465,7 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
     let ledger = &total.ledger;
     let (slots, missed) = (ledger.slots(), ledger.missed());
     Ok(IngestReport {
-        video: b.video.display().to_string(),
+        video: b.video.display(),
         width,
         height,
         streams: b.streams,
@@ -498,6 +571,26 @@ fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ingest_source_and_its_baseline_match_facegates_pipelines() {
+        let f = IngestSource::parse("target/bench-media/a.mp4").unwrap();
+        assert_eq!(f, IngestSource::File("target/bench-media/a.mp4".into()));
+        assert_eq!(
+            f.baseline_args().join(" "),
+            "filesrc location=target/bench-media/a.mp4 ! decodebin ! videoconvert ! video/x-raw,format={I420,NV12} ! fakesink sync=true"
+        );
+        let r = IngestSource::parse("rtsp://127.0.0.1:8554/faces").unwrap();
+        assert_eq!(
+            r.camera_url(),
+            CameraUrl::Rtsp("rtsp://127.0.0.1:8554/faces".into())
+        );
+        assert_eq!(
+            r.baseline_args().join(" "),
+            "rtspsrc location=rtsp://127.0.0.1:8554/faces protocols=tcp latency=200 ! decodebin ! videoconvert ! video/x-raw,format={I420,NV12} ! fakesink sync=false"
+        );
+        assert!(IngestSource::parse("rtsp://u:p@127.0.0.1/x").is_err());
+    }
 
     #[test]
     fn own_cpu_time_is_read_and_grows() {

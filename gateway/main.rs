@@ -133,11 +133,13 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// CPU per stream (looped file in real time) against a bare gst-launch
-    /// decode, missed detection slots, frame → decision latency. One JSON line.
+    /// CPU per stream (looped file in real time, or an RTSP stream) against
+    /// a bare gst-launch decode, missed detection slots, frame → decision
+    /// latency. One JSON line.
     Ingest {
+        /// A video file, or an rtsp:// URL (camera source over TCP).
         #[arg(long)]
-        video: PathBuf,
+        video: String,
         #[arg(long, default_value_t = 1)]
         streams: usize,
         #[arg(long, default_value_t = 20.0)]
@@ -652,7 +654,7 @@ fn run() -> Result<()> {
             no_baseline,
         }) => {
             let b = facegate::bench::IngestBench {
-                video,
+                video: facegate::bench::IngestSource::parse(&video).map_err(anyhow::Error::msg)?,
                 streams: streams.max(1),
                 seconds,
                 detect_fps,
