@@ -239,6 +239,30 @@ pub struct DecideConfig {
     /// than `visit_gap_s` count as one visit.
     pub loiter_window_s: f32,
     pub visit_gap_s: f32,
+    /// Faces of decided tracks are analysed and embedded again at least
+    /// this often (seconds of video), and whenever their box jumps, so that
+    /// a change of person in the same place is caught.
+    pub reverify_s: f32,
+    /// A face less similar than this to its track's identity starts a new
+    /// track (and a new decision) instead of continuing it.
+    pub change_similarity: f32,
+    /// A track whose best face is below this size (pixels, shorter side)
+    /// is never decided: it ends `undecided` ("faces too small").
+    pub min_decide_px: f32,
+    /// Below this best-face size a pass needs a higher score...
+    pub small_face_px: f32,
+    /// ...up to this much above the threshold (at `min_decide_px`).
+    pub small_face_margin: f32,
+    /// Two enrolled people this close in score: no pass (wait, or undecided).
+    pub ambiguity_margin: f32,
+    /// A stranger alert before the track ends needs this many usable faces...
+    pub stranger_min_faces: usize,
+    /// ...a face at least this large (pixels)...
+    pub stranger_min_px: f32,
+    /// ...and a best score at least this far below the threshold...
+    pub stranger_margin: f32,
+    /// ...or, with that score, this many seconds since first sight.
+    pub decide_within_s: f32,
 }
 
 impl Default for DecideConfig {
@@ -256,6 +280,16 @@ impl Default for DecideConfig {
             loiter_tracks: 3,
             loiter_window_s: 600.0,
             visit_gap_s: 30.0,
+            reverify_s: 0.5,
+            change_similarity: 0.3,
+            min_decide_px: 24.0,
+            small_face_px: 48.0,
+            small_face_margin: 0.08,
+            ambiguity_margin: 0.03,
+            stranger_min_faces: 6,
+            stranger_min_px: 40.0,
+            stranger_margin: 0.05,
+            decide_within_s: 4.0,
         }
     }
 }
@@ -817,6 +851,29 @@ impl Config {
             return Err(bad(
                 "decide",
                 "min_faces and loiter_tracks must be at least 1".into(),
+            ));
+        }
+        let d = &self.decide;
+        if !(d.reverify_s > 0.0 && d.reverify_s <= 10.0) {
+            return Err(bad(
+                "decide.reverify_s",
+                "must be in (0, 10] seconds: decided tracks must be re-verified".into(),
+            ));
+        }
+        for (key, v) in [
+            ("decide.change_similarity", d.change_similarity),
+            ("decide.small_face_margin", d.small_face_margin),
+            ("decide.ambiguity_margin", d.ambiguity_margin),
+            ("decide.stranger_margin", d.stranger_margin),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(key, format!("{v} is not in [0, 1]")));
+            }
+        }
+        if !(d.min_decide_px >= 0.0 && d.small_face_px >= d.min_decide_px) {
+            return Err(bad(
+                "decide.small_face_px",
+                "must be at least decide.min_decide_px".into(),
             ));
         }
         if self.site.code.is_empty()

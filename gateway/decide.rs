@@ -31,6 +31,15 @@ pub struct Verdict {
     pub open_gate: bool,
     pub faces: u32,
     pub reason: Option<String>,
+    /// Seconds from the track's first sighting to this decision.
+    pub seen_for_s: f32,
+}
+
+/// Whether a track has the evidence for a pass; if not, why.
+#[derive(Debug, Clone, PartialEq)]
+enum Ready {
+    Yes,
+    Wait(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +73,8 @@ pub struct Decider {
     cfg: DecideConfig,
     role: CameraRole,
     threshold: f32,
+    /// A gate pass needs faces judged live (the camera runs the liveness check).
+    require_liveness: bool,
     decided: HashMap<u64, Decided>,
     strangers: Vec<Stranger>,
     /// Last alert time per (kind, person) at this camera.
@@ -80,6 +91,7 @@ impl Decider {
             cfg,
             role,
             threshold,
+            require_liveness: false,
             decided: HashMap::new(),
             strangers: Vec::new(),
             last_alert: HashMap::new(),
@@ -88,62 +100,40 @@ impl Decider {
         }
     }
 
+    /// At a gate, a pass needs a majority of judged faces live (set when the
+    /// camera runs the liveness check).
+    pub fn with_liveness(mut self, required: bool) -> Self {
+        self.require_liveness = required;
+        self
+    }
+
     /// Known strangers (for status and tests).
     pub fn stranger_count(&self) -> usize {
         self.strangers.len()
     }
 
-    /// Decides (or updates) a track. `best` is the gallery's best match for
-    /// the track's embedding, if it has one.
-    pub fn on_track(
-        &mut self,
-        t: &Track,
-        best: Option<&Match>,
-        now: f64,
-        ended: bool,
-    ) -> Vec<Action> {
+    /// Decides (or updates) a track. `matches` are the gallery's best
+    /// subjects for the track's embedding, best first (empty when it has
+    /// none).
+    ///
+    /// Evidence is weighed against risk: a pass needs a score above the
+    /// threshold by a margin that grows as the track's best face gets
+    /// smaller, `min_faces` usable faces (or a confident match), no second
+    /// enrolled person close behind, and at a gate with liveness on, a
+    /// majority of judged faces live. A stranger alert waits for enough
+    /// faces of a large enough size (or the track's end, or `decide_within_s`
+    /// of sight), so that an owner still far away is not alerted first. A
+    /// track that ends with `min_faces` detections but without the evidence
+    /// for either gets an `undecided` event with its reason.
+    pub fn on_track(&mut self, t: &Track, matches: &[Match], now: f64, ended: bool) -> Vec<Action> {
         let mut out = Vec::new();
-        let hit = best.filter(|m| m.score >= self.threshold);
         match self.decided.get(&t.id).cloned() {
-            None => {
-                if self.role == CameraRole::Gate && t.usable == 0 && t.spoofs > 0 {
-                    // One odd frame is not an attack: a spoof needs min_faces.
-                    if t.spoofs as usize >= self.cfg.min_faces {
-                        self.decided.insert(t.id, Decided::Kind(EventKind::Spoof));
-                        let v = Verdict {
-                            reason: Some(format!(
-                                "{} of {} faces failed the liveness check",
-                                t.spoofs, t.frames
-                            )),
-                            ..self.verdict(EventKind::Spoof, t, None)
-                        };
-                        if self.cooldown_ok(EventKind::Spoof, "spoof".into(), now) {
-                            out.push(Action::Emit(v));
-                        }
-                    }
-                    return out;
-                }
-                if t.usable == 0 {
-                    return out;
-                }
-                let confident =
-                    hit.is_some_and(|m| m.score >= self.threshold + self.cfg.confident_margin);
-                if !(ended || confident || t.usable as usize >= self.cfg.min_faces) {
-                    return out;
-                }
-                match hit {
-                    Some(m) => self.decide_match(t, m, now, false, &mut out),
-                    // A face seen once and gone is more often a false or
-                    // partial detection than a person: strangers need two.
-                    None if t.usable < 2 && (self.cfg.min_faces >= 2) => {
-                        self.decided.insert(t.id, Decided::Quiet);
-                    }
-                    None => self.decide_stranger(t, now, &mut out),
-                }
-            }
+            None => self.decide_new(t, matches, now, ended, &mut out),
             Some(Decided::Kind(EventKind::Stranger)) => {
                 // Surer now: the stranger is someone registered after all.
-                if let Some(m) = hit {
+                if let Some(m) = matches.first()
+                    && self.pass_ready(t, matches) == Ready::Yes
+                {
                     self.decide_match(t, m, now, true, &mut out);
                 }
             }
@@ -152,8 +142,147 @@ impl Decider {
         out
     }
 
-    fn verdict(&self, kind: EventKind, t: &Track, m: Option<&Match>) -> Verdict {
+    fn decide_new(
+        &mut self,
+        t: &Track,
+        matches: &[Match],
+        now: f64,
+        ended: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let min_faces = self.cfg.min_faces.max(1) as u32;
+        // Liveness evidence at a gate: a majority of judged faces failed.
+        if self.role == CameraRole::Gate && t.spoofs >= min_faces && t.spoofs > t.live {
+            self.decided.insert(t.id, Decided::Kind(EventKind::Spoof));
+            let v = Verdict {
+                reason: Some(format!(
+                    "{} of {} faces failed the liveness check",
+                    t.spoofs, t.frames
+                )),
+                ..self.verdict(EventKind::Spoof, t, None, now)
+            };
+            if self.cooldown_ok(EventKind::Spoof, "spoof".into(), now) {
+                out.push(Action::Emit(v));
+            }
+            return;
+        }
+        let best = matches.first().filter(|_| t.usable > 0);
+        let hit = best.filter(|m| m.score >= self.threshold);
+        if let Some(m) = hit {
+            match self.pass_ready(t, matches) {
+                Ready::Yes => return self.decide_match(t, m, now, false, out),
+                Ready::Wait(_) if ended && t.frames < min_faces => {
+                    self.decided.insert(t.id, Decided::Quiet);
+                    return;
+                }
+                Ready::Wait(why) if ended => return self.undecided(t, Some(m), why, now, out),
+                Ready::Wait(_) => return,
+            }
+        }
+        if t.usable < min_faces {
+            if ended && t.frames >= min_faces {
+                let why = if t.too_small * 2 >= t.frames {
+                    "faces too small".to_owned()
+                } else if t.turned * 2 >= t.frames {
+                    "faces turned away".to_owned()
+                } else if t.spoofs > 0 {
+                    "liveness uncertain".to_owned()
+                } else {
+                    format!("only {} usable faces", t.usable)
+                };
+                self.undecided(t, best, why, now, out);
+            } else if ended {
+                // A face seen once or twice and gone is more often a false
+                // or partial detection than a person.
+                self.decided.insert(t.id, Decided::Quiet);
+            }
+            return;
+        }
+        // No registered person (yet): a stranger, once the evidence is there.
+        if t.best_px < self.cfg.min_decide_px {
+            if ended {
+                self.undecided(t, best, "faces too small".into(), now, out);
+            }
+            return;
+        }
+        if ended {
+            return self.decide_stranger(t, now, out);
+        }
+        let clear = best.is_none_or(|m| m.score < self.threshold - self.cfg.stranger_margin);
+        let good_view = t.usable as usize >= self.cfg.stranger_min_faces
+            && t.best_px >= self.cfg.stranger_min_px;
+        let waited = now - t.first_seen >= self.cfg.decide_within_s as f64;
+        if clear && (good_view || waited) {
+            self.decide_stranger(t, now, out);
+        }
+    }
+
+    /// Whether a track whose best match is above the threshold has the
+    /// evidence for a pass (or a watch-list hit), and if not, why.
+    fn pass_ready(&self, t: &Track, matches: &[Match]) -> Ready {
+        let Some(m) = matches.first() else {
+            return Ready::Wait("no match".into());
+        };
+        let c = &self.cfg;
+        if let Some(second) = matches.get(1)
+            && second.score >= self.threshold
+            && m.score - second.score < c.ambiguity_margin
+        {
+            return Ready::Wait(format!(
+                "two enrolled people match ({:.3} and {:.3})",
+                m.score, second.score
+            ));
+        }
+        if self.role == CameraRole::Gate && self.require_liveness && t.live <= t.spoofs {
+            return Ready::Wait("liveness uncertain".into());
+        }
+        if m.score >= self.threshold + c.confident_margin {
+            return Ready::Yes;
+        }
+        let needed = self.threshold + self.small_face_margin(t.best_px);
+        if t.usable as usize >= c.min_faces && m.score >= needed {
+            return Ready::Yes;
+        }
+        if t.best_px < c.min_decide_px {
+            return Ready::Wait("faces too small".into());
+        }
+        Ready::Wait(format!(
+            "match near the threshold ({:.3}, needs {:.3} on {} faces of {:.0} px)",
+            m.score, needed, t.usable, t.best_px
+        ))
+    }
+
+    /// The extra score a pass needs when the best face is small: nothing at
+    /// `small_face_px` and above, `small_face_margin` at `min_decide_px` and
+    /// below, linear between.
+    fn small_face_margin(&self, best_px: f32) -> f32 {
+        let c = &self.cfg;
+        let span = (c.small_face_px - c.min_decide_px).max(1.0);
+        let small = ((c.small_face_px - best_px) / span).clamp(0.0, 1.0);
+        small * c.small_face_margin
+    }
+
+    fn undecided(
+        &mut self,
+        t: &Track,
+        m: Option<&Match>,
+        reason: String,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        self.decided
+            .insert(t.id, Decided::Kind(EventKind::Undecided));
+        out.push(Action::Emit(Verdict {
+            reason: Some(reason),
+            // The score says how near it was; the candidate is not named.
+            score: m.map(|m| m.score),
+            ..self.verdict(EventKind::Undecided, t, None, now)
+        }));
+    }
+
+    fn verdict(&self, kind: EventKind, t: &Track, m: Option<&Match>, now: f64) -> Verdict {
         Verdict {
+            seen_for_s: (now - t.first_seen).max(0.0) as f32,
             kind,
             track_id: t.id,
             subject: m.map(|m| m.subject.clone()),
@@ -191,7 +320,7 @@ impl Decider {
         let v = Verdict {
             priority,
             open_gate: kind == EventKind::OwnerPass,
-            ..self.verdict(kind, t, Some(m))
+            ..self.verdict(kind, t, Some(m), now)
         };
         let cooldown = if kind == EventKind::OwnerPass {
             self.cfg.pass_cooldown_s
@@ -214,7 +343,7 @@ impl Decider {
         let v = Verdict {
             stranger_id: Some(sid.clone()),
             priority: Some(Priority::Normal),
-            ..self.verdict(EventKind::Stranger, t, None)
+            ..self.verdict(EventKind::Stranger, t, None, now)
         };
         if self.cooldown_ok(EventKind::Stranger, sid.clone(), now) {
             out.push(Action::Emit(v.clone()));
@@ -298,17 +427,17 @@ impl Decider {
         true
     }
 
-    /// Whether a track's decision can no longer change (everything but a
-    /// stranger, who may yet turn out to be registered): its faces need no
-    /// more embedding, which is most of the work on a busy camera.
-    pub fn is_final(&self, track_id: u64) -> bool {
-        matches!(self.decided.get(&track_id), Some(d) if *d != Decided::Kind(EventKind::Stranger))
+    /// Whether a track is decided: its faces are then only followed by
+    /// their box between re-verifications, which is most of the work saved
+    /// on a busy camera.
+    pub fn is_decided(&self, track_id: u64) -> bool {
+        self.decided.contains_key(&track_id)
     }
 
-    /// Whether a track was decided as a stranger (whose identity may still
-    /// get surer, so its faces are re-checked now and then).
-    pub fn is_stranger(&self, track_id: u64) -> bool {
-        self.decided.get(&track_id) == Some(&Decided::Kind(EventKind::Stranger))
+    /// Whether a decision is the track's primary event (not a second one,
+    /// such as loitering).
+    pub fn is_primary(kind: EventKind) -> bool {
+        kind != EventKind::Loitering
     }
 
     /// Forgets an ended track's decision.
@@ -351,15 +480,20 @@ mod tests {
         Tracker::new(TrackerConfig {
             iou: 0.2,
             similarity: 0.5,
+            change_similarity: 0.3,
             timeout_s: 2.0,
             keep_best: 5,
         })
     }
 
     fn face(e: [f32; 2], spoof: bool) -> Face {
+        face_px(e, spoof, 50.0)
+    }
+
+    fn face_px(e: [f32; 2], spoof: bool, px: f32) -> Face {
         Face {
             det: Detection {
-                bbox: [0.0, 0.0, 50.0, 50.0],
+                bbox: [0.0, 0.0, px, px],
                 score: 0.9,
                 landmarks: [[0.0; 2]; 5],
             },
@@ -370,6 +504,7 @@ mod tests {
                 liveness: 0.1,
                 threshold: 0.5,
             }),
+            analysed: true,
         }
     }
 
@@ -399,7 +534,7 @@ mod tests {
             let now = start + i as f64 * 0.1;
             let id = t.update(now, &[face(e, spoof)])[0];
             let tr = t.get(id).unwrap().clone();
-            out.extend(d.on_track(&tr, m.as_ref(), now, false));
+            out.extend(d.on_track(&tr, m.as_slice(), now, false));
         }
         out
     }
@@ -407,7 +542,7 @@ mod tests {
     fn end_all(d: &mut Decider, t: &mut Tracker, now: f64, m: Option<Match>) -> Vec<Action> {
         let mut out = Vec::new();
         for tr in t.ended(now) {
-            out.extend(d.on_track(&tr, m.as_ref(), now, true));
+            out.extend(d.on_track(&tr, m.as_slice(), now, true));
             d.forget(tr.id);
         }
         out
@@ -523,22 +658,206 @@ mod tests {
     fn a_stranger_track_that_becomes_an_owner_is_updated_not_duplicated() {
         let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "t");
         let mut t = tracker();
-        let a = feed(&mut d, &mut t, 0.0, 3, [1.0, 0.0], false, Some(owner(0.3)));
+        let a = feed(&mut d, &mut t, 0.0, 6, [1.0, 0.0], false, Some(owner(0.3)));
         assert_eq!(kinds(&a), [EventKind::Stranger]);
-        let b = feed(&mut d, &mut t, 0.3, 3, [1.0, 0.0], false, Some(owner(0.45)));
+        let b = feed(&mut d, &mut t, 0.6, 3, [1.0, 0.0], false, Some(owner(0.45)));
         assert_eq!(b.len(), 1);
         assert!(
             matches!(&b[0], Action::Update(v) if v.kind == EventKind::OwnerPass && v.open_gate)
         );
-        assert!(feed(&mut d, &mut t, 0.6, 3, [1.0, 0.0], false, Some(owner(0.5))).is_empty());
+        assert!(feed(&mut d, &mut t, 0.9, 3, [1.0, 0.0], false, Some(owner(0.5))).is_empty());
+    }
+
+    /// Feeds `n` frames of one face of `px` pixels, 0.1 s apart.
+    #[allow(clippy::too_many_arguments)]
+    fn feed_px(
+        d: &mut Decider,
+        t: &mut Tracker,
+        start: f64,
+        n: usize,
+        e: [f32; 2],
+        px: f32,
+        spoof: bool,
+        m: &[Match],
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let now = start + i as f64 * 0.1;
+            let id = t.update(now, &[face_px(e, spoof, px)])[0];
+            let tr = t.get(id).unwrap().clone();
+            out.extend(d.on_track(&tr, m, now, false));
+        }
+        out
+    }
+
+    fn end_with(d: &mut Decider, t: &mut Tracker, now: f64, m: &[Match]) -> Vec<Action> {
+        let mut out = Vec::new();
+        for tr in t.ended(now) {
+            out.extend(d.on_track(&tr, m, now, true));
+            d.forget(tr.id);
+        }
+        out
+    }
+
+    fn reason(a: &Action) -> String {
+        match a {
+            Action::Emit(v) | Action::Update(v) => v.reason.clone().unwrap_or_default(),
+        }
     }
 
     #[test]
-    fn a_short_track_is_decided_when_it_ends() {
+    fn a_glimpse_gives_nothing_but_a_confident_match_passes_at_once() {
         let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "t");
         let mut t = tracker();
-        assert!(feed(&mut d, &mut t, 0.0, 1, [1.0, 0.0], false, Some(owner(0.45))).is_empty());
-        let a = end_all(&mut d, &mut t, 5.0, Some(owner(0.45)));
+        assert!(feed(&mut d, &mut t, 0.0, 2, [1.0, 0.0], false, Some(owner(0.45))).is_empty());
+        assert!(end_all(&mut d, &mut t, 5.0, Some(owner(0.45))).is_empty());
+        let a = feed(&mut d, &mut t, 10.0, 1, [1.0, 0.0], false, Some(owner(0.6)));
         assert_eq!(kinds(&a), [EventKind::OwnerPass]);
+        let Action::Emit(v) = &a[0] else { panic!() };
+        assert_eq!(v.faces, 1);
+    }
+
+    #[test]
+    fn a_match_near_the_threshold_on_small_faces_never_passes() {
+        // 30 px faces: a pass needs 0.40 + 0.08 * (48-30)/(48-24) = 0.46.
+        let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "t");
+        let mut t = tracker();
+        let m = [owner(0.43)];
+        let a = feed_px(&mut d, &mut t, 0.0, 20, [1.0, 0.0], 30.0, false, &m);
+        assert!(a.is_empty(), "{a:?}");
+        let end = end_with(&mut d, &mut t, 10.0, &m);
+        assert_eq!(kinds(&end), [EventKind::Undecided]);
+        assert!(reason(&end[0]).contains("near the threshold"), "{end:?}");
+        let Action::Emit(v) = &end[0] else { panic!() };
+        assert!(!v.open_gate && v.subject.is_none());
+        // The same score on a large face is a pass.
+        let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "t");
+        let a = feed_px(&mut d, &mut t, 20.0, 3, [1.0, 0.0], 60.0, false, &m);
+        assert_eq!(kinds(&a), [EventKind::OwnerPass]);
+    }
+
+    #[test]
+    fn tiny_faces_end_undecided_and_a_stranger_waits_for_a_good_view() {
+        let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "t");
+        let mut t = tracker();
+        let a = feed_px(&mut d, &mut t, 0.0, 10, [1.0, 0.0], 22.0, false, &[]);
+        assert!(a.is_empty());
+        let end = end_with(&mut d, &mut t, 10.0, &[]);
+        assert_eq!(kinds(&end), [EventKind::Undecided]);
+        assert_eq!(reason(&end[0]), "faces too small");
+        // A stranger: nothing on three small faces, an alert once the face
+        // is large and there are enough of them.
+        let m = [owner(0.2)];
+        let small = feed_px(&mut d, &mut t, 20.0, 3, [0.0, 1.0], 30.0, false, &m);
+        assert!(small.is_empty(), "{small:?}");
+        let big = feed_px(&mut d, &mut t, 20.3, 3, [0.0, 1.0], 45.0, false, &m);
+        assert_eq!(kinds(&big), [EventKind::Stranger]);
+        // A stranger who stays small is alerted after decide_within_s.
+        let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "u");
+        let a = feed_px(&mut d, &mut t, 40.0, 45, [0.6, 0.8], 30.0, false, &m);
+        assert_eq!(kinds(&a), [EventKind::Stranger]);
+    }
+
+    #[test]
+    fn two_enrolled_people_close_in_score_give_no_pass() {
+        let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "t");
+        let mut t = tracker();
+        let other = Match {
+            subject: Subject::Owner {
+                id: "B-2".into(),
+                name: "Wang".into(),
+            },
+            score: 0.49,
+            template_id: 2,
+        };
+        let m = [owner(0.5), other];
+        assert!(feed_px(&mut d, &mut t, 0.0, 10, [1.0, 0.0], 60.0, false, &m).is_empty());
+        let end = end_with(&mut d, &mut t, 10.0, &m);
+        assert_eq!(kinds(&end), [EventKind::Undecided]);
+        assert!(reason(&end[0]).contains("two enrolled people"), "{end:?}");
+    }
+
+    #[test]
+    fn at_a_gate_with_liveness_a_pass_needs_live_faces_and_spoofs_need_a_majority() {
+        let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "t").with_liveness(true);
+        let mut t = tracker();
+        let m = [owner(0.7)];
+        // Two spoof frames, then live ones: no spoof alert, a pass once
+        // live faces outnumber spoofed ones.
+        let a = feed_px(&mut d, &mut t, 0.0, 2, [1.0, 0.0], 60.0, true, &m);
+        assert!(a.is_empty());
+        let b = feed_px(&mut d, &mut t, 0.2, 2, [1.0, 0.0], 60.0, false, &m);
+        assert!(b.is_empty(), "2 live vs 2 spoofed: wait");
+        let c = feed_px(&mut d, &mut t, 0.4, 1, [1.0, 0.0], 60.0, false, &m);
+        assert_eq!(kinds(&c), [EventKind::OwnerPass]);
+        assert!(end_with(&mut d, &mut t, 10.0, &m).is_empty());
+        // Faces never judged (too small for the liveness model): no pass,
+        // and at the end "liveness uncertain".
+        let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "u").with_liveness(true);
+        let mut f = face_px([0.0, 1.0], false, 60.0);
+        f.liveness = None;
+        let mut out = Vec::new();
+        for i in 0..10 {
+            let now = 20.0 + i as f64 * 0.1;
+            let id = t.update(now, std::slice::from_ref(&f))[0];
+            let tr = t.get(id).unwrap().clone();
+            out.extend(d.on_track(&tr, &m, now, false));
+        }
+        assert!(out.is_empty(), "{out:?}");
+        let end = end_with(&mut d, &mut t, 30.0, &m);
+        assert_eq!(kinds(&end), [EventKind::Undecided]);
+        assert_eq!(reason(&end[0]), "liveness uncertain");
+    }
+
+    #[test]
+    fn another_person_in_the_same_place_gets_a_new_track_and_decision() {
+        // An owner decided at the gate, then a stranger steps into the same
+        // box with no gap: the stranger's faces start a new track.
+        let mut d = Decider::new(cfg(), CameraRole::Gate, 0.4, "t");
+        let mut t = tracker();
+        let owner_m = [owner(0.6)];
+        let a = feed_px(&mut d, &mut t, 0.0, 10, [1.0, 0.0], 60.0, false, &owner_m);
+        assert_eq!(kinds(&a), [EventKind::OwnerPass]);
+        let stranger_m = [owner(0.1)];
+        let b = feed_px(
+            &mut d,
+            &mut t,
+            1.0,
+            10,
+            [0.0, 1.0],
+            60.0,
+            false,
+            &stranger_m,
+        );
+        assert_eq!(kinds(&b), [EventKind::Stranger]);
+        let (Action::Emit(p), Action::Emit(s)) = (&a[0], &b[0]) else {
+            panic!()
+        };
+        assert_ne!(p.track_id, s.track_id);
+        // And the other way round: a stranger, then an owner in the same
+        // place with no gap (later, past the pass cooldown).
+        assert!(end_with(&mut d, &mut t, 50.0, &[]).is_empty());
+        let mut t = tracker();
+        let c = feed_px(
+            &mut d,
+            &mut t,
+            100.0,
+            10,
+            [0.0, -1.0],
+            60.0,
+            false,
+            &stranger_m,
+        );
+        assert_eq!(kinds(&c), [EventKind::Stranger]);
+        let e = feed_px(&mut d, &mut t, 101.0, 5, [1.0, 0.0], 60.0, false, &owner_m);
+        assert_eq!(
+            kinds(&e),
+            [EventKind::OwnerPass],
+            "not an update of the stranger's event"
+        );
+        let (Action::Emit(s2), Action::Emit(o)) = (&c[0], &e[0]) else {
+            panic!()
+        };
+        assert_ne!(o.track_id, s2.track_id);
     }
 }

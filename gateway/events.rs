@@ -29,6 +29,10 @@ pub enum EventKind {
     Spoof,
     /// A stranger seen on several tracks within a short time.
     Loitering,
+    /// A track with enough faces that could not be decided safely (faces
+    /// too small, a match too near the threshold, liveness uncertain):
+    /// recorded with its reason, never an alert and never an open.
+    Undecided,
     CameraOffline,
     CameraOnline,
 }
@@ -41,6 +45,7 @@ impl EventKind {
             EventKind::Watchlist => "watchlist",
             EventKind::Spoof => "spoof",
             EventKind::Loitering => "loitering",
+            EventKind::Undecided => "undecided",
             EventKind::CameraOffline => "camera_offline",
             EventKind::CameraOnline => "camera_online",
         }
@@ -48,7 +53,7 @@ impl EventKind {
 
     /// Alerts go to security staff (and the command centre's alert topic).
     pub fn is_alert(self) -> bool {
-        self != EventKind::OwnerPass
+        !matches!(self, EventKind::OwnerPass | EventKind::Undecided)
     }
 
     pub fn parse(s: &str) -> Option<EventKind> {
@@ -58,6 +63,7 @@ impl EventKind {
             EventKind::Watchlist,
             EventKind::Spoof,
             EventKind::Loitering,
+            EventKind::Undecided,
             EventKind::CameraOffline,
             EventKind::CameraOnline,
         ]
@@ -107,8 +113,11 @@ pub struct Event {
     pub gate: Option<String>,
     /// Faces of the track the decision rests on.
     pub faces: Option<u32>,
-    /// Why (camera offline, spoof).
+    /// Why (camera offline, spoof, undecided).
     pub reason: Option<String>,
+    /// Seconds from the track's first sighting to this decision.
+    #[serde(default)]
+    pub seen_for_s: Option<f32>,
     pub snapshot: Option<Snapshot>,
 }
 
@@ -153,6 +162,7 @@ impl Event {
             gate: None,
             faces: None,
             reason: None,
+            seen_for_s: None,
             snapshot: None,
         }
     }

@@ -571,13 +571,24 @@ fn run() -> Result<()> {
                 ctx.detect_fps = f;
             }
             let mut out = std::io::stdout().lock();
-            let s =
-                facegate::pipeline::replay_file(&config, ctx, &video, &db_path, &data_dir, |e| {
+            let s = facegate::pipeline::replay_file(
+                &config,
+                ctx,
+                &video,
+                &db_path,
+                &data_dir,
+                |t, e| {
                     use std::io::Write;
-                    if let Ok(line) = serde_json::to_string(e) {
-                        let _ = writeln!(out, "{line}");
+                    // The event, plus `video_t`: seconds into the video of the decision.
+                    if let Ok(serde_json::Value::Object(mut m)) = serde_json::to_value(e) {
+                        m.insert(
+                            "video_t".into(),
+                            serde_json::json!((t * 1000.0).round() / 1000.0),
+                        );
+                        let _ = writeln!(out, "{}", serde_json::Value::Object(m));
                     }
-                })?;
+                },
+            )?;
             if stats {
                 let mut lat = s.latencies_s.clone();
                 lat.sort_by(f64::total_cmp);
@@ -595,6 +606,18 @@ fn run() -> Result<()> {
                     s.events,
                     pct(0.5),
                     pct(0.99)
+                );
+                let w = s.work;
+                let share = |x: f64| 100.0 * x / w.frame_s.max(1e-9);
+                eprintln!(
+                    "replay: faces analysed {} (re-verifications of decided tracks {}, {:.1}/s of video), followed by box {}; recognition time: detect {:.0}%, analyse {:.0}% (re-verification {:.1}%)",
+                    w.analysed,
+                    w.reverified,
+                    w.reverified as f64 / s.duration_s.max(1e-9),
+                    w.followed,
+                    share(w.detect_s),
+                    share(w.analyse_s),
+                    share(w.reverify_s)
                 );
             }
         }

@@ -21,7 +21,7 @@ use crate::events::{Event, EventKind, EventStore, Place, SnapshotWriter};
 use crate::registry::{Gallery, RegistryError};
 use crate::source::{CameraEvent, CameraHandle, Frame, OfflineCause};
 use crate::track::{Face, Tracker, TrackerConfig};
-use crate::vision::detect::{Detection, iou};
+use crate::vision::detect::Detection;
 use crate::vision::image::{RgbView, resize};
 use crate::vision::{Checks, FaceEngine, VisionError};
 
@@ -206,6 +206,8 @@ pub struct Processor {
     tracker: Tracker,
     decider: Decider,
     top_k: usize,
+    /// Decided tracks' faces are re-verified at least this often (seconds).
+    reverify_s: f64,
     /// Event of each live track that has one (updates reuse its id).
     events: HashMap<u64, Event>,
     best_view: HashMap<u64, BestView>,
@@ -221,6 +223,22 @@ pub struct Processor {
     pub latencies: Vec<f64>,
     pub frames: u64,
     pub faces: u64,
+    pub work: RecognitionWork,
+}
+
+/// Where recognition work went: faces analysed (checked and embedded), of
+/// them re-verifications of decided tracks, faces only followed by their
+/// box, and the seconds spent in each part.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RecognitionWork {
+    pub analysed: u64,
+    pub reverified: u64,
+    pub followed: u64,
+    pub detect_s: f64,
+    pub analyse_s: f64,
+    /// The share of `analyse_s` spent on re-verifications (by face count).
+    pub reverify_s: f64,
+    pub frame_s: f64,
 }
 
 /// Seconds per recognition stage on one frame.
@@ -235,10 +253,6 @@ pub struct StageTimes {
 /// Overlap with a decided track's last box that counts as the same face.
 const SETTLED_IOU: f32 = 0.5;
 
-/// A stranger's track is checked and embedded again on every this-many
-/// frames only (enough for "the identity got surer", a fraction of the work).
-const STRANGER_RECHECK: u32 = 4;
-
 /// Scenes in snapshots are scaled to this long side.
 const SCENE_SIDE: u32 = 640;
 
@@ -249,6 +263,7 @@ impl Processor {
             tracker: Tracker::new(TrackerConfig {
                 iou: d.track_iou,
                 similarity: d.track_similarity,
+                change_similarity: d.change_similarity,
                 timeout_s: d.track_timeout_s as f64,
                 keep_best: 5,
             }),
@@ -257,8 +272,10 @@ impl Processor {
                 cam.role,
                 config.matching.threshold,
                 stranger_prefix,
-            ),
+            )
+            .with_liveness(cam.role == CameraRole::Gate && config.vision.liveness.enabled),
             top_k: config.matching.top_k,
+            reverify_s: d.reverify_s as f64,
             cam,
             events: HashMap::new(),
             best_view: HashMap::new(),
@@ -268,6 +285,7 @@ impl Processor {
             latencies: Vec::new(),
             frames: 0,
             faces: 0,
+            work: RecognitionWork::default(),
         }
     }
 
@@ -310,30 +328,35 @@ impl Processor {
             liveness: self.cam.role == CameraRole::Gate,
             pose: true,
         };
-        // Faces on tracks whose decision is final are only followed (box
-        // overlap), not checked and embedded again.
-        let (settled, fresh): (Vec<Detection>, Vec<Detection>) = dets.into_iter().partition(|d| {
-            self.tracker
-                .tracks()
-                .iter()
-                .filter(|t| iou(&t.bbox, &d.bbox) >= SETTLED_IOU)
-                .max_by(|a, b| iou(&a.bbox, &d.bbox).total_cmp(&iou(&b.bbox, &d.bbox)))
-                .is_some_and(|t| {
-                    self.decider.is_final(t.id)
-                        || (self.decider.is_stranger(t.id) && t.frames % STRANGER_RECHECK != 0)
-                })
-        });
+        // Faces of decided tracks are only followed by their box between
+        // re-verifications (at least every `reverify_s`, and on a jump in
+        // size or place); every other face is checked and embedded.
+        let every = self.reverify_s;
+        let mut reverify = 0u64;
+        let (settled, fresh): (Vec<Detection>, Vec<Detection>) =
+            dets.into_iter()
+                .partition(|d| match self.tracker.by_box(&d.bbox, SETTLED_IOU) {
+                    Some(t) if self.decider.is_decided(t.id) => {
+                        let due = t.needs_check(&d.bbox, now, every);
+                        reverify += u64::from(due);
+                        !due
+                    }
+                    _ => false,
+                });
         let t1 = Instant::now();
         let analysed = engine.analyze_faces(view, fresh, checks).map_err(verr)?;
         let t2 = Instant::now();
         self.faces += (analysed.len() + settled.len()) as u64;
-        let followed = settled.into_iter().map(|det| Face {
-            det,
-            quality: 0.0,
-            embedding: None,
-            liveness: None,
-            rejection: None,
-        });
+        let w = &mut self.work;
+        w.analysed += analysed.len() as u64;
+        w.reverified += reverify;
+        w.followed += settled.len() as u64;
+        w.detect_s += (t1 - t0).as_secs_f64();
+        w.analyse_s += (t2 - t1).as_secs_f64();
+        if !analysed.is_empty() {
+            w.reverify_s += (t2 - t1).as_secs_f64() * reverify as f64 / analysed.len() as f64;
+        }
+        let followed = settled.into_iter().map(Face::followed);
         let faces: Vec<Face> = analysed
             .into_iter()
             .map(|a| {
@@ -345,6 +368,7 @@ impl Processor {
                     embedding: a.embedding,
                     liveness: a.liveness,
                     rejection: a.rejection,
+                    analysed: true,
                 }
             })
             .chain(followed)
@@ -373,8 +397,8 @@ impl Processor {
                 self.best_view
                     .insert(*id, best_view(full, scaled, &face.det));
             }
-            let best = self.best_match(gallery, &track, wall)?;
-            let actions = self.decider.on_track(&track, best.as_ref(), now, false);
+            let best = self.matches(gallery, &track, wall)?;
+            let actions = self.decider.on_track(&track, &best, now, false);
             self.apply(actions, wall, track.embedding(), &mut out);
         }
         if let Some(at) = arrived
@@ -384,6 +408,7 @@ impl Processor {
             self.latencies.extend(std::iter::repeat_n(l, out.len()));
         }
         out.extend(self.tick(gallery, now, wall)?);
+        self.work.frame_s += t0.elapsed().as_secs_f64();
         self.last_stages = StageTimes {
             convert: 0.0,
             detect: (t1 - t0).as_secs_f64(),
@@ -424,8 +449,8 @@ impl Processor {
     ) -> Result<Vec<Event>, PipelineError> {
         let mut out = Vec::new();
         for t in tracks {
-            let best = self.best_match(gallery, &t, wall)?;
-            let actions = self.decider.on_track(&t, best.as_ref(), now, true);
+            let best = self.matches(gallery, &t, wall)?;
+            let actions = self.decider.on_track(&t, &best, now, true);
             self.apply(actions, wall, t.embedding(), &mut out);
             self.decider.forget(t.id);
             self.events.remove(&t.id);
@@ -437,20 +462,22 @@ impl Processor {
         Ok(out)
     }
 
-    fn best_match(
+    /// The gallery's best subjects for a track, best first (the first two
+    /// at least: the runner-up tells an ambiguous match).
+    fn matches(
         &self,
         gallery: &Mutex<Gallery>,
         t: &crate::track::Track,
         wall: OffsetDateTime,
-    ) -> Result<Option<crate::registry::Match>, PipelineError> {
+    ) -> Result<Vec<crate::registry::Match>, PipelineError> {
         let Some(e) = t.embedding() else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         // Locked for the search only: cameras never wait on each other's inference.
         let g = gallery
             .lock()
             .map_err(|_| PipelineError::Setup("gallery lock poisoned".into()))?;
-        Ok(g.search(&e, self.top_k.max(1), wall)?.into_iter().next())
+        Ok(g.search(&e, self.top_k.max(2), wall)?)
     }
 
     fn apply(
@@ -468,7 +495,7 @@ impl Processor {
                         Event::new(v.kind, wall, &self.cam.name, self.cam.role, &self.cam.place);
                     self.fill(&mut e, &v);
                     // Loitering is a second event on the same track.
-                    if v.kind != EventKind::Loitering {
+                    if Decider::is_primary(v.kind) {
                         self.events.insert(v.track_id, e.clone());
                     }
                     out.push(e);
@@ -517,6 +544,7 @@ impl Processor {
         };
         e.faces = Some(v.faces);
         e.reason = v.reason.clone();
+        e.seen_for_s = Some((v.seen_for_s * 100.0).round() / 100.0);
         if v.kind == EventKind::OwnerPass || v.kind == EventKind::Watchlist {
             e.stranger_id = None;
         }
@@ -972,18 +1000,21 @@ pub struct ReplayStats {
     pub elapsed_s: f64,
     /// Frame decoded → decision, seconds, for each decision made on a frame.
     pub latencies_s: Vec<f64>,
+    /// Where the recognition work went (re-verification share).
+    pub work: RecognitionWork,
 }
 
 /// Runs the pipeline over a video file as fast as it can: every frame is
 /// decoded, frames are sampled at the camera's detection rate in video
-/// time, decisions go to the database and `on_event` in order.
+/// time, decisions go to the database and to `on_event(video_seconds,
+/// event)` in order.
 pub fn replay_file(
     config: &Config,
     cam: CameraContext,
     video: &std::path::Path,
     db: &std::path::Path,
     data_dir: &std::path::Path,
-    mut on_event: impl FnMut(&Event),
+    mut on_event: impl FnMut(f64, &Event),
 ) -> Result<ReplayStats, PipelineError> {
     let started = Instant::now();
     let mut engine = FaceEngine::new(config).map_err(|source| PipelineError::Vision {
@@ -1030,18 +1061,19 @@ pub fn replay_file(
             e.ts = wall0 + time::Duration::seconds_f64(t);
         }
         emit_all(&sink, &mut processor, &mut events);
-        events.iter().for_each(&mut on_event);
+        events.iter().for_each(|e| on_event(t, e));
         stats.events += events.len() as u64;
     }
     let end = last_t + config.decide.track_timeout_s as f64 + 1.0;
     let mut events =
         processor.finish(&gallery, end, wall0 + time::Duration::seconds_f64(last_t))?;
     emit_all(&sink, &mut processor, &mut events);
-    events.iter().for_each(&mut on_event);
+    events.iter().for_each(|e| on_event(end, e));
     stats.events += events.len() as u64;
     stats.faces = processor.faces;
     stats.duration_s = last_t;
     stats.elapsed_s = started.elapsed().as_secs_f64();
     stats.latencies_s = std::mem::take(&mut processor.latencies);
+    stats.work = processor.work;
     Ok(stats)
 }

@@ -3,9 +3,15 @@
 //!
 //! Association is greedy over (track, face) pairs: box overlap continues a
 //! track, and so does a similar embedding when the box jumped (a skipped
-//! frame, a fast walker); an overlap whose embeddings clearly disagree does
-//! not (two people crossing). Times are seconds on any monotonic clock the
-//! caller chooses (video time in replays), so everything here is pure.
+//! frame, a fast walker); an overlap whose embedding disagrees with the
+//! track's identity does not (two people crossing, or one person taking the
+//! place of another at a gate): that face starts a new track, and so a new
+//! decision. Faces of decided tracks are only followed by their box between
+//! checks; [`Track::needs_check`] says when a face must be analysed and
+//! embedded again (at least every `reverify_s`, and whenever the box jumps),
+//! so a change of person is caught. Times are seconds on any monotonic
+//! clock the caller chooses (video time in replays), so everything here is
+//! pure.
 
 use crate::vision::Rejection;
 use crate::vision::detect::{Detection, iou};
@@ -21,10 +27,31 @@ pub struct Face {
     pub embedding: Option<Vec<f32>>,
     pub liveness: Option<f32>,
     pub rejection: Option<Rejection>,
+    /// Whether the face went through the checks (false: a face of a decided
+    /// track, only followed by its box).
+    pub analysed: bool,
 }
 
-/// Embeddings this dissimilar never continue a track, whatever the overlap.
-const DIFFERENT_PERSON: f32 = 0.15;
+impl Face {
+    /// A face only followed by its box (not checked, not embedded).
+    pub fn followed(det: Detection) -> Self {
+        Face {
+            det,
+            quality: 0.0,
+            embedding: None,
+            liveness: None,
+            rejection: None,
+            analysed: false,
+        }
+    }
+}
+
+/// A box this much larger or smaller than at the last check is a jump.
+const SIZE_JUMP: f32 = 1.3;
+/// A box centre that moved this many box sizes since the last check is a jump.
+const PLACE_JUMP: f32 = 0.5;
+/// Overlap at which a disagreeing face is in the same spot as a track.
+const SAME_SPOT: f32 = 0.5;
 
 #[derive(Debug, Clone)]
 pub struct Track {
@@ -38,6 +65,20 @@ pub struct Track {
     pub usable: u32,
     /// Faces rejected by the liveness check.
     pub spoofs: u32,
+    /// Faces the liveness check judged live.
+    pub live: u32,
+    /// Faces rejected as too small or turned away.
+    pub too_small: u32,
+    pub turned: u32,
+    /// Shorter side of the largest usable face, pixels.
+    pub best_px: f32,
+    /// When a face of this track was last analysed, and its box then.
+    pub last_checked: f64,
+    pub checked_bbox: [f32; 4],
+    /// Another person's face took this track's place (same spot, no face
+    /// of its own on that frame): the track ends at once, so whoever comes
+    /// next gets a track and a decision of their own.
+    pub superseded: bool,
     /// Best faces kept: (quality, unit embedding), best first.
     best: Vec<(f32, Vec<f32>)>,
     pub liveness_sum: f32,
@@ -57,6 +98,13 @@ impl Track {
             frames: 0,
             usable: 0,
             spoofs: 0,
+            live: 0,
+            too_small: 0,
+            turned: 0,
+            best_px: 0.0,
+            last_checked: now,
+            checked_bbox: face.det.bbox,
+            superseded: false,
             best: Vec::new(),
             liveness_sum: 0.0,
             liveness_n: 0,
@@ -72,15 +120,24 @@ impl Track {
         self.bbox = face.det.bbox;
         self.frames += 1;
         self.improved = false;
+        if face.analysed {
+            self.last_checked = now;
+            self.checked_bbox = face.det.bbox;
+        }
         if let Some(l) = face.liveness {
             self.liveness_sum += l;
             self.liveness_n += 1;
         }
-        if matches!(face.rejection, Some(Rejection::Spoof { .. })) {
-            self.spoofs += 1;
+        match face.rejection {
+            Some(Rejection::Spoof { .. }) => self.spoofs += 1,
+            Some(Rejection::TooSmall { .. }) => self.too_small += 1,
+            Some(Rejection::Profile { .. }) => self.turned += 1,
+            None if face.liveness.is_some() => self.live += 1,
+            None => {}
         }
         if let Some(e) = &face.embedding {
             self.usable += 1;
+            self.best_px = self.best_px.max(face.det.size());
             if face.quality > self.best_quality {
                 self.best_quality = face.quality;
                 self.improved = true;
@@ -112,12 +169,33 @@ impl Track {
     pub fn mean_liveness(&self) -> Option<f32> {
         (self.liveness_n > 0).then(|| self.liveness_sum / self.liveness_n as f32)
     }
+
+    /// Whether a face in `bbox` at `now` must be analysed (checked and
+    /// embedded) rather than only followed: the last check is `every_s` old,
+    /// or the box jumped in size or place since.
+    pub fn needs_check(&self, bbox: &[f32; 4], now: f64, every_s: f64) -> bool {
+        if now - self.last_checked >= every_s - 1e-6 {
+            return true;
+        }
+        let size = |b: &[f32; 4]| (b[2] - b[0]).min(b[3] - b[1]).max(1.0);
+        let (was, is) = (size(&self.checked_bbox), size(bbox));
+        let ratio = is / was;
+        if !(1.0 / SIZE_JUMP..=SIZE_JUMP).contains(&ratio) {
+            return true;
+        }
+        let centre = |b: &[f32; 4]| ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        let ((x0, y0), (x1, y1)) = (centre(&self.checked_bbox), centre(bbox));
+        ((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt() > PLACE_JUMP * was
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
     pub iou: f32,
     pub similarity: f32,
+    /// A face less similar than this to a track's identity never continues
+    /// it, whatever the overlap: another person has taken its place.
+    pub change_similarity: f32,
     pub timeout_s: f64,
     pub keep_best: usize,
 }
@@ -146,10 +224,26 @@ impl Tracker {
         self.tracks.iter().find(|t| t.id == id)
     }
 
+    /// The track a box most likely continues (overlap at least `min_iou`;
+    /// on equal overlap the one seen last).
+    pub fn by_box(&self, bbox: &[f32; 4], min_iou: f32) -> Option<&Track> {
+        self.tracks
+            .iter()
+            .map(|t| (iou(&t.bbox, bbox), t))
+            .filter(|(o, _)| *o >= min_iou)
+            .max_by(|a, b| {
+                a.0.total_cmp(&b.0)
+                    .then(a.1.last_seen.total_cmp(&b.1.last_seen))
+            })
+            .map(|(_, t)| t)
+    }
+
     /// Adds one frame's faces; returns the track id of each face, in order.
     pub fn update(&mut self, now: f64, faces: &[Face]) -> Vec<u64> {
         // Score every live pair; higher is a better continuation.
         let mut pairs = Vec::new();
+        // (track, face) in the same spot whose embeddings disagree.
+        let mut changed = Vec::new();
         for (ti, t) in self.tracks.iter().enumerate() {
             let te = t.embedding();
             for (fi, f) in faces.iter().enumerate() {
@@ -158,25 +252,35 @@ impl Tracker {
                     (Some(a), Some(b)) => Some(cosine(a, b)),
                     _ => None,
                 };
-                if sim.is_some_and(|s| s < DIFFERENT_PERSON) {
+                if sim.is_some_and(|s| s < self.cfg.change_similarity) {
+                    if overlap >= SAME_SPOT {
+                        changed.push((ti, fi));
+                    }
                     continue;
                 }
                 let by_box = overlap >= self.cfg.iou;
                 let by_face = sim.is_some_and(|s| s >= self.cfg.similarity);
                 if by_box || by_face {
-                    pairs.push((overlap + sim.unwrap_or(0.0), ti, fi));
+                    pairs.push((overlap + sim.unwrap_or(0.0), t.last_seen, ti, fi));
                 }
             }
         }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // Best continuation first; on a tie the track seen last (after a
+        // change of person, the new person's track, not the old one's).
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)));
         let mut track_of = vec![None; faces.len()];
         let mut taken = vec![false; self.tracks.len()];
-        for (_, ti, fi) in pairs {
+        for (_, _, ti, fi) in pairs {
             if taken[ti] || track_of[fi].is_some() {
                 continue;
             }
             taken[ti] = true;
             track_of[fi] = Some(ti);
+        }
+        for (ti, fi) in changed {
+            if !taken[ti] && track_of[fi] != Some(ti) {
+                self.tracks[ti].superseded = true;
+            }
         }
         let keep = self.cfg.keep_best;
         let mut ids = Vec::with_capacity(faces.len());
@@ -197,12 +301,13 @@ impl Tracker {
         ids
     }
 
-    /// Removes and returns the tracks not seen for `timeout_s`.
+    /// Removes and returns the tracks not seen for `timeout_s`, and those
+    /// whose place another person took.
     pub fn ended(&mut self, now: f64) -> Vec<Track> {
         let timeout = self.cfg.timeout_s;
         let (done, live): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.tracks)
             .into_iter()
-            .partition(|t| now - t.last_seen > timeout);
+            .partition(|t| t.superseded || now - t.last_seen > timeout);
         self.tracks = live;
         done
     }
@@ -228,6 +333,7 @@ mod tests {
             embedding: e.map(|v| v.to_vec()),
             liveness: Some(0.9),
             rejection: None,
+            analysed: true,
         }
     }
 
@@ -235,6 +341,7 @@ mod tests {
         Tracker::new(TrackerConfig {
             iou: 0.2,
             similarity: 0.5,
+            change_similarity: 0.3,
             timeout_s: 2.0,
             keep_best: 3,
         })
@@ -306,5 +413,73 @@ mod tests {
         let tr = t.get(1).unwrap();
         assert_eq!((tr.frames, tr.usable, tr.spoofs), (2, 0, 2));
         assert!(tr.embedding().is_none());
+    }
+
+    #[test]
+    fn a_decided_face_is_checked_again_after_reverify_s_or_a_jump() {
+        let mut t = tracker();
+        t.update(0.0, &[face(100.0, Some([1.0, 0.0]), 0.5)]);
+        // Followed only (not analysed): the check time stays.
+        let mut f = Face::followed(face(102.0, None, 0.0).det);
+        f.liveness = None;
+        t.update(0.1, std::slice::from_ref(&f));
+        let tr = t.get(1).unwrap();
+        assert_eq!(tr.last_checked, 0.0);
+        let b = [102.0, 0.0, 152.0, 50.0];
+        assert!(!tr.needs_check(&b, 0.4, 0.5), "0.4 s: still fresh");
+        assert!(tr.needs_check(&b, 0.5, 0.5), "0.5 s: due");
+        assert!(
+            tr.needs_check(&[100.0, 0.0, 170.0, 70.0], 0.2, 0.5),
+            "40% larger: a jump"
+        );
+        assert!(
+            tr.needs_check(&[130.0, 0.0, 180.0, 50.0], 0.2, 0.5),
+            "moved 30 px of a 50 px face: a jump"
+        );
+        // An analysed face resets the clock.
+        t.update(0.6, &[face(104.0, Some([1.0, 0.0]), 0.5)]);
+        assert!(!t.get(1).unwrap().needs_check(&b, 0.9, 0.5));
+    }
+
+    #[test]
+    fn after_a_change_of_person_the_box_follows_the_new_track() {
+        let mut t = tracker();
+        t.update(0.0, &[face(0.0, Some([1.0, 0.0]), 0.5)]);
+        assert_eq!(t.update(0.1, &[face(0.0, Some([0.0, 1.0]), 0.5)]), vec![2]);
+        // Same box, same overlap with both: the newer track.
+        let b = [0.0, 0.0, 50.0, 50.0];
+        assert_eq!(t.by_box(&b, 0.5).map(|t| t.id), Some(2));
+        assert_eq!(
+            t.update(0.2, &[Face::followed(face(0.0, None, 0.0).det)]),
+            vec![2]
+        );
+        assert!(t.by_box(&[300.0, 0.0, 350.0, 50.0], 0.5).is_none());
+        // The first person's track lost its place: it ends now, not after
+        // the timeout, so their return is a new track.
+        let done = t.ended(0.2);
+        assert_eq!(done.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(t.update(0.3, &[face(0.0, Some([1.0, 0.0]), 0.5)]), vec![3]);
+    }
+
+    #[test]
+    fn two_people_side_by_side_keep_their_tracks() {
+        let mut t = tracker();
+        t.update(
+            0.0,
+            &[
+                face(0.0, Some([1.0, 0.0]), 0.5),
+                face(30.0, Some([0.0, 1.0]), 0.5),
+            ],
+        );
+        // Overlapping boxes, each face still on its own track.
+        let ids = t.update(
+            0.1,
+            &[
+                face(2.0, Some([1.0, 0.0]), 0.5),
+                face(28.0, Some([0.0, 1.0]), 0.5),
+            ],
+        );
+        assert_eq!(ids, vec![1, 2]);
+        assert!(t.ended(0.2).is_empty());
     }
 }

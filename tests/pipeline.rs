@@ -40,7 +40,7 @@ fn an_owner_at_the_gate_gets_a_pass_and_the_other_man_a_stranger_alert_once_per_
         &video.join("frec_short_hamilton_clip.mp4"),
         &db,
         dir.path(),
-        |e| seen.push(e.clone()),
+        |_, e| seen.push(e.clone()),
     )
     .unwrap();
     eprintln!("{stats:?}");
@@ -123,12 +123,12 @@ fn replay_of_a_missing_or_broken_file_is_a_clear_error() {
         Path::new("/nonexistent/clip.mp4"),
         &db,
         dir.path(),
-        |_| {},
+        |_, _| {},
     )
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/clip.mp4"), "{err}");
     let junk = dir.path().join("junk.mp4");
     std::fs::write(&junk, b"not a video at all").unwrap();
-    let err = replay_file(&config, gate(&config), &junk, &db, dir.path(), |_| {}).unwrap_err();
+    let err = replay_file(&config, gate(&config), &junk, &db, dir.path(), |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("junk.mp4"), "{err}");
 }

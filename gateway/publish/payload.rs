@@ -92,7 +92,7 @@ pub fn priority_of(e: &Event) -> Priority {
     e.priority.unwrap_or(match e.kind {
         EventKind::Watchlist | EventKind::Spoof | EventKind::CameraOffline => Priority::High,
         EventKind::Loitering | EventKind::CameraOnline => Priority::Normal,
-        EventKind::Stranger | EventKind::OwnerPass => Priority::Low,
+        EventKind::Stranger | EventKind::OwnerPass | EventKind::Undecided => Priority::Low,
     })
 }
 

@@ -124,6 +124,7 @@ const DICT = {
     k_watchlist: 'Watch list',
     k_spoof: 'Spoof attempt',
     k_loitering: 'Loitering',
+    k_undecided: 'Undecided',
     k_camera_offline: 'Camera offline',
     k_camera_online: 'Camera online',
     stranger_label: 'stranger {0}',
@@ -282,6 +283,7 @@ const DICT = {
     k_watchlist: '布控命中',
     k_spoof: '假体攻击',
     k_loitering: '徘徊',
+    k_undecided: '未判定',
     k_camera_offline: '摄像机离线',
     k_camera_online: '摄像机上线',
     stranger_label: '陌生人 {0}',
@@ -324,7 +326,7 @@ const DICT = {
   },
 };
 
-const EVENT_KINDS = ['owner_pass', 'stranger', 'watchlist', 'spoof', 'loitering', 'camera_offline', 'camera_online'];
+const EVENT_KINDS = ['owner_pass', 'stranger', 'watchlist', 'spoof', 'loitering', 'undecided', 'camera_offline', 'camera_online'];
 const ALERT_KINDS = new Set(['stranger', 'watchlist', 'spoof', 'loitering', 'camera_offline']);
 const ROLE_RANK = { viewer: 1, enroller: 2, admin: 3 };
 const TOKEN_KEY = 'facegate.token';
