@@ -205,12 +205,23 @@ impl Decider {
             }
             return;
         }
-        if ended {
-            return self.decide_stranger(t, now, out);
-        }
-        let clear = best.is_none_or(|m| m.score < self.threshold - self.cfg.stranger_margin);
         let good_view = t.usable as usize >= self.cfg.stranger_min_faces
             && t.best_px >= self.cfg.stranger_min_px;
+        if ended {
+            // A short track of small faces (a false detection, a face in
+            // the background) is not evidence enough for an alarm.
+            if t.usable as usize >= self.cfg.stranger_min_faces
+                || t.best_px >= self.cfg.stranger_min_px
+            {
+                return self.decide_stranger(t, now, out);
+            }
+            let why = format!(
+                "too little evidence ({} faces, largest {:.0} px)",
+                t.usable, t.best_px
+            );
+            return self.undecided(t, best, why, now, out);
+        }
+        let clear = best.is_none_or(|m| m.score < self.threshold - self.cfg.stranger_margin);
         let waited = now - t.first_seen >= self.cfg.decide_within_s as f64;
         if clear && (good_view || waited) {
             self.decide_stranger(t, now, out);
