@@ -3,9 +3,9 @@
 mod common;
 
 use facegate::config::DetectorKind;
+use facegate::vision::FaceEngine;
 use facegate::vision::embed::cosine;
 use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
-use facegate::vision::FaceEngine;
 
 fn faces_in(engine: &mut FaceEngine, path: &std::path::Path) -> usize {
     let img = load_photo(path, PhotoLimits::default()).unwrap();

@@ -223,6 +223,18 @@ impl Liveness {
             .iter()
             .map(|m| {
                 let path = models_dir.join(&m.file);
+                if !path.exists() {
+                    return Err(VisionError::Model {
+                        path,
+                        reason: format!(
+                            "liveness model {} not found; the MiniFASNet files are mirror-only \
+                             (deploy/fetch-models.py --mirror DIR), or list other \
+                             [[vision.liveness.models]] (their threshold must be chosen again \
+                             with facegate eval-liveness)",
+                            m.name
+                        ),
+                    });
+                }
                 let session = runtime::load_model(&path, &m.sha256, threads)?;
                 let input = runtime::first_input(&session, &path)?;
                 Ok(Model {

@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::VisionError;
 use super::detect::Detection;
 use super::image::{RgbView, pack_tensor, resize};
-use super::runtime;
 use super::liveness::softmax;
+use super::runtime;
 use crate::config::PoseConfig;
 
 /// Head orientation in degrees.
