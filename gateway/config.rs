@@ -444,7 +444,9 @@ pub struct LivenessConfig {
     pub enabled: bool,
     /// The ensemble, `[[vision.liveness.models]]`.
     pub models: Vec<LivenessModel>,
-    /// Faces whose weighted mean live probability is below this are spoofs.
+    /// How the models' live probabilities are combined.
+    pub combine: Combine,
+    /// Faces whose combined live probability is below this are spoofs.
     pub threshold: f32,
     /// Faces smaller than this (shorter box side, original pixels) are not judged.
     pub min_face_px: u32,
@@ -465,6 +467,17 @@ pub struct LivenessConfig {
     pub crop_scale: Option<toml::Value>,
     #[serde(skip_serializing)]
     pub live_class: Option<toml::Value>,
+}
+
+/// How an ensemble's live probabilities become one score (0..1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The weighted mean probability.
+    Mean,
+    /// The weighted mean log-odds, mapped back to a probability: one model
+    /// that is sure (p near 0 or 1) outweighs one that hesitates.
+    LogOdds,
 }
 
 /// One liveness model of the ensemble.
@@ -550,9 +563,14 @@ impl Default for LivenessConfig {
         Self {
             enabled: true,
             // Chosen on NUAA subjects 1-4 / 5-8 both ways round (BENCHMARKS.md).
-            models: vec![LivenessModel::minifasnet_v2(), LivenessModel::faceplugin()],
-            threshold: 0.07,
-            min_face_px: 80,
+            models: vec![
+                LivenessModel::minifasnet_v2(),
+                LivenessModel::minifasnet_v1se(),
+                LivenessModel::faceplugin(),
+            ],
+            combine: Combine::LogOdds,
+            threshold: 0.03,
+            min_face_px: 60,
             min_sharpness: 0.0,
             file: None,
             sha256: None,
@@ -1074,8 +1092,20 @@ mod tests {
             LivenessConfig::default(),
         );
         assert_eq!(
-            (c.enabled, c.threshold, c.min_face_px, c.min_sharpness),
-            (d.enabled, d.threshold, d.min_face_px, d.min_sharpness)
+            (
+                c.enabled,
+                c.combine,
+                c.threshold,
+                c.min_face_px,
+                c.min_sharpness
+            ),
+            (
+                d.enabled,
+                d.combine,
+                d.threshold,
+                d.min_face_px,
+                d.min_sharpness
+            )
         );
         let key = |m: &LivenessModel| {
             (

@@ -38,17 +38,16 @@ fn the_shipped_ensemble_keeps_its_error_rates_on_the_samples() {
     .unwrap();
     eprint!("{}", eval_liveness::summary(&r));
     let s = &r.scales[0];
-    // One print is a 103 px image whose face is under min_face_px.
-    assert_eq!((s.live_not_judged, s.attacks_not_judged), (0, 1));
+    assert_eq!((s.live_not_judged, s.attacks_not_judged), (0, 0));
     let e = s.rates.iter().find(|x| x.name == "ensemble").unwrap();
-    assert_eq!((e.live, e.attacks), (81, 91));
+    assert_eq!((e.live, e.attacks), (81, 92));
     assert!(e.bpcer <= MAX_BPCER, "BPCER {}", e.bpcer);
     assert!(e.apcer <= MAX_APCER, "APCER {}", e.apcer);
 }
 
-/// Measured 2026-12-01: BPCER 4/81 = 0.049, APCER 31/91 = 0.341.
-const MAX_BPCER: f32 = 0.065;
-const MAX_APCER: f32 = 0.36;
+/// Measured 2026-12-01: BPCER 6/81 = 0.074, APCER 22/92 = 0.239.
+const MAX_BPCER: f32 = 0.09;
+const MAX_APCER: f32 = 0.25;
 
 #[test]
 fn silentface_live_sample_passes_and_its_print_and_screen_replay_do_not() {

@@ -22,7 +22,7 @@ use super::VisionError;
 use super::detect::Detection;
 use super::image::{RgbView, pack_tensor};
 use super::runtime;
-use crate::config::{Layout, LivenessConfig, LivenessModel};
+use crate::config::{Combine, Layout, LivenessConfig, LivenessModel};
 
 /// Why a face's liveness was not judged.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -162,6 +162,29 @@ pub(super) fn softmax(v: &[f32]) -> Vec<f32> {
     e.into_iter().map(|x| x / s).collect()
 }
 
+/// The weighted mean probability, or the probability of the weighted mean
+/// log-odds (probabilities clamped to [1e-6, 1 − 1e-6]).
+pub fn combine(how: Combine, weighted: impl Iterator<Item = (f32, f32)>) -> f32 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (w, p) in weighted {
+        let p = f64::from(p).clamp(1e-6, 1.0 - 1e-6);
+        num += f64::from(w)
+            * match how {
+                Combine::Mean => p,
+                Combine::LogOdds => (p / (1.0 - p)).ln(),
+            };
+        den += f64::from(w);
+    }
+    if den <= 0.0 {
+        return 0.0;
+    }
+    let m = num / den;
+    (match how {
+        Combine::Mean => m,
+        Combine::LogOdds => 1.0 / (1.0 + (-m).exp()),
+    }) as f32
+}
+
 /// One model of the ensemble with its session.
 struct Model {
     cfg: LivenessModel,
@@ -207,6 +230,7 @@ impl Model {
 /// The configured liveness ensemble.
 pub struct Liveness {
     models: Vec<Model>,
+    combine: Combine,
     threshold: f32,
     min_face_px: u32,
     min_sharpness: f32,
@@ -246,6 +270,7 @@ impl Liveness {
             .collect::<Result<Vec<_>, VisionError>>()?;
         Ok(Self {
             models,
+            combine: cfg.combine,
             threshold: cfg.threshold,
             min_face_px: cfg.min_face_px,
             min_sharpness: cfg.min_sharpness,
@@ -301,16 +326,10 @@ impl Liveness {
         m.score(img, det)
     }
 
-    /// The weighted mean of per-model scores (in config order).
+    /// The ensemble score of per-model scores (in config order).
     pub fn combine(&self, scores: &[f32]) -> f32 {
-        let (num, den) = self
-            .models
-            .iter()
-            .zip(scores)
-            .fold((0f32, 0f32), |(n, d), (m, s)| {
-                (n + m.cfg.weight * s, d + m.cfg.weight)
-            });
-        if den > 0.0 { num / den } else { 0.0 }
+        let weights = self.models.iter().map(|m| m.cfg.weight);
+        combine(self.combine, weights.zip(scores.iter().copied()))
     }
 
     /// The verdict for one face: what the gate and `facegate identify
@@ -374,6 +393,19 @@ mod tests {
         let d = det([5.0, 5.0, 45.0, 45.0]);
         assert_eq!(sharpness(RgbView::from_image(&flat), &d), 0.0);
         assert!(sharpness(RgbView::from_image(&busy), &d) > 1000.0);
+    }
+
+    #[test]
+    fn log_odds_lets_a_sure_model_outweigh_a_hesitant_one() {
+        let two = |a, b| [(1.0, a), (1.0, b)].into_iter();
+        assert!((combine(Combine::Mean, two(0.9, 0.5)) - 0.7).abs() < 1e-6);
+        // logit(0.9) = 2.197, logit(0.5) = 0: mean 1.099 -> 0.75.
+        assert!((combine(Combine::LogOdds, two(0.9, 0.5)) - 0.75).abs() < 1e-3);
+        // A model sure of a spoof (0.001) pulls harder in log-odds.
+        assert!(combine(Combine::LogOdds, two(0.001, 0.6)) < 0.05);
+        assert!(combine(Combine::Mean, two(0.001, 0.6)) > 0.3);
+        // Equal weights and one model: the model's own probability.
+        assert!((combine(Combine::LogOdds, [(2.0, 0.3)].into_iter()) - 0.3).abs() < 1e-6);
     }
 
     #[test]
