@@ -466,27 +466,116 @@ pub struct FusionConfig {
     pub optional: bool,
 }
 
-/// Passive anti-spoofing on a crop around the face.
+/// Passive anti-spoofing: one or more models, each on its own crop around
+/// the face; the score is their weighted mean live probability.
+///
+/// A face whose shorter side is below `min_face_px` (or whose crop is
+/// softer than `min_sharpness`) is *not judged*: its liveness is `None`,
+/// which is not a spoof (the decision logic calls it "liveness uncertain").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LivenessConfig {
     pub enabled: bool,
+    /// The ensemble, `[[vision.liveness.models]]`.
+    pub models: Vec<LivenessModel>,
+    /// How the models' live probabilities are combined.
+    pub combine: Combine,
+    /// Faces whose combined live probability is below this are spoofs.
+    pub threshold: f32,
+    /// Faces smaller than this (shorter box side, original pixels) are not judged.
+    pub min_face_px: u32,
+    /// Faces whose detector box has a mean gradient energy below this are
+    /// not judged (0 = no floor). See `vision::liveness::sharpness`.
+    pub min_sharpness: f32,
+    /// Single-model keys of earlier versions, refused by `validate()` with
+    /// a message naming the new ones.
+    #[serde(skip_serializing)]
+    pub file: Option<toml::Value>,
+    #[serde(skip_serializing)]
+    pub sha256: Option<toml::Value>,
+    #[serde(skip_serializing)]
+    pub input_size: Option<toml::Value>,
+    #[serde(skip_serializing)]
+    pub pixels: Option<toml::Value>,
+    #[serde(skip_serializing)]
+    pub crop_scale: Option<toml::Value>,
+    #[serde(skip_serializing)]
+    pub live_class: Option<toml::Value>,
+}
+
+/// How an ensemble's live probabilities become one score (0..1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The weighted mean probability.
+    Mean,
+    /// The weighted mean log-odds, mapped back to a probability: one model
+    /// that is sure (p near 0 or 1) outweighs one that hesitates.
+    LogOdds,
+}
+
+/// One liveness model of the ensemble.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessModel {
+    /// A short name for reports (`facegate eval-liveness`).
+    pub name: String,
     pub file: PathBuf,
+    /// Expected SHA-256 of the file; empty skips the check (own models).
+    #[serde(default)]
     pub sha256: String,
+    /// Square input side in pixels.
     pub input_size: u32,
     pub pixels: PixelFormat,
-    /// The crop is the detector box enlarged this much around its centre.
+    /// The crop is the detector box enlarged this much around its centre,
+    /// shifted to stay inside the frame (Silent-Face's `CropImage`).
     pub crop_scale: f32,
     /// Index of the "live" class in the softmax output.
     pub live_class: usize,
-    /// Faces whose live probability is below this are treated as spoofs.
-    pub threshold: f32,
+    /// Its share of the ensemble score (weights are normalised).
+    #[serde(default = "one")]
+    pub weight: f32,
 }
 
-impl Default for LivenessConfig {
-    fn default() -> Self {
+fn one() -> f32 {
+    1.0
+}
+
+impl LivenessModel {
+    /// Silent-Face MiniFASNetV2, crop 2.7×, 80×80, BGR 0–255, class 1 = live.
+    pub fn minifasnet_v2() -> Self {
         Self {
-            enabled: true,
+            name: "minifasnet_v2".into(),
+            file: "minifasnet_v2_80x80_scale2.7.onnx".into(),
+            sha256: "3b9e97345d7280301456bd93c0c3ccbfae3c33d653b674ce26901895f3248bfc".into(),
+            input_size: 80,
+            pixels: PixelFormat {
+                channels: Channels::Bgr,
+                layout: Layout::Nchw,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+            crop_scale: 2.7,
+            live_class: 1,
+            weight: 1.0,
+        }
+    }
+
+    /// Silent-Face MiniFASNetV1SE, crop 4.0×, 80×80, BGR 0–255, class 1 = live.
+    pub fn minifasnet_v1se() -> Self {
+        Self {
+            name: "minifasnet_v1se".into(),
+            file: "minifasnet_v1se_80x80_scale4.0.onnx".into(),
+            sha256: "25baf9033178fe5d899b344468812df343578fc7348b2b1e948d96f305402f1c".into(),
+            crop_scale: 4.0,
+            ..Self::minifasnet_v2()
+        }
+    }
+
+    /// faceplugin's liveness model, crop 2.7×, 128×128, BGR 0–255, class 0 = live.
+    pub fn faceplugin() -> Self {
+        Self {
+            name: "faceplugin".into(),
             file: "liveness_faceplugin_128.onnx".into(),
             sha256: "afa783b7e902fdfcf323a7240cac2a1c580c25314ea4161129dc1b0d100dc32d".into(),
             input_size: 128,
@@ -498,8 +587,106 @@ impl Default for LivenessConfig {
             },
             crop_scale: 2.7,
             live_class: 0,
-            threshold: 0.5,
+            weight: 1.0,
         }
+    }
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            // Chosen on NUAA subjects 1-4 / 5-8 both ways round (BENCHMARKS.md).
+            models: vec![
+                LivenessModel::minifasnet_v2(),
+                LivenessModel::minifasnet_v1se(),
+                LivenessModel::faceplugin(),
+            ],
+            combine: Combine::LogOdds,
+            threshold: 0.03,
+            min_face_px: 60,
+            min_sharpness: 0.0,
+            file: None,
+            sha256: None,
+            input_size: None,
+            pixels: None,
+            crop_scale: None,
+            live_class: None,
+        }
+    }
+}
+
+impl LivenessConfig {
+    /// The single-model keys of earlier versions that are set, if any.
+    fn legacy_keys(&self) -> Vec<&'static str> {
+        [
+            ("file", self.file.is_some()),
+            ("sha256", self.sha256.is_some()),
+            ("input_size", self.input_size.is_some()),
+            ("pixels", self.pixels.is_some()),
+            ("crop_scale", self.crop_scale.is_some()),
+            ("live_class", self.live_class.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+
+    /// Checks the liveness section; `Err((key, reason))`.
+    fn check(&self) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("vision.liveness.{k}");
+        let legacy = self.legacy_keys();
+        if let Some(first) = legacy.first() {
+            return Err((
+                key(first),
+                format!(
+                    "the single-model keys ({}) moved into [[vision.liveness.models]] entries \
+                     (name, file, sha256, input_size, pixels, crop_scale, live_class, weight); \
+                     threshold, min_face_px and min_sharpness stay in [vision.liveness]",
+                    legacy.join(", ")
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err((key("threshold"), "must be between 0 and 1".into()));
+        }
+        if self.min_face_px > 4096 {
+            return Err((key("min_face_px"), "must be at most 4096 pixels".into()));
+        }
+        if !(self.min_sharpness.is_finite() && self.min_sharpness >= 0.0) {
+            return Err((key("min_sharpness"), "must be 0 (off) or positive".into()));
+        }
+        if self.enabled && self.models.is_empty() {
+            return Err((
+                key("models"),
+                "no [[vision.liveness.models]] entry (set enabled = false to turn liveness off)"
+                    .into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let k = |f: &str| format!("vision.liveness.models[{i}].{f}");
+            if m.name.is_empty() || !names.insert(m.name.as_str()) {
+                return Err((k("name"), "must be non-empty and unique".into()));
+            }
+            if !(16..=512).contains(&m.input_size) {
+                return Err((k("input_size"), "must be between 16 and 512".into()));
+            }
+            if m.live_class > 2 {
+                return Err((
+                    k("live_class"),
+                    "liveness models have 3 classes (0..=2)".into(),
+                ));
+            }
+            if !(1.0..=6.0).contains(&m.crop_scale) {
+                return Err((k("crop_scale"), "must be between 1 and 6".into()));
+            }
+            if !(m.weight.is_finite() && m.weight > 0.0) {
+                return Err((k("weight"), "must be positive".into()));
+            }
+            check_pixels(&m.pixels).map_err(|r| (k("pixels"), r))?;
+        }
+        Ok(())
     }
 }
 
@@ -750,24 +937,9 @@ impl Config {
             }
             check_pixels(&e.pixels).map_err(|r| bad(&format!("{key}.pixels"), r))?;
         }
-        if !(0.0..=1.0).contains(&v.liveness.threshold) {
-            return Err(bad(
-                "vision.liveness.threshold",
-                "must be between 0 and 1".into(),
-            ));
-        }
-        if v.liveness.live_class > 2 {
-            return Err(bad(
-                "vision.liveness.live_class",
-                "the liveness model has 3 classes (0..=2)".into(),
-            ));
-        }
-        if !(1.0..=6.0).contains(&v.liveness.crop_scale) {
-            return Err(bad(
-                "vision.liveness.crop_scale",
-                "must be between 1 and 6".into(),
-            ));
-        }
+        v.liveness
+            .check()
+            .map_err(|(key, reason)| bad(&key, reason))?;
         if !(0.0..=3.0).contains(&v.quality.upsample_blur_sigma) {
             return Err(bad(
                 "vision.quality.upsample_blur_sigma",
@@ -967,5 +1139,90 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("matching.threshold"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_liveness_section_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/facegate.toml");
+        let (c, d) = (
+            Config::load(&path).unwrap().vision.liveness,
+            LivenessConfig::default(),
+        );
+        assert_eq!(
+            (
+                c.enabled,
+                c.combine,
+                c.threshold,
+                c.min_face_px,
+                c.min_sharpness
+            ),
+            (
+                d.enabled,
+                d.combine,
+                d.threshold,
+                d.min_face_px,
+                d.min_sharpness
+            )
+        );
+        let key = |m: &LivenessModel| {
+            (
+                m.name.clone(),
+                m.file.clone(),
+                m.sha256.clone(),
+                m.input_size,
+                m.pixels.clone(),
+                m.crop_scale,
+                m.live_class,
+                m.weight,
+            )
+        };
+        let (cm, dm): (Vec<_>, Vec<_>) = (
+            c.models.iter().map(key).collect(),
+            d.models.iter().map(key).collect(),
+        );
+        assert_eq!(cm, dm);
+    }
+
+    #[test]
+    fn old_single_model_liveness_keys_name_the_new_ones() {
+        let text = "[vision.liveness]\nfile = \"liveness_faceplugin_128.onnx\"\nlive_class = 0\n";
+        let err = Config::parse(text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vision.liveness.file"), "{err}");
+        assert!(err.contains("file, live_class"), "{err}");
+        assert!(err.contains("[[vision.liveness.models]]"), "{err}");
+    }
+
+    #[test]
+    fn a_liveness_ensemble_parses_and_bad_entries_are_named() {
+        let model = |extra: &str| {
+            format!(
+                "[[vision.liveness.models]]\nname = \"a\"\nfile = \"a.onnx\"\ninput_size = 80\n\
+                 pixels = {{ channels = \"bgr\", layout = \"nchw\", mean = [0.0, 0.0, 0.0], std = [1.0, 1.0, 1.0] }}\n\
+                 crop_scale = 2.7\nlive_class = 1\n{extra}"
+            )
+        };
+        let c = Config::parse(
+            &format!(
+                "[vision.liveness]\nthreshold = 0.3\nmin_face_px = 50\n{}",
+                model("")
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let l = &c.vision.liveness;
+        assert_eq!(
+            (l.models.len(), l.models[0].weight, l.min_face_px),
+            (1, 1.0, 50)
+        );
+        let err = Config::parse(&model("weight = 0.0\n"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vision.liveness.models[0].weight"), "{err}");
+        let err = Config::parse("[vision.liveness]\nmodels = []\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vision.liveness.models"), "{err}");
     }
 }

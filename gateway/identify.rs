@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use crate::registry::{FaceTemplate, Gallery, RegistryError, Subject};
 use crate::vision::detect::Detection;
 use crate::vision::image::RgbView;
+use crate::vision::liveness::NotJudged;
 use crate::vision::quality::Pose;
 use crate::vision::{Checks, FaceEngine, Rejection, VisionError};
 
@@ -40,6 +41,9 @@ pub struct FaceResult {
     pub detector_score: f32,
     pub size_px: f32,
     pub liveness: Option<f32>,
+    /// Why liveness was checked but not judged (too small or soft).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_not_judged: Option<NotJudged>,
     pub pose: Option<Pose>,
     /// The best candidate even when below the threshold, so staff can see
     /// how close it was; `None` when the face was rejected or nobody is enrolled.
@@ -103,6 +107,7 @@ pub fn identify(
             detector_score: f.detection.score,
             size_px: f.size_px,
             liveness: f.liveness,
+            liveness_not_judged: f.liveness_not_judged,
             pose: f.pose,
             best_match: best,
             decision,

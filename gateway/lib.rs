@@ -12,7 +12,8 @@
 //!   audit log in SQLite, and the in-memory 1:N index built from them.
 //! - [`identify`]: one photo in, one decision per face out
 //!   (owner / watchlist / stranger / rejected).
-//! - [`eval`]: the accuracy protocol over a labelled folder.
+//! - [`eval`]: the accuracy protocol over a labelled folder;
+//!   [`eval_liveness`]: APCER/BPCER over live and attack photos.
 //! - [`source`], [`track`], [`decide`], [`pipeline`]: cameras to decisions.
 //! - [`events`], [`publish`]: events in SQLite, the MQTT outbox.
 //! - [`live`], [`http`]: the live feed, metrics, the HTTP API and console.
@@ -21,6 +22,7 @@ pub mod bench;
 pub mod config;
 pub mod decide;
 pub mod eval;
+pub mod eval_liveness;
 pub mod events;
 pub mod http;
 pub mod identify;

@@ -60,6 +60,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Liveness APCER/BPCER on DIR/{nuaa_live,nuaa_print,silentface_samples}, one photo at a time.
+    EvalLiveness {
+        #[arg(long)]
+        dataset: PathBuf,
+        /// One JSON object (with every photo's scores) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Image scales to emulate smaller faces, e.g. 1,0.6,0.4,0.25.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        scale: Vec<f32>,
+        /// Only these NUAA subjects, e.g. 1-4 (Silent-Face samples then left out).
+        #[arg(long, conflicts_with = "split")]
+        subjects: Option<String>,
+        /// Leave these NUAA subjects out, e.g. 16.
+        #[arg(long)]
+        exclude: Option<String>,
+        /// Half of the subjects: a = 1-4, b = 5-8 and 16.
+        #[arg(long)]
+        split: Option<String>,
+        /// Threshold to apply instead of the configured one.
+        #[arg(long)]
+        threshold: Option<f32>,
+    },
     /// Recent changes to the registry (who did what, when).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -440,6 +463,38 @@ fn run() -> Result<()> {
                     r.ms_per_image,
                     r.model
                 );
+            }
+        }
+        Command::EvalLiveness {
+            dataset,
+            json,
+            scale,
+            subjects,
+            exclude,
+            split,
+            threshold,
+        } => {
+            use facegate::eval_liveness::{self, SubjectFilter};
+            let mut filter = match split.as_deref() {
+                Some(h) => SubjectFilter::split(h)
+                    .with_context(|| format!("--split {h}: expected a or b"))?,
+                None => SubjectFilter::default(),
+            };
+            if let Some(s) = subjects {
+                filter.only = Some(SubjectFilter::parse_ids(&s).map_err(anyhow::Error::msg)?);
+            }
+            if let Some(s) = exclude {
+                filter.exclude = SubjectFilter::parse_ids(&s).map_err(anyhow::Error::msg)?;
+            }
+            if scale.iter().any(|s| !(*s > 0.0 && *s <= 4.0)) {
+                bail!("--scale: each scale must be in (0, 4]");
+            }
+            let mut engine = FaceEngine::new(&config)?;
+            let r = eval_liveness::run(&mut engine, &dataset, &scale, &filter, threshold)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", eval_liveness::summary(&r));
             }
         }
         Command::Identify { photo, liveness } => {

@@ -7,6 +7,7 @@ pub mod align;
 pub mod detect;
 pub mod embed;
 pub mod image;
+pub mod liveness;
 pub mod quality;
 pub mod runtime;
 
@@ -18,7 +19,8 @@ use crate::config::Config;
 use detect::{Detection, Detector};
 use embed::Embedder;
 use image::RgbView;
-use quality::{HeadPose, Liveness, Pose};
+use liveness::{Liveness, NotJudged, Verdict};
+use quality::{HeadPose, Pose};
 
 /// What went wrong in the vision stage.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,12 @@ pub struct FaceAnalysis {
     #[serde(flatten)]
     pub detection: Detection,
     pub size_px: f32,
+    /// The liveness score; `None` when not checked or not judged.
     pub liveness: Option<f32>,
+    /// Why liveness was checked but not judged (face too small or soft):
+    /// "liveness uncertain", never a spoof.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_not_judged: Option<NotJudged>,
     pub pose: Option<Pose>,
     pub rejection: Option<Rejection>,
     #[serde(skip)]
@@ -90,6 +97,8 @@ pub struct Checks {
 #[derive(Debug, Clone, Default)]
 pub struct QualityCheck {
     pub liveness: Option<f32>,
+    /// Why liveness was checked but not judged; see [`FaceAnalysis`].
+    pub liveness_not_judged: Option<NotJudged>,
     pub pose: Option<Pose>,
     /// `None` when the face passed.
     pub rejection: Option<Rejection>,
@@ -272,6 +281,11 @@ impl FaceEngine {
         &mut self.embedder
     }
 
+    /// The liveness ensemble, when enabled.
+    pub fn liveness(&mut self) -> Option<&mut Liveness> {
+        self.liveness.as_mut()
+    }
+
     /// All faces in an image, best score first. With `landmark_flip`, each
     /// face's landmarks are the mean of those found on the image and on its
     /// mirror image (mapped back): the two estimates err independently, so
@@ -389,21 +403,24 @@ impl FaceEngine {
             }
             _ => None,
         };
-        let liveness = match (&mut self.liveness, checks.liveness) {
-            (Some(l), true) => {
-                let s = l.score(img, det)?;
-                if rejection.is_none() && s < l.threshold() {
-                    rejection = Some(Rejection::Spoof {
-                        liveness: s,
-                        threshold: l.threshold(),
-                    });
+        let (mut liveness, mut liveness_not_judged) = (None, None);
+        if let (Some(l), true) = (&mut self.liveness, checks.liveness) {
+            match l.judge(img, det)? {
+                Verdict::NotJudged(n) => liveness_not_judged = Some(n),
+                Verdict::Scored { score, spoof } => {
+                    if rejection.is_none() && spoof {
+                        rejection = Some(Rejection::Spoof {
+                            liveness: score,
+                            threshold: l.threshold(),
+                        });
+                    }
+                    liveness = Some(score);
                 }
-                Some(s)
             }
-            _ => None,
-        };
+        }
         Ok(QualityCheck {
             liveness,
+            liveness_not_judged,
             pose,
             rejection,
         })
@@ -432,6 +449,7 @@ impl FaceEngine {
         for d in dets {
             let QualityCheck {
                 liveness,
+                liveness_not_judged,
                 pose,
                 rejection,
             } = self.check(img, &d, checks)?;
@@ -444,6 +462,7 @@ impl FaceEngine {
                 size_px: d.size(),
                 detection: d,
                 liveness,
+                liveness_not_judged,
                 pose,
                 rejection,
                 embedding,
