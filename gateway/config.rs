@@ -518,6 +518,10 @@ pub struct QualityConfig {
     /// enlarged (faces smaller than the template): softens JPEG blocks and
     /// upsampling edges the embedder never saw in training. 0 = off.
     pub upsample_blur_sigma: f32,
+    /// An entry of `[vision.detectors]` whose landmarks replace the main
+    /// detector's for alignment (run again on a crop around each face);
+    /// empty = the main detector's own landmarks.
+    pub landmark_detector: String,
 }
 
 impl Default for QualityConfig {
@@ -527,6 +531,7 @@ impl Default for QualityConfig {
             flip_average: false,
             landmark_flip: true,
             upsample_blur_sigma: 0.5,
+            landmark_detector: String::new(),
         }
     }
 }
@@ -732,6 +737,16 @@ impl Config {
             return Err(bad(
                 "vision.liveness.crop_scale",
                 "must be between 1 and 6".into(),
+            ));
+        }
+        let ld = &v.quality.landmark_detector;
+        if !ld.is_empty() && !v.detectors.contains_key(ld) {
+            return Err(bad(
+                "vision.quality.landmark_detector",
+                format!(
+                    "no [vision.detectors.{ld}] section (known: {})",
+                    join_keys(&v.detectors)
+                ),
             ));
         }
         if !(0.0..=3.0).contains(&v.quality.upsample_blur_sigma) {
