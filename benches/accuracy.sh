@@ -14,12 +14,14 @@
 #                            facegate config variants (the shipped config with
 #                            these keys replaced); "shipped" is always first.
 #   REFERENCE=0              skip the reference runs
+#   FACEGATE_BIN=PATH        use this facegate binary instead of building --release
+#   WORK=DIR                 where the venv and the degraded copies go (target/accuracy)
 # One line per (set, half, pipeline): TAR@FAR1e-2, TAR@FAR1e-3, its threshold,
 # DIR@FPIR1%, failures to acquire (by cause for facegate), ms/image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FACES=${1:-${FACEGATE_FACES:-../shared/faces}}
-WORK=target/accuracy
+WORK=${WORK:-target/accuracy}
 VENV=$WORK/venv
 SETS=${SETS:-clean s35 s25}
 HALVES=${HALVES:-all a b}
@@ -34,7 +36,8 @@ if [ "$REFERENCE" = 1 ] || [ ! -d "$WORK/s35" ] || [ ! -d "$WORK/s25" ]; then
 fi
 [ -d "$WORK/s35" ] || "$VENV/bin/python" benches/reference/degrade.py -q "$FACES/identities" "$WORK/s35"
 [ -d "$WORK/s25" ] || "$VENV/bin/python" benches/reference/degrade.py -q --scale 0.25 "$FACES/identities" "$WORK/s25"
-cargo build --release --quiet --bin facegate
+BIN=${FACEGATE_BIN:-target/release/facegate}
+[ -n "${FACEGATE_BIN:-}" ] || cargo build --release --quiet --bin facegate
 
 # The shipped config with some keys replaced: `section.key=value` (TOML value).
 make_config() {
@@ -94,7 +97,7 @@ for set in $SETS; do
     fi
     for i in "${!names[@]}"; do
       row "$set" "$half" "facegate:${names[$i]}" \
-        "$(target/release/facegate --config "${configs[$i]}" eval --dataset "$dir" "${split[@]}" --json)"
+        "$("$BIN" --config "${configs[$i]}" eval --dataset "$dir" "${split[@]}" --json)"
     done
   done
 done

@@ -518,6 +518,10 @@ pub struct QualityConfig {
     /// enlarged (faces smaller than the template): softens JPEG blocks and
     /// upsampling edges the embedder never saw in training. 0 = off.
     pub upsample_blur_sigma: f32,
+    /// When above 0, the blur follows the enlargement instead: sigma =
+    /// this × (crop pixels per image pixel), i.e. a fixed blur in the
+    /// original image's pixels (smaller faces are softened more).
+    pub upsample_blur_sigma_src: f32,
     /// An entry of `[vision.detectors]` whose landmarks replace the main
     /// detector's for alignment (run again on a crop around each face);
     /// empty = the main detector's own landmarks.
@@ -531,6 +535,7 @@ impl Default for QualityConfig {
             flip_average: false,
             landmark_flip: true,
             upsample_blur_sigma: 0.5,
+            upsample_blur_sigma_src: 0.3,
             landmark_detector: String::new(),
         }
     }
@@ -749,6 +754,12 @@ impl Config {
                 ),
             ));
         }
+        if !(0.0..=2.0).contains(&v.quality.upsample_blur_sigma_src) {
+            return Err(bad(
+                "vision.quality.upsample_blur_sigma_src",
+                "must be between 0 and 2 pixels".into(),
+            ));
+        }
         if !(0.0..=3.0).contains(&v.quality.upsample_blur_sigma) {
             return Err(bad(
                 "vision.quality.upsample_blur_sigma",
@@ -899,6 +910,22 @@ mod tests {
             c.vision.quality.landmark_flip,
             d.vision.quality.landmark_flip
         );
+        let (cq, dq) = (&c.vision.quality, &d.vision.quality);
+        assert_eq!(
+            (
+                cq.upsample_blur_sigma,
+                cq.upsample_blur_sigma_src,
+                cq.flip_average,
+                &cq.landmark_detector
+            ),
+            (
+                dq.upsample_blur_sigma,
+                dq.upsample_blur_sigma_src,
+                dq.flip_average,
+                &dq.landmark_detector
+            )
+        );
+        assert_eq!(c.detector().upscale_below, d.detector().upscale_below);
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub struct FaceEngine {
     /// A second detector whose landmarks are used for alignment.
     landmark_detector: Option<Detector>,
     blur_sigma: f32,
+    blur_sigma_src: f32,
     model_id: String,
 }
 
@@ -263,6 +264,7 @@ impl FaceEngine {
             landmark_flip: v.quality.landmark_flip,
             landmark_detector,
             blur_sigma: v.quality.upsample_blur_sigma,
+            blur_sigma_src: v.quality.upsample_blur_sigma_src,
             model_id,
         })
     }
@@ -364,7 +366,12 @@ impl FaceEngine {
         );
         let mut crop = align::warp(img, &m, e.input_size);
         if m.scale() > 1.0 {
-            align::gaussian_blur(&mut crop, e.input_size, self.blur_sigma);
+            let sigma = if self.blur_sigma_src > 0.0 {
+                (self.blur_sigma_src * m.scale()).min(3.0)
+            } else {
+                self.blur_sigma
+            };
+            align::gaussian_blur(&mut crop, e.input_size, sigma);
         }
         crop
     }
