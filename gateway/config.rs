@@ -901,7 +901,10 @@ mod tests {
         assert_eq!(c.detector().sha256, d.detector().sha256);
         assert_eq!(c.embedder().pixels, d.embedder().pixels);
         assert_eq!(c.matching.threshold, d.matching.threshold);
-        let (cf, df) = (c.vision.fusion.unwrap(), d.vision.fusion.unwrap());
+        let (cf, df) = (
+            c.vision.fusion.clone().unwrap(),
+            d.vision.fusion.clone().unwrap(),
+        );
         assert_eq!(
             (cf.embedder, cf.weight, cf.optional),
             (df.embedder, df.weight, df.optional)
