@@ -739,6 +739,14 @@ pub struct QualityConfig {
     /// enlarged (faces smaller than the template): softens JPEG blocks and
     /// upsampling edges the embedder never saw in training. 0 = off.
     pub upsample_blur_sigma: f32,
+    /// When above 0, the blur follows the enlargement instead: sigma =
+    /// this × (crop pixels per image pixel), i.e. a fixed blur in the
+    /// original image's pixels (smaller faces are softened more).
+    pub upsample_blur_sigma_src: f32,
+    /// An entry of `[vision.detectors]` whose landmarks replace the main
+    /// detector's for alignment (run again on a crop around each face);
+    /// empty = the main detector's own landmarks.
+    pub landmark_detector: String,
 }
 
 impl Default for QualityConfig {
@@ -748,6 +756,8 @@ impl Default for QualityConfig {
             flip_average: false,
             landmark_flip: true,
             upsample_blur_sigma: 0.5,
+            upsample_blur_sigma_src: 0.3,
+            landmark_detector: String::new(),
         }
     }
 }
@@ -940,6 +950,22 @@ impl Config {
         v.liveness
             .check()
             .map_err(|(key, reason)| bad(&key, reason))?;
+        let ld = &v.quality.landmark_detector;
+        if !ld.is_empty() && !v.detectors.contains_key(ld) {
+            return Err(bad(
+                "vision.quality.landmark_detector",
+                format!(
+                    "no [vision.detectors.{ld}] section (known: {})",
+                    join_keys(&v.detectors)
+                ),
+            ));
+        }
+        if !(0.0..=2.0).contains(&v.quality.upsample_blur_sigma_src) {
+            return Err(bad(
+                "vision.quality.upsample_blur_sigma_src",
+                "must be between 0 and 2 pixels".into(),
+            ));
+        }
         if !(0.0..=3.0).contains(&v.quality.upsample_blur_sigma) {
             return Err(bad(
                 "vision.quality.upsample_blur_sigma",
@@ -1104,7 +1130,10 @@ mod tests {
         assert_eq!(c.detector().sha256, d.detector().sha256);
         assert_eq!(c.embedder().pixels, d.embedder().pixels);
         assert_eq!(c.matching.threshold, d.matching.threshold);
-        let (cf, df) = (c.vision.fusion.unwrap(), d.vision.fusion.unwrap());
+        let (cf, df) = (
+            c.vision.fusion.clone().unwrap(),
+            d.vision.fusion.clone().unwrap(),
+        );
         assert_eq!(
             (cf.embedder, cf.weight, cf.optional),
             (df.embedder, df.weight, df.optional)
@@ -1113,6 +1142,22 @@ mod tests {
             c.vision.quality.landmark_flip,
             d.vision.quality.landmark_flip
         );
+        let (cq, dq) = (&c.vision.quality, &d.vision.quality);
+        assert_eq!(
+            (
+                cq.upsample_blur_sigma,
+                cq.upsample_blur_sigma_src,
+                cq.flip_average,
+                &cq.landmark_detector
+            ),
+            (
+                dq.upsample_blur_sigma,
+                dq.upsample_blur_sigma_src,
+                dq.flip_average,
+                &dq.landmark_detector
+            )
+        );
+        assert_eq!(c.detector().upscale_below, d.detector().upscale_below);
     }
 
     #[test]

@@ -11,11 +11,24 @@
 //!   1% = share of enrolled probes whose best match is the right identity
 //!   above the threshold at which 1% of stranger probes are accepted.
 //!
+//! Halves (`--split a|b`): identities are ranked by [`split_key`] of their
+//! name (FNV-1a 64 of the UTF-8 bytes, mixed by MurmurHash3's `fmix64`; ties
+//! by name); the first `ceil(n/2)` form half `a`, the rest half `b`, and the
+//! protocol above runs on that half alone. `reference_eval.py --split` uses
+//! the same rule, so tuning on one half and reporting on the other compares
+//! the same people in both pipelines.
+//!
+//! Failures to acquire are reported by cause ([`FailCause`]): a face the
+//! detector does not find at the image's own scale but does find on a 2×
+//! enlarged copy is `too_small_for_detector` (the detector's input scaling
+//! is the cause); one found at neither scale is `no_face`.
+//!
 //! Thresholds: for a false-accept rate `r` over `n` negative scores sorted
 //! descending, the threshold is the negative score at index `floor(r·n)`, and
 //! a score is accepted when it is strictly above it (so at most `r·n`
 //! negatives are accepted).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -33,6 +46,67 @@ pub enum EvalError {
     Photo(#[from] PhotoError),
     #[error(transparent)]
     Vision(#[from] VisionError),
+}
+
+/// One half of the identities: tune on one, report on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    A,
+    B,
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "a" | "A" => Ok(Split::A),
+            "b" | "B" => Ok(Split::B),
+            _ => Err(format!("split must be a or b, not {s:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::A => "a",
+            Split::B => "b",
+        })
+    }
+}
+
+/// The rank of an identity in the split: `fmix64(FNV-1a-64(name))`. Spelled
+/// out so the Python reference computes the same (`split_key` there).
+pub fn split_key(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The samples of one half of the identities (see the module doc).
+pub fn select_half(samples: Vec<Sample>, half: Split) -> Vec<Sample> {
+    let mut ids: Vec<&str> = samples.iter().map(|s| s.identity.as_str()).collect();
+    ids.dedup();
+    let mut ranked: Vec<(u64, &str)> = ids.iter().map(|n| (split_key(n), *n)).collect();
+    ranked.sort();
+    let k = ranked.len().div_ceil(2);
+    let chosen: Vec<String> = match half {
+        Split::A => &ranked[..k],
+        Split::B => &ranked[k..],
+    }
+    .iter()
+    .map(|(_, n)| n.to_string())
+    .collect();
+    samples
+        .into_iter()
+        .filter(|s| chosen.contains(&s.identity))
+        .collect()
 }
 
 /// One labelled photo of the dataset.
@@ -87,22 +161,62 @@ pub fn list_dataset(dir: &Path) -> Result<Vec<Sample>, EvalError> {
     Ok(out)
 }
 
+/// Why a photo gave no face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailCause {
+    /// Not found at the image's scale (nor with the border retry), but found
+    /// on a 2× enlarged copy: the face is too small for the detector's input.
+    TooSmallForDetector,
+    /// Not found at either scale.
+    NoFace,
+}
+
+/// The largest face of one photo, embedded.
+#[derive(Debug, Clone)]
+pub struct Acquired {
+    pub embedding: Vec<f32>,
+    /// Found only on the bordered canvas.
+    pub retried: bool,
+    /// Shorter side of the face box, image pixels.
+    pub size_px: f32,
+}
+
 /// The embedding of one photo's largest face, if any.
 pub fn acquire(engine: &mut FaceEngine, path: &Path) -> Result<Option<Vec<f32>>, EvalError> {
     let img = load_photo(path, PhotoLimits::default())?;
-    acquire_image(engine, &img)
+    Ok(acquire_image(engine, &img)?.map(|a| a.embedding))
 }
 
-fn acquire_image(
+/// The largest face of a photo (detection with the border retry, as
+/// enrolment and identify do), embedded.
+pub fn acquire_image(
     engine: &mut FaceEngine,
     img: &image::RgbImage,
-) -> Result<Option<Vec<f32>>, EvalError> {
+) -> Result<Option<Acquired>, EvalError> {
     let view = RgbView::from_image(img);
-    let dets = engine.detect_with_border(view)?;
+    let (dets, retried) = engine.detect_with_border_retried(view)?;
     let Some(best) = dets.iter().max_by(|a, b| a.area().total_cmp(&b.area())) else {
         return Ok(None);
     };
-    Ok(Some(engine.embed(view, best)?))
+    Ok(Some(Acquired {
+        embedding: engine.embed(view, best)?,
+        retried,
+        size_px: best.size(),
+    }))
+}
+
+/// Diagnoses a failure: does the detector find a face on a 2× copy?
+fn fail_cause(engine: &mut FaceEngine, img: &image::RgbImage) -> Result<FailCause, EvalError> {
+    let found = !engine
+        .detector()
+        .detect_at(RgbView::from_image(img), 2.0)?
+        .is_empty();
+    Ok(if found {
+        FailCause::TooSmallForDetector
+    } else {
+        FailCause::NoFace
+    })
 }
 
 /// The threshold at which at most `rate` of `negatives` are accepted
@@ -129,8 +243,20 @@ pub struct EvalReport {
     pub dataset: String,
     pub model: String,
     pub identities: usize,
+    /// `a` or `b` when one half of the identities was evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
     pub images: usize,
     pub failed_to_acquire: usize,
+    /// Failures to acquire by cause.
+    pub failed_by_cause: BTreeMap<FailCause, usize>,
+    /// The photos that failed (`identity/file`) and why.
+    pub failed: Vec<(String, FailCause)>,
+    /// Acquired only with the border retry.
+    pub retried: usize,
+    /// Acquired faces smaller than `vision.quality.min_face_px`: the eval
+    /// uses them (as the reference does), enrolment and identify refuse them.
+    pub below_min_face_px: usize,
     pub genuine_pairs: usize,
     pub impostor_pairs: usize,
     #[serde(rename = "tar_at_far_1e-2")]
@@ -209,8 +335,13 @@ pub fn score(samples: &[Sample], embeddings: &[Option<Vec<f32>>]) -> EvalReport 
         dataset: String::new(),
         model: String::new(),
         identities: identities.len(),
+        split: None,
         images: samples.len(),
         failed_to_acquire: samples.len() - acquired.len(),
+        failed_by_cause: BTreeMap::new(),
+        failed: Vec::new(),
+        retried: 0,
+        below_min_face_px: 0,
         genuine_pairs: genuine.len(),
         impostor_pairs: impostor.len(),
         tar_at_far_1e2: share_above(&genuine, t2),
@@ -225,20 +356,54 @@ pub fn score(samples: &[Sample], embeddings: &[Option<Vec<f32>>]) -> EvalReport 
     }
 }
 
-/// Runs the whole protocol over a dataset folder.
-pub fn run(engine: &mut FaceEngine, dir: &Path) -> Result<EvalReport, EvalError> {
-    let samples = list_dataset(dir)?;
-    // Timed: detect + align + embed, not the file decoding (as the reference times it).
+/// Runs the whole protocol over a dataset folder, or over one half of its
+/// identities.
+pub fn run(
+    engine: &mut FaceEngine,
+    dir: &Path,
+    split: Option<Split>,
+) -> Result<EvalReport, EvalError> {
+    let mut samples = list_dataset(dir)?;
+    if let Some(half) = split {
+        samples = select_half(samples, half);
+    }
+    // Timed: detect + align + embed, not the file decoding (as the reference
+    // times it), nor the diagnosis of failures.
     let mut elapsed = 0.0;
-    let mut embeddings = Vec::with_capacity(samples.len());
+    let mut outcomes: Vec<Result<Acquired, FailCause>> = Vec::with_capacity(samples.len());
     for s in &samples {
         let img = load_photo(&s.path, PhotoLimits::default())?;
         let start = Instant::now();
-        embeddings.push(acquire_image(engine, &img)?);
+        let got = acquire_image(engine, &img)?;
         elapsed += start.elapsed().as_secs_f64() * 1000.0;
+        outcomes.push(match got {
+            Some(a) => Ok(a),
+            None => Err(fail_cause(engine, &img)?),
+        });
     }
+    let embeddings: Vec<Option<Vec<f32>>> = outcomes
+        .iter()
+        .map(|o| o.as_ref().ok().map(|a| a.embedding.clone()))
+        .collect();
     let mut report = score(&samples, &embeddings);
-    report.ms_per_image = elapsed / samples.len() as f64;
+    let min_px = engine.min_face_px() as f32;
+    for (s, o) in samples.iter().zip(&outcomes) {
+        match o {
+            Err(cause) => {
+                *report.failed_by_cause.entry(*cause).or_default() += 1;
+                let file = s.path.file_name().unwrap_or_default().to_string_lossy();
+                report
+                    .failed
+                    .push((format!("{}/{file}", s.identity), *cause));
+            }
+            Ok(a) => {
+                report.retried += usize::from(a.retried);
+                report.below_min_face_px += usize::from(a.size_px < min_px);
+            }
+        }
+    }
+    report.split = split.map(|h| h.to_string());
+    report.ms_per_image = elapsed / samples.len().max(1) as f64;
     report.dataset = dir.display().to_string();
     report.model = engine.model_id().to_owned();
     Ok(report)
@@ -286,5 +451,28 @@ mod tests {
         assert!(r.dir_at_fpir_1e2 < 1.0);
         let missing = vec![None, e(0), e(1), e(1), e(2), e(2)];
         assert_eq!(score(&samples, &missing).failed_to_acquire, 1);
+    }
+
+    #[test]
+    fn halves_are_disjoint_balanced_and_fixed_by_name() {
+        let samples: Vec<Sample> = ["ann", "bob", "bob", "cy", "dee", "eve"]
+            .iter()
+            .map(|id| Sample {
+                identity: id.to_string(),
+                path: PathBuf::new(),
+            })
+            .collect();
+        let ids = |v: Vec<Sample>| {
+            let mut v: Vec<String> = v.into_iter().map(|s| s.identity).collect();
+            v.dedup();
+            v
+        };
+        let a = ids(select_half(samples.clone(), Split::A));
+        let b = ids(select_half(samples.clone(), Split::B));
+        // The same halves and keys as reference_eval.py's split_identities / split_key.
+        assert_eq!(a, ["ann", "cy", "dee"]);
+        assert_eq!(b, ["bob", "eve"]);
+        assert_eq!(split_key(""), 0xefd0_1f60_ba99_2926);
+        assert_eq!(split_key("Barack_Obama"), 0xea1f_dde7_2b1e_1b79);
     }
 }

@@ -56,6 +56,10 @@ enum Command {
     Eval {
         #[arg(long)]
         dataset: PathBuf,
+        /// Only one half of the identities: `a` or `b` (ranked by a hash of
+        /// the name; the reference's `--split` picks the same people).
+        #[arg(long)]
+        split: Option<facegate::eval::Split>,
         /// One JSON object instead of a readable summary.
         #[arg(long)]
         json: bool,
@@ -445,18 +449,27 @@ fn run() -> Result<()> {
     let now = OffsetDateTime::now_utc();
     let db = cli.db.as_deref();
     match cli.command {
-        Command::Eval { dataset, json } => {
+        Command::Eval {
+            dataset,
+            split,
+            json,
+        } => {
             let mut engine = FaceEngine::new(&config)?;
-            let r = facegate::eval::run(&mut engine, &dataset)?;
+            let r = facegate::eval::run(&mut engine, &dataset, split)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{}: {} identities, {} images, {} not acquired\nTAR@FAR1e-2 {:.3}  TAR@FAR1e-3 {:.3}  DIR@FPIR1% {:.3}  ({:.1} ms/image, {})",
+                    "{}{}: {} identities, {} images, {} not acquired {:?}\nTAR@FAR1e-2 {:.3}  TAR@FAR1e-3 {:.3}  DIR@FPIR1% {:.3}  ({:.1} ms/image, {})",
                     r.dataset,
+                    r.split
+                        .as_deref()
+                        .map(|h| format!(" (half {h})"))
+                        .unwrap_or_default(),
                     r.identities,
                     r.images,
                     r.failed_to_acquire,
+                    r.failed_by_cause,
                     r.tar_at_far_1e2,
                     r.tar_at_far_1e3,
                     r.dir_at_fpir_1e2,

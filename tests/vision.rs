@@ -103,7 +103,7 @@ fn dev_set_accuracy_matches_the_reference_pipeline() {
         return;
     };
     let mut engine = common::engine();
-    let r = facegate::eval::run(&mut engine, &faces.join("identities")).unwrap();
+    let r = facegate::eval::run(&mut engine, &faces.join("identities"), None).unwrap();
     eprintln!("{}", serde_json::to_string(&r).unwrap());
     assert_eq!(r.identities, 31);
     assert_eq!(r.failed_to_acquire, 0);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference face-recognition pipeline and evaluation protocol for facegate.
 
-    reference_eval.py --dataset DIR [--models DIR] [--json] [--dump-embeddings FILE.json]
+    reference_eval.py --dataset DIR [--models DIR] [--split a|b] [--json] [--dump-embeddings FILE.json]
 
 This is the baseline the Rust `facegate eval` is compared against.  It uses ONNX Runtime
 (CPU, one intra-op and one inter-op thread, sequential execution, graph optimisation
@@ -55,6 +55,11 @@ d_0 >= d_1 >= ... >= d_{N-1} and take
 
 A comparison is accepted iff score > threshold (strict).  At most k <= r*N negatives are
 then accepted (exactly k when there are no ties at d_k).
+
+Halves (--split a|b): identities are ranked by fmix64(FNV-1a-64(UTF-8 name)) (MurmurHash3's
+64-bit finaliser over the FNV-1a hash; ties by name); the first ceil(n/2) are half "a", the rest
+half "b".  The protocol below then runs on that half alone (its identities sorted by name as
+usual).  `facegate eval --split` uses the same rule, so both evaluate the same people.
 
 Verification: all pairs (i < j) of acquired photos; genuine = same identity folder.
 TAR@FAR r = fraction of genuine pairs with score > threshold(r over impostor scores).
@@ -280,6 +285,29 @@ def list_dataset(root):
     return out
 
 
+_M64 = (1 << 64) - 1
+
+
+def split_key(name):
+    """fmix64(FNV-1a-64(name)): the rank that assigns an identity to half a or b."""
+    h = 0xCBF29CE484222325
+    for b in name.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001B3) & _M64
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _M64
+    h ^= h >> 33
+    return h
+
+
+def split_identities(names, half):
+    """The identities of half "a" (first ceil(n/2) by split_key) or "b" (the rest), sorted."""
+    ranked = sorted(names, key=lambda n: (split_key(n), n))
+    k = (len(ranked) + 1) // 2
+    return sorted(ranked[:k] if half == "a" else ranked[k:])
+
+
 def threshold_at(neg_scores, rate):
     """Quantile rule: descending sort, threshold = d[floor(rate*N)]; accept iff score > thr."""
     d = np.sort(np.asarray(neg_scores, dtype=np.float64))[::-1]
@@ -369,6 +397,8 @@ def main(argv=None):
     ap.add_argument("--det-interp", default="area", choices=sorted(INTERP),
                     help="interpolation for the detector's downscale to <=640 (default area; "
                          "the expected figures need area)")
+    ap.add_argument("--split", choices=("a", "b"),
+                    help="evaluate one half of the identities (split by a hash of the name)")
     args = ap.parse_args(argv)
 
     models = args.models or default_models_dir()
@@ -376,6 +406,9 @@ def main(argv=None):
     emb = ArcFace(os.path.join(models, "arcface_mbf_faceplugin_512.onnx"))
 
     data = list_dataset(args.dataset)
+    if args.split:
+        keep = set(split_identities([d[0] for d in data], args.split))
+        data = [d for d in data if d[0] in keep]
     identities = [d[0] for d in data]
     records, dump, total_t = [], {}, 0.0
     for ident, files in data:
@@ -409,6 +442,7 @@ def main(argv=None):
     res, gen, imp, strb = evaluate(records, identities)
     res["ms_per_image"] = 1000.0 * total_t / max(1, len(records))
     res["retried"] = sum(1 for v in dump.values() if v is not None and v["retried"])
+    res["failed"] = sorted(k for k, v in dump.items() if v is None)
     res["onnxruntime"] = ort.__version__
     res["opencv"] = cv2.__version__
 

@@ -88,17 +88,27 @@ impl Detector {
         &self.cfg
     }
 
-    /// Scales the image (long side at most `max_side`; small images up to
-    /// `upscale_below`) and packs it, padded to multiples of 32.
-    pub fn prepare(&self, img: RgbView<'_>) -> Prepared {
-        let long = img.width.max(img.height).max(1) as f32;
-        let scale = if long > self.cfg.max_side as f32 {
+    /// Tensor pixels per image pixel for an image of this size: long side
+    /// at most `max_side`; small images up to `upscale_below`.
+    pub fn input_scale(&self, width: u32, height: u32) -> f32 {
+        let long = width.max(height).max(1) as f32;
+        if long > self.cfg.max_side as f32 {
             self.cfg.max_side as f32 / long
         } else if long < self.cfg.upscale_below as f32 {
             self.cfg.upscale_below as f32 / long
         } else {
             1.0
-        };
+        }
+    }
+
+    /// Scales the image by [`Self::input_scale`] and packs it, padded to
+    /// multiples of 32.
+    pub fn prepare(&self, img: RgbView<'_>) -> Prepared {
+        self.prepare_scaled(img, self.input_scale(img.width, img.height))
+    }
+
+    /// Scales the image by `scale` and packs it, padded to multiples of 32.
+    pub fn prepare_scaled(&self, img: RgbView<'_>, scale: f32) -> Prepared {
         let w = ((img.width as f32 * scale).round() as u32).max(1);
         let h = ((img.height as f32 * scale).round() as u32).max(1);
         let tw = (w as usize).div_ceil(32) * 32;
@@ -175,7 +185,17 @@ impl Detector {
 
     /// Detects faces in an image; coordinates are the image's own.
     pub fn detect(&mut self, img: RgbView<'_>) -> Result<Vec<Detection>, VisionError> {
-        let p = self.prepare(img);
+        self.detect_at(img, 1.0)
+    }
+
+    /// Detects with the detector's input `factor` times larger than usual
+    /// (a diagnosis: is a missed face only too small for the input?).
+    pub fn detect_at(
+        &mut self,
+        img: RgbView<'_>,
+        factor: f32,
+    ) -> Result<Vec<Detection>, VisionError> {
+        let p = self.prepare_scaled(img, self.input_scale(img.width, img.height) * factor);
         let inv = 1.0 / p.scale;
         let dets = self.run(&p)?;
         Ok(dets
@@ -183,6 +203,42 @@ impl Detector {
             .map(|d| d.transformed(inv, 0.0, 0.0))
             .filter(|d| d.bbox[0] < img.width as f32 && d.bbox[1] < img.height as f32)
             .collect())
+    }
+}
+
+impl Detector {
+    /// Re-estimates one face's landmarks with this detector, run on a crop
+    /// around it (the box enlarged `CROP` times) scaled so the crop is
+    /// `CROP_PX` wide: a small face is seen at a size the detector is good
+    /// at. `None` when this detector finds no face overlapping the box.
+    pub fn landmarks_for(
+        &mut self,
+        img: RgbView<'_>,
+        face: &Detection,
+    ) -> Result<Option<[[f32; 2]; 5]>, VisionError> {
+        const CROP: f32 = 2.0;
+        const CROP_PX: f32 = 160.0;
+        let cx = (face.bbox[0] + face.bbox[2]) / 2.0;
+        let cy = (face.bbox[1] + face.bbox[3]) / 2.0;
+        let side = face.width().max(face.height()).max(1.0) * CROP;
+        let x0 = (cx - side / 2.0).floor().max(0.0) as u32;
+        let y0 = (cy - side / 2.0).floor().max(0.0) as u32;
+        let x1 = (cx + side / 2.0).ceil().max(0.0) as u32;
+        let y1 = (cy + side / 2.0).ceil().max(0.0) as u32;
+        let crop = img.crop(x0, y0, x1, y1);
+        if crop.width < 8 || crop.height < 8 {
+            return Ok(None);
+        }
+        let p = self.prepare_scaled(crop, CROP_PX / side);
+        let inv = 1.0 / p.scale;
+        let best = self
+            .run(&p)?
+            .into_iter()
+            .map(|d| d.transformed(inv, x0 as f32, y0 as f32))
+            .map(|d| (iou(&d.bbox, &face.bbox), d))
+            .filter(|(o, _)| *o >= 0.3)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(best.map(|(_, d)| d.landmarks))
     }
 }
 

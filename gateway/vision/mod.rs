@@ -114,7 +114,10 @@ pub struct FaceEngine {
     min_face_px: u32,
     flip_average: bool,
     landmark_flip: bool,
+    /// A second detector whose landmarks are used for alignment.
+    landmark_detector: Option<Detector>,
     blur_sigma: f32,
+    blur_sigma_src: f32,
     model_id: String,
 }
 
@@ -226,6 +229,17 @@ impl FaceEngine {
         if v.quality.flip_average {
             model_id.push_str("+flip");
         }
+        let landmark_detector = match v.quality.landmark_detector.as_str() {
+            "" => None,
+            name => {
+                let cfg = v.detectors.get(name).ok_or_else(|| {
+                    VisionError::Runtime(format!(
+                        "vision.quality.landmark_detector: no [vision.detectors.{name}]"
+                    ))
+                })?;
+                Some(Detector::new(cfg, &models, v.threads)?)
+            }
+        };
         let fusion = match v.fusion.as_ref().filter(|f| f.enabled) {
             Some(f) if f.optional && !models.join(&v.embedders[&f.embedder].file).exists() => {
                 tracing::warn!(
@@ -257,7 +271,9 @@ impl FaceEngine {
             min_face_px: v.quality.min_face_px,
             flip_average: v.quality.flip_average,
             landmark_flip: v.quality.landmark_flip,
+            landmark_detector,
             blur_sigma: v.quality.upsample_blur_sigma,
+            blur_sigma_src: v.quality.upsample_blur_sigma_src,
             model_id,
         })
     }
@@ -271,6 +287,11 @@ impl FaceEngine {
     /// Length of this engine's embeddings (both models' when fused).
     pub fn dim(&self) -> usize {
         self.embedder.config().dim + self.fusion.as_ref().map_or(0, |(e, _)| e.config().dim)
+    }
+
+    /// Faces smaller than this (shorter box side, pixels) are refused.
+    pub fn min_face_px(&self) -> u32 {
+        self.min_face_px
     }
 
     pub fn detector(&mut self) -> &mut Detector {
@@ -291,7 +312,15 @@ impl FaceEngine {
     /// mirror image (mapped back): the two estimates err independently, so
     /// the alignment of small faces steadies.
     pub fn detect(&mut self, img: RgbView<'_>) -> Result<Vec<Detection>, VisionError> {
-        let found = self.detector.detect(img)?;
+        let mut found = self.detector.detect(img)?;
+        if let Some(second) = &mut self.landmark_detector {
+            for d in &mut found {
+                if let Some(l) = second.landmarks_for(img, d)? {
+                    d.landmarks = l;
+                }
+            }
+            return Ok(found);
+        }
         if !self.landmark_flip || found.is_empty() {
             return Ok(found);
         }
@@ -313,9 +342,18 @@ impl FaceEngine {
     /// middle of a black canvas twice its size (tight face crops, where the
     /// face fills the frame, are missed by the detector otherwise).
     pub fn detect_with_border(&mut self, img: RgbView<'_>) -> Result<Vec<Detection>, VisionError> {
+        Ok(self.detect_with_border_retried(img)?.0)
+    }
+
+    /// [`Self::detect_with_border`], also saying whether the border retry
+    /// was needed.
+    pub fn detect_with_border_retried(
+        &mut self,
+        img: RgbView<'_>,
+    ) -> Result<(Vec<Detection>, bool), VisionError> {
         let found = self.detect(img)?;
         if !found.is_empty() {
-            return Ok(found);
+            return Ok((found, false));
         }
         let (w, h) = (img.width, img.height);
         let (px, py) = (w / 2, h / 2);
@@ -326,10 +364,11 @@ impl FaceEngine {
             canvas.as_mut()[dst_start..dst_start + row.len()].copy_from_slice(row);
         }
         let found = self.detect(RgbView::from_image(&canvas))?;
-        Ok(found
+        let found = found
             .into_iter()
             .map(|d| d.transformed(1.0, -(px as f32), -(py as f32)))
-            .collect())
+            .collect();
+        Ok((found, true))
     }
 
     /// The aligned crop the embedder sees (softened when it was enlarged).
@@ -341,7 +380,12 @@ impl FaceEngine {
         );
         let mut crop = align::warp(img, &m, e.input_size);
         if m.scale() > 1.0 {
-            align::gaussian_blur(&mut crop, e.input_size, self.blur_sigma);
+            let sigma = if self.blur_sigma_src > 0.0 {
+                (self.blur_sigma_src * m.scale()).min(3.0)
+            } else {
+                self.blur_sigma
+            };
+            align::gaussian_blur(&mut crop, e.input_size, sigma);
         }
         crop
     }
