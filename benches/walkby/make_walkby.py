@@ -7,7 +7,11 @@
 Turns FACES/identities/<name>/<n>.jpg into a gate video: people walk up to the camera one after
 another (faces growing from --face-start to --face-end px, box width), with empty gaps between them,
 on a procedurally drawn gate scene (no photos of people other than the pasted heads); at the end
-of its walk-up a walker vanishes (steps through the gate).
+of its walk-up a walker vanishes (steps through the gate). The camera: every frame is blurred
+(--blur, Gaussian sigma in px; optics) and gets sensor noise (--noise, per-channel sigma) before
+H.264. Without them the pasted heads are ideal area-downsampled photos: on this set the reference
+then passed 20/20 owners at 28->72 px (with blur 0.7 / noise 4: 14/20; the issue quotes 16/20 on
+its own held-out people), so the defaults sit between: 0.5 / 3.
 
 Writes into DIR:
   walkby.mp4    640x480, 10 fps, H.264 (GStreamer x264enc, bitrate --kbps, speed-preset=medium,
@@ -75,7 +79,8 @@ def locate_faces(det, root, name):
         if a is None:
             log(f"no face found in {path}: skipped")
             continue
-        out.append({"path": os.path.abspath(path), "img": img, "box": a[1], "kps": a[2]})
+        # keep only the head patch: whole photos of 2048 px would hold a GB for nothing
+        out.append({"path": os.path.abspath(path), "head": head_patch(img, a[1])})
     return out
 
 
@@ -127,12 +132,11 @@ def make_background(rng):
     return np.clip(bg, 0, 255).astype(np.float32)
 
 
-def head_patch(photo):
+def head_patch(img, box):
     """Cut a square head region (face box x2.2) with a feathered elliptical mask.
 
     Returns (patch BGR float32, mask float32 0..1, face box width in patch pixels,
     face centre offset in the patch)."""
-    img, box = photo["img"], photo["box"]
     bw, bh = float(box[2]), float(box[3])
     cx, cy = float(box[0]) + bw / 2, float(box[1]) + bh / 2
     side = int(round(HEAD_SCALE * max(bw, bh)))
@@ -212,11 +216,7 @@ def walker_state(wu, t, args):
 
 def render(plan, bg, args, total_s, rng_noise):
     n = int(round(total_s * FPS))
-    cache = {}
     for wu in plan:
-        key = wu["photo"]["path"]
-        if key not in cache:
-            cache[key] = head_patch(wu["photo"])
         wu["visible"] = []
     for i in range(n):
         t = i / FPS
@@ -226,7 +226,7 @@ def render(plan, bg, args, total_s, rng_noise):
             if st is None:
                 continue
             size, cx, cy = st
-            patch, mask, bw, (fcx, fcy) = cache[wu["photo"]["path"]]
+            patch, mask, bw, (fcx, fcy) = wu["photo"]["head"]
             s = size / bw
             side = max(2, int(round(patch.shape[0] * s)))
             interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
@@ -243,7 +243,11 @@ def render(plan, bg, args, total_s, rng_noise):
             fy0, fy1 = cy - size * 0.6, cy + size * 0.6
             if fx1 > 0 and fx0 < W and fy1 > 0 and fy0 < H:
                 wu["visible"].append(t)
-        frame += rng_noise.normal(0, 2.0, (H, W, 1)).astype(np.float32)  # sensor noise
+        # the camera: optics blur the scene (pasted heads were sharp area-downsampled photos),
+        # the sensor adds temporal noise (which also makes the encoder spend its bitrate)
+        if args.blur > 0:
+            frame = cv2.GaussianBlur(frame, (0, 0), args.blur)
+        frame += rng_noise.normal(0, args.noise, (H, W, 3)).astype(np.float32)
         yield i, np.clip(frame, 0, 255).astype(np.uint8)
 
 
@@ -285,6 +289,8 @@ def main(argv=None):
     ap.add_argument("--owners", type=int, default=10)
     ap.add_argument("--strangers", type=int, default=10)
     ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--blur", type=float, default=0.5, help="camera blur, Gaussian sigma px")
+    ap.add_argument("--noise", type=float, default=3.0, help="sensor noise, sigma per channel")
     ap.add_argument("--split", choices=["all", "a", "b"], default="all")
     ap.add_argument("--models", default=None)
     ap.add_argument("--samples", type=int, default=6, help="sample frames written as PNG")
@@ -342,6 +348,7 @@ def main(argv=None):
         "video": os.path.abspath(video),
         "fps": FPS, "width": W, "height": H, "frames": n_frames, "duration_s": n_frames / FPS,
         "face_start_px": args.face_start, "face_end_px": args.face_end, "kbps": args.kbps,
+        "blur_sigma": args.blur, "noise_sigma": args.noise,
         "seed": args.seed, "split": args.split, "passes": args.passes,
         "owners": owners, "strangers": strangers,
         "enrolments": enrolments,
