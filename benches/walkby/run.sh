@@ -73,7 +73,7 @@ fi
 RESULTS=()
 score() { # label truth events run_s
     "$PY" $HERE/score.py "$2" "$3" --json --label "$1" --run-s "$4" > "$RUN/$1.json"
-    "$PY" $HERE/score.py "$2" "$3" --label "$1" >> "$RUN/report.txt"
+    "$PY" $HERE/score.py "$2" "$3" --label "$1" --list >> "$RUN/report.txt"
     RESULTS+=("$RUN/$1.json")
 }
 
