@@ -14,6 +14,11 @@
 # Each facegate config enrols the owners into a fresh SQLite db (enrol.py); each replay gets its own
 # copy of that db. One table at the end; all results as JSON under target/walkby/results/.
 set -euo pipefail
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+# paths given in the environment are relative to where run.sh was started
+[ -n "${FACEGATE_BIN:-}" ] && FACEGATE_BIN=$(abs "$FACEGATE_BIN")
+[ -n "${WALKBY_CONFIG:-}" ] && WALKBY_CONFIG=$(abs "$WALKBY_CONFIG")
+[ -n "${FACES:-}" ] && FACES=$(abs "$FACES")
 cd "$(dirname "$0")/../.."
 HERE=benches/walkby
 OUT=target/walkby
@@ -106,9 +111,13 @@ PYEOF
         mkdir -p "$RUN/$d-$name.data"
         say "replay $label"
         t0=$SECONDS
-        nice -n 5 "$BIN" --config "$cfg" --db "$db" replay --camera gate-1 --role gate --fps 10 \
+        if ! nice -n 5 "$BIN" --config "$cfg" --db "$db" replay --camera gate-1 --role gate --fps 10 \
             --data-dir "$RUN/$d-$name.data" --stats "$v/walkby.mp4" \
-            > "$RUN/$d-$name.events.jsonl" 2> "$RUN/$d-$name.stderr"
+            > "$RUN/$d-$name.events.jsonl" 2> "$RUN/$d-$name.stderr"; then
+            tail -5 "$RUN/$d-$name.stderr" >&2
+            say "replay $label failed"
+            exit 1
+        fi
         el=$((SECONDS - t0))
         grep '^replay:' "$RUN/$d-$name.stderr" >&2 || true
         score "$d-$name" "$RUN/$d-$name.truth.json" "$RUN/$d-$name.events.jsonl" "$el"

@@ -21,6 +21,8 @@ Primary events: every kind except loitering and camera_*.
 Metrics (counts of walk-ups):
   owner_pass_ok        owner walk-ups with an owner_pass for the walker's owner_id (any revision)
   owner_alerted_first  owner walk-ups whose first primary event (revision 0) is a `stranger` alert
+  owner_alerted_any    owner walk-ups with a `stranger` alert at any point (e.g. a pass, then the
+                       track splits and the rest of the walk-up is alerted as a stranger)
   wrong_pass           walk-ups with an owner_pass naming someone other than the walker (any
                        stranger pass, or owner A passed as owner B); listed with score and faces
   stranger_alerted     stranger walk-ups with a stranger/watchlist event and no owner_pass
@@ -120,7 +122,7 @@ def score(truth, events):
     strangers = [w for w in walkups if w["role"] != "owner"]
     m = {
         "walkups": len(walkups), "owner_walkups": len(owners), "stranger_walkups": len(strangers),
-        "owner_pass_ok": 0, "owner_alerted_first": 0, "wrong_pass": 0, "stranger_alerted": 0,
+        "owner_pass_ok": 0, "owner_alerted_first": 0, "owner_alerted_any": 0, "wrong_pass": 0, "stranger_alerted": 0,
         "spoof": 0, "silent": 0, "undecided_only": 0, "several_decisions": 0,
         "events": len(events), "unattributed": len(unattributed), "ambiguous_windows": ambiguous,
     }
@@ -138,6 +140,7 @@ def score(truth, events):
         if w["role"] == "owner":
             m["owner_pass_ok"] += ok_pass
             m["owner_alerted_first"] += bool(first and first["kind"] == "stranger")
+            m["owner_alerted_any"] += "stranger" in kinds
         else:
             m["stranger_alerted"] += bool(any(k in ("stranger", "watchlist") for k in kinds) and not passes)
         if bad:
@@ -179,6 +182,7 @@ def print_report(label, m, show_list):
     print(f"== {label}")
     print(f"owners passed (right owner)     {m['owner_pass_ok']}/{m['owner_walkups']}")
     print(f"owners alerted as stranger 1st  {m['owner_alerted_first']}/{m['owner_walkups']}")
+    print(f"owners alerted as stranger any  {m['owner_alerted_any']}/{m['owner_walkups']}")
     print(f"wrong-person passes             {m['wrong_pass']} walk-ups")
     for w in m["wrong_passes"]:
         print(f"    walk-up {w['walkup']} {w['role']} {w['walker']} passed as {w['passed_as']}"
@@ -202,6 +206,7 @@ def print_report(label, m, show_list):
 TABLE_COLS = [
     ("pass", lambda m: f"{m['owner_pass_ok']}/{m['owner_walkups']}"),
     ("alert1st", lambda m: f"{m['owner_alerted_first']}"),
+    ("alertany", lambda m: f"{m.get('owner_alerted_any', '-')}"),
     ("wrong", lambda m: f"{m['wrong_pass']}"),
     ("str.alert", lambda m: f"{m['stranger_alerted']}/{m['stranger_walkups']}"),
     ("spoof", lambda m: f"{m['spoof']}"),
