@@ -140,18 +140,25 @@ def make_background(rng):
 def head_patch(img, box):
     """Cut a square head region (face box x2.2) with a feathered elliptical mask.
 
+    Where the region runs past the photo (tight crops such as the NUAA webcam faces) the mask is
+    zero, so the scene shows through: mirrored padding would paste half-faces around the head,
+    which detectors find as extra faces.
+
     Returns (patch BGR float32, mask float32 0..1, face box width in patch pixels,
     face centre offset in the patch)."""
     bw, bh = float(box[2]), float(box[3])
     cx, cy = float(box[0]) + bw / 2, float(box[1]) + bh / 2
     side = int(round(HEAD_SCALE * max(bw, bh)))
     pad = side
-    padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    inside = np.zeros(padded.shape[:2], np.float32)
+    inside[pad:pad + img.shape[0], pad:pad + img.shape[1]] = 1.0
     x0 = int(round(cx - side / 2)) + pad
     y0 = int(round(cy - side / 2 - 0.08 * bh)) + pad  # a little more hair than neck
     patch = padded[y0:y0 + side, x0:x0 + side].astype(np.float32)
     m = np.zeros((side, side), np.float32)
     cv2.ellipse(m, (side // 2, int(side * 0.5)), (int(side * 0.36), int(side * 0.46)), 0, 0, 360, 1.0, -1)
+    m *= inside[y0:y0 + side, x0:x0 + side]
     m = cv2.GaussianBlur(m, (0, 0), side * 0.04)
     face_c = (cx - (x0 - pad), cy - (y0 - pad))
     return patch, m, bw, face_c
