@@ -9,10 +9,10 @@ another (faces growing from --face-start to --face-end px, box width), with empt
 on a procedurally drawn gate scene (no photos of people other than the pasted heads); at the end
 of its walk-up a walker vanishes (steps through the gate). The camera: each frame gets sensor noise
 (--noise, luminance sigma, default 2) and optionally optics blur (--blur, Gaussian sigma px, default
-0) before H.264. With the defaults the Python reference passed 20/20 owners near (28->72 px) and
-12-14/20 far (20->44 px), 6-8 owners alerted first (threaded-encoder runs) (the issue quotes 16/20 and 14/20, 4 and 6, on its own
-held-out people). Blur is a steep lever: --blur 0.5 --noise 3 (noise on 3 channels) gave 20/20
-near but 7/20 far (14 alerted first); --blur 0.7 --noise 4: 14/20 near.
+0) before H.264. With the defaults the Python reference passes 19/20 owners near (28->72 px) and
+13/20 far (20->44 px), 1 and 7 owners alerted first (the issue quotes 16/20 and 14/20, 4 and 6, on its own
+held-out people). Blur is a steep lever (measured before the padding fix, see README.md):
+--blur 0.5 --noise 3 (noise on 3 channels) gave 20/20 near but 7/20 far; --blur 0.7 --noise 4: 14/20 near.
 
 Writes into DIR:
   walkby.mp4    640x480, 10 fps, H.264 (GStreamer x264enc, bitrate --kbps, speed-preset=medium,
