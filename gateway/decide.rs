@@ -33,6 +33,9 @@ pub struct Verdict {
     pub reason: Option<String>,
     /// Seconds from the track's first sighting to this decision.
     pub seen_for_s: f32,
+    /// Within the repeat-alert cooldown of the same decision for the same
+    /// person: recorded, not alerted, never an open.
+    pub repeat: bool,
 }
 
 /// Whether a track has the evidence for a pass; if not, why.
@@ -161,9 +164,8 @@ impl Decider {
                 )),
                 ..self.verdict(EventKind::Spoof, t, None, now)
             };
-            if self.cooldown_ok(EventKind::Spoof, "spoof".into(), now) {
-                out.push(Action::Emit(v));
-            }
+            let repeat = !self.cooldown_ok(EventKind::Spoof, "spoof".into(), now);
+            out.push(Action::Emit(Verdict { repeat, ..v }));
             return;
         }
         let best = matches.first().filter(|_| t.usable > 0);
@@ -294,6 +296,7 @@ impl Decider {
     fn verdict(&self, kind: EventKind, t: &Track, m: Option<&Match>, now: f64) -> Verdict {
         Verdict {
             seen_for_s: (now - t.first_seen).max(0.0) as f32,
+            repeat: false,
             kind,
             track_id: t.id,
             subject: m.map(|m| m.subject.clone()),
@@ -343,6 +346,12 @@ impl Decider {
             out.push(Action::Update(v));
         } else if self.cooldown_ok_for(kind, key, now, cooldown) {
             out.push(Action::Emit(v));
+        } else {
+            out.push(Action::Emit(Verdict {
+                repeat: true,
+                open_gate: false,
+                ..v
+            }));
         }
     }
 
@@ -356,9 +365,11 @@ impl Decider {
             priority: Some(Priority::Normal),
             ..self.verdict(EventKind::Stranger, t, None, now)
         };
-        if self.cooldown_ok(EventKind::Stranger, sid.clone(), now) {
-            out.push(Action::Emit(v.clone()));
-        }
+        let repeat = !self.cooldown_ok(EventKind::Stranger, sid.clone(), now);
+        out.push(Action::Emit(Verdict {
+            repeat,
+            ..v.clone()
+        }));
         let window = self.cfg.loiter_window_s as f64;
         let seen = self.strangers.iter().find(|s| s.id == sid).map_or(0, |s| {
             s.tracks.iter().filter(|(at, _)| now - at <= window).count()
@@ -576,7 +587,12 @@ mod tests {
         let Action::Emit(v) = &a[0] else { panic!() };
         assert!(v.open_gate);
         assert_eq!(v.faces, 3, "decided after min_faces");
-        assert!(end_all(&mut d, &mut t, 10.0, Some(owner(0.5))).is_empty());
+        assert!(end_all(&mut d, &mut t, 4.0, Some(owner(0.5))).is_empty());
+        // Back within the pass cooldown (a split track): recorded as a
+        // repeat, no second open.
+        let again = feed(&mut d, &mut t, 4.5, 5, [1.0, 0.0], false, Some(owner(0.5)));
+        assert_eq!(kinds(&again), [EventKind::OwnerPass]);
+        assert!(matches!(&again[0], Action::Emit(v) if v.repeat && !v.open_gate));
     }
 
     #[test]
@@ -657,11 +673,18 @@ mod tests {
             1
         );
         assert_eq!(d.stranger_count(), 1);
-        // Within the cooldown a fourth visit gives no new stranger alert.
-        let again = feed(&mut d, &mut t, 255.0, 5, [1.0, 0.0], false, None);
-        assert!(again.is_empty(), "{again:?}");
+        // Within the cooldown a fourth visit is recorded as a repeat, not
+        // alerted again.
+        let mut again = feed(&mut d, &mut t, 255.0, 5, [1.0, 0.0], false, None);
+        again.extend(end_all(&mut d, &mut t, 258.0, None));
+        assert_eq!(kinds(&again), [EventKind::Stranger], "{again:?}");
+        assert!(matches!(&again[0], Action::Emit(v) if v.repeat));
+        assert!(
+            strangers.iter().all(|v| !v.repeat),
+            "the first three were alerts"
+        );
         // Retention: forgotten after an hour unseen.
-        d.expire(255.0 + 3601.0);
+        d.expire(258.0 + 3601.0);
         assert_eq!(d.stranger_count(), 0);
     }
 

@@ -118,6 +118,11 @@ pub struct Event {
     /// Seconds from the track's first sighting to this decision.
     #[serde(default)]
     pub seen_for_s: Option<f32>,
+    /// The same decision for the same person at this camera within the
+    /// repeat-alert cooldown: recorded (every track has its decision) but
+    /// not alerted again and never an open.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
     pub snapshot: Option<Snapshot>,
 }
 
@@ -163,6 +168,7 @@ impl Event {
             faces: None,
             reason: None,
             seen_for_s: None,
+            repeat: false,
             snapshot: None,
         }
     }

@@ -545,6 +545,7 @@ impl Processor {
         e.faces = Some(v.faces);
         e.reason = v.reason.clone();
         e.seen_for_s = Some((v.seen_for_s * 100.0).round() / 100.0);
+        e.repeat = v.repeat;
         if v.kind == EventKind::OwnerPass || v.kind == EventKind::Watchlist {
             e.stranger_id = None;
         }

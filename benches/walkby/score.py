@@ -25,7 +25,9 @@ Metrics (counts of walk-ups):
                        track splits and the rest of the walk-up is alerted as a stranger)
   wrong_pass           walk-ups with an owner_pass naming someone other than the walker (any
                        stranger pass, or owner A passed as owner B); listed with score and faces
-  stranger_alerted     stranger walk-ups with a stranger/watchlist event and no owner_pass
+  stranger_alerted     stranger walk-ups with a stranger/watchlist alert (not a `repeat`) and no owner_pass
+  repeat               walk-ups with a decision recorded as a `repeat` (within the repeat-alert cooldown
+                       of the same decision for the same person: recorded, not alerted, no open)
   spoof                walk-ups with a spoof event (expected with liveness on: pasted photos)
   silent               walk-ups with no primary event; undecided_only: only `undecided` events
   several_decisions    walk-ups with more than one distinct event id among primary events
@@ -123,7 +125,7 @@ def score(truth, events):
     m = {
         "walkups": len(walkups), "owner_walkups": len(owners), "stranger_walkups": len(strangers),
         "owner_pass_ok": 0, "owner_alerted_first": 0, "owner_alerted_any": 0, "wrong_pass": 0, "stranger_alerted": 0,
-        "spoof": 0, "silent": 0, "undecided_only": 0, "several_decisions": 0,
+        "spoof": 0, "silent": 0, "undecided_only": 0, "several_decisions": 0, "repeat": 0,
         "events": len(events), "unattributed": len(unattributed), "ambiguous_windows": ambiguous,
     }
     wrong, per_walkup = [], []
@@ -142,7 +144,8 @@ def score(truth, events):
             m["owner_alerted_first"] += bool(first and first["kind"] == "stranger")
             m["owner_alerted_any"] += "stranger" in kinds
         else:
-            m["stranger_alerted"] += bool(any(k in ("stranger", "watchlist") for k in kinds) and not passes)
+            alerts = [e for e in evs if e["kind"] in ("stranger", "watchlist") and not e.get("repeat")]
+            m["stranger_alerted"] += bool(alerts and not passes)
         if bad:
             m["wrong_pass"] += 1
             for e in bad:
@@ -152,6 +155,7 @@ def score(truth, events):
                               "video_t": e.get("video_t")})
         m["spoof"] += "spoof" in kinds
         m["silent"] += not evs
+        m["repeat"] += any(e.get("repeat") for e in evs)
         m["undecided_only"] += bool(evs) and all(k == "undecided" for k in kinds)
         m["several_decisions"] += len({e.get("id") for e in evs}) > 1
         if w["start_t"] is not None:
@@ -190,6 +194,7 @@ def print_report(label, m, show_list):
     print(f"strangers alerted               {m['stranger_alerted']}/{m['stranger_walkups']}")
     print(f"spoof walk-ups                  {m['spoof']}/{m['walkups']}")
     print(f"silent / undecided only         {m['silent']} / {m['undecided_only']}")
+    print(f"with a repeat (not alerted)     {m['repeat']}")
     print(f"several decisions (track split) {m['several_decisions']}")
     print(f"events {m['events']}, unattributed {m['unattributed']}, ambiguous windows "
           f"{m['ambiguous_windows']}")
@@ -213,6 +218,7 @@ TABLE_COLS = [
     ("silent", lambda m: f"{m['silent']}"),
     ("undec", lambda m: f"{m['undecided_only']}"),
     ("split", lambda m: f"{m['several_decisions']}"),
+    ("repeat", lambda m: f"{m.get('repeat', '-')}"),
     ("unattr", lambda m: f"{m['unattributed']}"),
     ("pass p50/p99", lambda m: ttd(m, "owner_pass")),
     ("stranger p50/p99", lambda m: ttd(m, "stranger")),

@@ -221,7 +221,9 @@ pub async fn stream(
     let s = BroadcastStream::new(rx).filter_map(move |item| {
         let out = match item {
             Ok(e) => {
-                if alerts_only && !(e.kind.is_alert() || e.kind == EventKind::CameraOffline) {
+                if alerts_only
+                    && (e.repeat || !(e.kind.is_alert() || e.kind == EventKind::CameraOffline))
+                {
                     None
                 } else {
                     let data = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());

@@ -148,10 +148,11 @@ pub fn messages_for_with_face(
     } else {
         tracing::error!(camera = %event.camera, "camera name unusable as an MQTT topic level; event not published on events/");
     }
-    if event.kind.is_alert() {
+    if event.kind.is_alert() && !event.repeat {
         out.push(msg(topics.alerts(), payload, false));
     }
     if event.kind == EventKind::OwnerPass
+        && !event.repeat
         && let Some(gate) = &event.gate
     {
         match cfg.gate_secret(gate) {
