@@ -252,3 +252,38 @@ fn missing_optional_models_are_skipped_and_the_rest_still_judge() {
         "{err}"
     );
 }
+
+/// The held-out protocol end to end: the threshold tuned on subjects 1–4
+/// (BPCER ≤ 8% of their live faces, full size and 0.6 pooled) applied to
+/// subjects 5–8 and 16. Measured 2026-12-01: T 0.064, APCER 11/97 = 0.113,
+/// BPCER 9/80 = 0.113; the bounds allow one more of each.
+#[test]
+fn a_threshold_tuned_on_one_subject_half_holds_on_the_other() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let dir = faces.join("liveness");
+    let mut engine = common::engine();
+    let scales = [1.0, 0.6];
+    let half = |h| SubjectFilter::split(h).unwrap();
+    let tuned = eval_liveness::run(&mut engine, &dir, &scales, &half("a"), None).unwrap();
+    let target = tuned
+        .targets
+        .iter()
+        .find(|p| p.bpcer_target == 0.08)
+        .unwrap();
+    assert!(target.bpcer <= 0.08, "{target:?}");
+    let r = eval_liveness::run(
+        &mut engine,
+        &dir,
+        &scales,
+        &half("b"),
+        Some(target.threshold),
+    )
+    .unwrap();
+    eprint!("{}", eval_liveness::summary(&r));
+    let e = r.pooled.iter().find(|x| x.name == "ensemble").unwrap();
+    assert_eq!((e.live, e.attacks), (80, 97));
+    assert!(e.apcer <= 12.0 / 97.0 + 1e-6, "held-out APCER {}", e.apcer);
+    assert!(e.bpcer <= 10.0 / 80.0 + 1e-6, "held-out BPCER {}", e.bpcer);
+}
