@@ -1233,6 +1233,15 @@ mod tests {
             (l.models.len(), l.models[0].weight, l.min_face_px),
             (1, 1.0, 50)
         );
+        // An own model is required and scored once unless it says otherwise.
+        assert!(!l.models[0].optional && !l.models[0].flip_average);
+        let c = Config::parse(
+            &model("flip_average = true\noptional = true\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let m = &c.vision.liveness.models[0];
+        assert!(m.optional && m.flip_average);
         let err = Config::parse(&model("weight = 0.0\n"), Path::new("c.toml"))
             .unwrap_err()
             .to_string();

@@ -1,8 +1,10 @@
 //! Passive liveness: is this a live face, or a printed photo / screen?
 //!
-//! One or more models (an ensemble), each on its own crop around the face;
-//! the score is their weighted mean live probability, compared with one
-//! threshold. Faces too small or too soft for the models are *not judged*
+//! One or more models (an ensemble), each on its own crop around the face
+//! (and, with `flip_average`, on its mirror image too, log-odds averaged);
+//! the score is their weighted mean live probability or log-odds, compared
+//! with one threshold. A model marked `optional` whose file is absent is
+//! left out with a warning. Faces too small or too soft for the models are *not judged*
 //! (`None`), which is not a spoof: the decision logic treats it as
 //! "liveness uncertain".
 //!
