@@ -17,6 +17,8 @@ Every file is written under a temporary name, checked against its SHA-256 and on
 place. A checksum mismatch from any source stops the run (exit 1). The mirror-only models
 (mobilefacenet_sirius_192, dlib_resnet_v1_128, minifasnet_*) are optional: without a mirror they are
 reported as skipped and the run still succeeds when the default models and the library are there.
+(The MiniFASNets are in the default liveness ensemble with `optional = true`: without them facegate
+starts and judges liveness with liveness_faceplugin_128 alone, a much weaker check.)
 
 Python 3.11, standard library only. The one step that needs a third-party package (deriving
 yunet_2023mar_dynamic.onnx, when no mirror has it) uses `onnx`: an importable one is tried first; when
@@ -708,6 +710,14 @@ def main(argv: list[str]) -> int:
                     if e.required or isinstance(u, OSError):
                         failures.append(e.path)
                         warn(f"error: {msg}")
+                    elif e.path.startswith("minifasnet_"):
+                        # In the default liveness ensemble, marked optional there.
+                        print(
+                            f"{msg}; skipped — optional: facegate then judges liveness with "
+                            "liveness_faceplugin_128.onnx alone, a much weaker check "
+                            "(BENCHMARKS.md, liveness section)",
+                            flush=True,
+                        )
                     else:
                         print(f"{msg}; skipped — it is an optional alternative model", flush=True)
         except Fatal as fatal:

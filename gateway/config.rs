@@ -535,6 +535,16 @@ pub struct LivenessModel {
     /// Its share of the ensemble score (weights are normalised).
     #[serde(default = "one")]
     pub weight: f32,
+    /// Score the crop and its mirror image and average their log-odds
+    /// (test-time augmentation: two runs of the model per face).
+    #[serde(default)]
+    pub flip_average: bool,
+    /// When the file is absent (the MiniFASNets are mirror-only), skip this
+    /// model with a warning naming the file and run the ensemble on the
+    /// rest, instead of refusing to start. A file that is present but wrong
+    /// is always an error.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 fn one() -> f32 {
@@ -558,6 +568,8 @@ impl LivenessModel {
             crop_scale: 2.7,
             live_class: 1,
             weight: 1.0,
+            flip_average: true,
+            optional: true,
         }
     }
 
@@ -588,6 +600,8 @@ impl LivenessModel {
             crop_scale: 2.7,
             live_class: 0,
             weight: 1.0,
+            flip_average: true,
+            optional: false,
         }
     }
 }
@@ -596,14 +610,15 @@ impl Default for LivenessConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            // Chosen on NUAA subjects 1-4 / 5-8 both ways round (BENCHMARKS.md).
+            // Chosen on NUAA subjects 1-4 / 5-8 both ways round (BENCHMARKS.md),
+            // each model flip-averaged; the mirror-only MiniFASNets optional.
             models: vec![
                 LivenessModel::minifasnet_v2(),
                 LivenessModel::minifasnet_v1se(),
                 LivenessModel::faceplugin(),
             ],
             combine: Combine::LogOdds,
-            threshold: 0.03,
+            threshold: 0.05,
             min_face_px: 60,
             min_sharpness: 0.0,
             file: None,
@@ -1219,6 +1234,8 @@ mod tests {
                 m.crop_scale,
                 m.live_class,
                 m.weight,
+                m.flip_average,
+                m.optional,
             )
         };
         let (cm, dm): (Vec<_>, Vec<_>) = (
@@ -1261,6 +1278,15 @@ mod tests {
             (l.models.len(), l.models[0].weight, l.min_face_px),
             (1, 1.0, 50)
         );
+        // An own model is required and scored once unless it says otherwise.
+        assert!(!l.models[0].optional && !l.models[0].flip_average);
+        let c = Config::parse(
+            &model("flip_average = true\noptional = true\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let m = &c.vision.liveness.models[0];
+        assert!(m.optional && m.flip_average);
         let err = Config::parse(&model("weight = 0.0\n"), Path::new("c.toml"))
             .unwrap_err()
             .to_string();

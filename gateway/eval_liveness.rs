@@ -192,7 +192,37 @@ pub struct Report {
     /// crop and packing).
     pub ms_per_face: Vec<f32>,
     pub scales: Vec<ScaleReport>,
+    /// Each scorer over the judged faces of all scales together.
+    pub pooled: Vec<Rates>,
+    /// The ensemble's threshold for a few BPCER targets, all scales
+    /// pooled: tune on one subject half, pass it with `--threshold` to a
+    /// run on the other half.
+    pub targets: Vec<TargetPoint>,
     pub observations: Vec<Observation>,
+}
+
+/// The ensemble's operating point for one BPCER target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetPoint {
+    pub bpcer_target: f32,
+    /// Live faces strictly below it are rejected: at most the target share.
+    pub threshold: f32,
+    pub apcer: f32,
+    pub bpcer: f32,
+}
+
+/// BPCER targets reported in [`Report::targets`].
+pub const BPCER_TARGETS: [f32; 3] = [0.05, 0.08, 0.10];
+
+/// For `live` scores, the lowest threshold rejecting at most `target` of
+/// them: the sorted score at index `floor(target·n)`.
+pub fn threshold_at(live: &[f32], target: f32) -> f32 {
+    let mut sorted = live.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    sorted
+        .get((target * sorted.len() as f32).floor() as usize)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// APCER and BPCER at `t` (score < t = attack), the threshold for BPCER ≤
@@ -200,12 +230,7 @@ pub struct Report {
 pub fn rates(name: &str, live: &[f32], attacks: &[f32], t: f32) -> Rates {
     let frac = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f32 / d as f32 };
     let apcer_at = |t: f32| frac(attacks.iter().filter(|&&s| s >= t).count(), attacks.len());
-    let mut sorted = live.to_vec();
-    sorted.sort_by(f32::total_cmp);
-    let t5 = sorted
-        .get((0.05 * sorted.len() as f32).floor() as usize)
-        .copied()
-        .unwrap_or(0.0);
+    let t5 = threshold_at(live, 0.05);
     let mut wins = 0f64;
     for l in live {
         for a in attacks {
@@ -307,24 +332,32 @@ pub fn run(
             observations.push(o);
         }
     }
+    let all: Vec<&Observation> = observations.iter().collect();
+    let pooled = scorer_rates(&all, &models, t);
+    let ensemble = |live: bool| -> Vec<f32> {
+        all.iter()
+            .filter(|o| o.not_judged.is_none() && o.live == live)
+            .map(|o| o.ensemble.unwrap_or(0.0))
+            .collect()
+    };
+    let (live, attacks) = (ensemble(true), ensemble(false));
+    let targets = BPCER_TARGETS
+        .iter()
+        .map(|&bpcer_target| {
+            let threshold = threshold_at(&live, bpcer_target);
+            let r = rates("ensemble", &live, &attacks, threshold);
+            TargetPoint {
+                bpcer_target,
+                threshold,
+                apcer: r.apcer,
+                bpcer: r.bpcer,
+            }
+        })
+        .collect();
     let mut reports = Vec::new();
     for &scale in scales {
         let obs: Vec<&Observation> = observations.iter().filter(|o| o.scale == scale).collect();
-        let judged: Vec<&&Observation> = obs.iter().filter(|o| o.not_judged.is_none()).collect();
-        let pick = |live: bool, f: &dyn Fn(&Observation) -> f32| -> Vec<f32> {
-            judged
-                .iter()
-                .filter(|o| o.live == live)
-                .map(|o| f(o))
-                .collect()
-        };
-        let mut rs = Vec::new();
-        for (i, name) in models.iter().enumerate() {
-            let f = |o: &Observation| o.scores[i];
-            rs.push(rates(name, &pick(true, &f), &pick(false, &f), t));
-        }
-        let f = |o: &Observation| o.ensemble.unwrap_or(0.0);
-        rs.push(rates("ensemble", &pick(true, &f), &pick(false, &f), t));
+        let rs = scorer_rates(&obs, &models, t);
         let mut sizes: Vec<f32> = obs.iter().filter_map(|o| o.size_px).collect();
         let min_face_px = sizes.iter().copied().fold(f32::INFINITY, f32::min);
         reports.push(ScaleReport {
@@ -355,8 +388,30 @@ pub fn run(
             .map(|m| (m / timed.max(1) as f64) as f32)
             .collect(),
         scales: reports,
+        pooled,
+        targets,
         observations,
     })
+}
+
+/// Each model's and the ensemble's rates over the judged faces of `obs`.
+fn scorer_rates(obs: &[&Observation], models: &[String], t: f32) -> Vec<Rates> {
+    let judged: Vec<&&Observation> = obs.iter().filter(|o| o.not_judged.is_none()).collect();
+    let pick = |live: bool, f: &dyn Fn(&Observation) -> f32| -> Vec<f32> {
+        judged
+            .iter()
+            .filter(|o| o.live == live)
+            .map(|o| f(o))
+            .collect()
+    };
+    let mut rs = Vec::new();
+    for (i, name) in models.iter().enumerate() {
+        let f = |o: &Observation| o.scores[i];
+        rs.push(rates(name, &pick(true, &f), &pick(false, &f), t));
+    }
+    let f = |o: &Observation| o.ensemble.unwrap_or(0.0);
+    rs.push(rates("ensemble", &pick(true, &f), &pick(false, &f), t));
+    rs
 }
 
 /// The readable summary: one line per scale and scorer.
@@ -383,7 +438,15 @@ pub fn summary(r: &Report) -> String {
         "APCER@t",
         "AUC"
     );
-    for s in &r.scales {
+    let pooled = ScaleReport {
+        scale: 0.0,
+        median_face_px: 0.0,
+        min_face_px: 0.0,
+        live_not_judged: r.scales.iter().map(|s| s.live_not_judged).sum(),
+        attacks_not_judged: r.scales.iter().map(|s| s.attacks_not_judged).sum(),
+        rates: r.pooled.clone(),
+    };
+    for s in r.scales.iter().chain(std::iter::once(&pooled)) {
         for x in &s.rates {
             out.push_str(&format!(
                 "{:>5.2} {:>6.0} {:>3}L/{:<3}A  {:<16} {:>4} {:>4} {:>6.3} {:>6.3} {:>7.3} {:>8.3} {:>5.3}\n",
@@ -402,6 +465,14 @@ pub fn summary(r: &Report) -> String {
             ));
         }
     }
+    out.push_str("(scale 0 = all scales pooled)\nensemble, all scales pooled:");
+    for p in &r.targets {
+        out.push_str(&format!(
+            " BPCER<={:.2}: threshold {:.4} (APCER {:.3}, BPCER {:.3});",
+            p.bpcer_target, p.threshold, p.apcer, p.bpcer
+        ));
+    }
+    out.push('\n');
     out
 }
 
@@ -420,6 +491,10 @@ mod tests {
         assert_eq!(r.apcer_at_bpcer5, 2.0 / 3.0);
         // Pairs won: 0.9, 0.8, 0.7 beat all 3; 0.2 beats 1: 10 of 12.
         assert!((r.auc - 10.0 / 12.0).abs() < 1e-6);
+        // 8% of 25 live faces = 2: the third lowest; two are below it.
+        let live: Vec<f32> = (0..25).map(|i| i as f32 / 25.0).collect();
+        assert_eq!(threshold_at(&live, 0.08), 2.0 / 25.0);
+        assert_eq!(threshold_at(&[], 0.05), 0.0);
     }
 
     #[test]

@@ -45,9 +45,10 @@ fn the_shipped_ensemble_keeps_its_error_rates_on_the_samples() {
     assert!(e.apcer <= MAX_APCER, "APCER {}", e.apcer);
 }
 
-/// Measured 2026-12-01: BPCER 6/81 = 0.074, APCER 22/92 = 0.239.
-const MAX_BPCER: f32 = 0.09;
-const MAX_APCER: f32 = 0.25;
+/// Measured 2026-12-01 (flip-averaged ensemble, threshold 0.05): BPCER
+/// 7/81 = 0.086, APCER 14/92 = 0.152; the bounds allow one more of each.
+const MAX_BPCER: f32 = 0.10;
+const MAX_APCER: f32 = 0.165;
 
 #[test]
 fn silentface_live_sample_passes_and_its_print_and_screen_replay_do_not() {
@@ -167,9 +168,11 @@ fn liveness_config_errors_name_the_key_and_the_file() {
         "{err}"
     );
     assert!(err.contains("[[vision.liveness.models]]"), "{err}");
-    // A model file that is not there: the engine refuses to start, naming it.
+    // A model file that is not there and not optional: the engine refuses
+    // to start, naming it.
     let mut c = common::shipped_config();
     c.vision.liveness.models[0].file = PathBuf::from("no_such_liveness.onnx");
+    c.vision.liveness.models[0].optional = false;
     let err = FaceEngine::new(&c).err().unwrap().to_string();
     assert!(
         err.contains("no_such_liveness.onnx") && err.contains("mirror-only"),
@@ -180,4 +183,107 @@ fn liveness_config_errors_name_the_key_and_the_file() {
     c.vision.liveness.models[0].sha256 = "00".repeat(32);
     let err = FaceEngine::new(&c).err().unwrap().to_string();
     assert!(err.contains("checksum mismatch"), "{err}");
+}
+
+/// A box without the mirror-only MiniFASNet files (`optional = true`)
+/// starts, warns, and judges liveness with the models it has; when every
+/// model is optional and absent it refuses to start, naming the files.
+#[test]
+fn missing_optional_models_are_skipped_and_the_rest_still_judge() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let shipped = common::shipped_config();
+    let dir = tempfile::tempdir().unwrap();
+    let mut absent = Vec::new();
+    for e in std::fs::read_dir(&shipped.vision.models_dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("minifasnet_") {
+            absent.push(name);
+            continue;
+        }
+        std::os::unix::fs::symlink(e.path(), dir.path().join(&name)).unwrap();
+    }
+    assert_eq!(absent.len(), 2, "{absent:?}");
+    let optional: Vec<String> = shipped
+        .vision
+        .liveness
+        .models
+        .iter()
+        .filter(|m| m.optional)
+        .map(|m| m.file.display().to_string())
+        .collect();
+    absent.sort();
+    let mut optional_sorted = optional.clone();
+    optional_sorted.sort();
+    assert_eq!(
+        optional_sorted, absent,
+        "the shipped config marks the MiniFASNets optional"
+    );
+    let mut c = shipped.clone();
+    c.vision.models_dir = dir.path().to_owned();
+    let mut engine = FaceEngine::new(&c).expect("starts without the optional models");
+    let l = engine.liveness().unwrap();
+    assert_eq!(l.names(), vec!["faceplugin".to_string()]);
+    // It still judges: the Silent-Face live sample passes, the poster does not.
+    let sf = faces.join("liveness/silentface_samples");
+    let mut score = |file: &str| {
+        let img = load_photo(&sf.join(file), PhotoLimits::default()).unwrap();
+        let a = engine.analyze(RgbView::from_image(&img), CHECKS).unwrap();
+        assert_eq!(a.len(), 1, "{file}");
+        (a[0].liveness.unwrap(), a[0].rejection.clone())
+    };
+    let (live, r) = score("image_T1.jpg");
+    assert!(
+        r.is_none(),
+        "live sample rejected without the MiniFASNets: {live} {r:?}"
+    );
+    let (poster, r) = score("image_F1.jpg");
+    assert!(
+        matches!(r, Some(Rejection::Spoof { .. })),
+        "poster accepted without the MiniFASNets: {poster}"
+    );
+    // Every liveness model optional and absent: refuse, naming the files.
+    c.vision.liveness.models.retain(|m| m.optional);
+    let err = FaceEngine::new(&c).err().unwrap().to_string();
+    assert!(
+        err.contains("no liveness model") && err.contains(&optional[0]),
+        "{err}"
+    );
+}
+
+/// The held-out protocol end to end: the threshold tuned on subjects 1–4
+/// (BPCER ≤ 8% of their live faces, full size and 0.6 pooled) applied to
+/// subjects 5–8 and 16. Measured 2026-12-01: T 0.064, APCER 11/97 = 0.113,
+/// BPCER 9/80 = 0.113; the bounds allow one more of each.
+#[test]
+fn a_threshold_tuned_on_one_subject_half_holds_on_the_other() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let dir = faces.join("liveness");
+    let mut engine = common::engine();
+    let scales = [1.0, 0.6];
+    let half = |h| SubjectFilter::split(h).unwrap();
+    let tuned = eval_liveness::run(&mut engine, &dir, &scales, &half("a"), None).unwrap();
+    let target = tuned
+        .targets
+        .iter()
+        .find(|p| p.bpcer_target == 0.08)
+        .unwrap();
+    assert!(target.bpcer <= 0.08, "{target:?}");
+    let r = eval_liveness::run(
+        &mut engine,
+        &dir,
+        &scales,
+        &half("b"),
+        Some(target.threshold),
+    )
+    .unwrap();
+    eprint!("{}", eval_liveness::summary(&r));
+    let e = r.pooled.iter().find(|x| x.name == "ensemble").unwrap();
+    assert_eq!((e.live, e.attacks), (80, 97));
+    assert!(e.apcer <= 12.0 / 97.0 + 1e-6, "held-out APCER {}", e.apcer);
+    assert!(e.bpcer <= 10.0 / 80.0 + 1e-6, "held-out BPCER {}", e.bpcer);
 }

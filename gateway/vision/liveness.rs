@@ -1,8 +1,10 @@
 //! Passive liveness: is this a live face, or a printed photo / screen?
 //!
-//! One or more models (an ensemble), each on its own crop around the face;
-//! the score is their weighted mean live probability, compared with one
-//! threshold. Faces too small or too soft for the models are *not judged*
+//! One or more models (an ensemble), each on its own crop around the face
+//! (and, with `flip_average`, on its mirror image too, log-odds averaged);
+//! the score is their weighted mean live probability or log-odds, compared
+//! with one threshold. A model marked `optional` whose file is absent is
+//! left out with a warning. Faces too small or too soft for the models are *not judged*
 //! (`None`), which is not a spoof: the decision logic treats it as
 //! "liveness uncertain".
 //!
@@ -185,6 +187,17 @@ pub fn combine(how: Combine, weighted: impl Iterator<Item = (f32, f32)>) -> f32 
     }) as f32
 }
 
+/// The mirror image of a square `side`² RGB crop.
+fn mirror_rows(crop: &[u8], side: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(crop.len());
+    for row in crop.chunks_exact(side * 3) {
+        for px in row.chunks_exact(3).rev() {
+            out.extend_from_slice(px);
+        }
+    }
+    out
+}
+
 /// One model of the ensemble with its session.
 struct Model {
     cfg: LivenessModel,
@@ -198,7 +211,18 @@ impl Model {
         let s = self.cfg.input_size as usize;
         let b = crop_box(det, img.width, img.height, self.cfg.crop_scale);
         let crop = crop_resized(img, b, s as u32)?;
-        let view = RgbView::new(s as u32, s as u32, s * 3, &crop)
+        let p = self.run(&crop)?;
+        if !self.cfg.flip_average {
+            return Ok(p);
+        }
+        let q = self.run(&mirror_rows(&crop, s))?;
+        Ok(combine(Combine::LogOdds, [(1.0, p), (1.0, q)].into_iter()))
+    }
+
+    /// Live probability of one `input_size`² RGB crop.
+    fn run(&mut self, crop: &[u8]) -> Result<f32, VisionError> {
+        let s = self.cfg.input_size as usize;
+        let view = RgbView::new(s as u32, s as u32, s * 3, crop)
             .ok_or_else(|| VisionError::Inference("liveness crop buffer".into()))?;
         let mut t = vec![0f32; 3 * s * s];
         pack_tensor(view, &self.cfg.pixels, s, s, &mut t);
@@ -245,6 +269,18 @@ impl Liveness {
         let models = cfg
             .models
             .iter()
+            .filter(|m| {
+                let absent = !models_dir.join(&m.file).exists();
+                if absent && m.optional {
+                    tracing::warn!(
+                        file = %m.file.display(),
+                        "vision.liveness: optional model {} not in the models folder (mirror-only); \
+                         judging liveness with the other models of the ensemble",
+                        m.name
+                    );
+                }
+                !(absent && m.optional)
+            })
             .map(|m| {
                 let path = models_dir.join(&m.file);
                 if !path.exists() {
@@ -268,6 +304,21 @@ impl Liveness {
                 })
             })
             .collect::<Result<Vec<_>, VisionError>>()?;
+        if models.is_empty() {
+            let files: Vec<String> = cfg
+                .models
+                .iter()
+                .map(|m| m.file.display().to_string())
+                .collect();
+            return Err(VisionError::Model {
+                path: models_dir.to_owned(),
+                reason: format!(
+                    "no liveness model found (all optional and absent: {}); fetch them \
+                     (deploy/fetch-models.py) or set vision.liveness.enabled = false",
+                    files.join(", ")
+                ),
+            });
+        }
         Ok(Self {
             models,
             combine: cfg.combine,
@@ -406,6 +457,17 @@ mod tests {
         assert!(combine(Combine::Mean, two(0.001, 0.6)) > 0.3);
         // Equal weights and one model: the model's own probability.
         assert!((combine(Combine::LogOdds, [(2.0, 0.3)].into_iter()) - 0.3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_mirror_of_a_crop_reverses_each_row_and_keeps_pixels_whole() {
+        // 2x2 RGB: pixels a b / c d -> b a / d c.
+        let crop = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        assert_eq!(
+            mirror_rows(&crop, 2),
+            vec![4, 5, 6, 1, 2, 3, 10, 11, 12, 7, 8, 9]
+        );
+        assert_eq!(mirror_rows(&mirror_rows(&crop, 2), 2), crop.to_vec());
     }
 
     #[test]
