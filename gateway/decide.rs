@@ -38,11 +38,51 @@ pub struct Verdict {
     pub repeat: bool,
 }
 
-/// Whether a track has the evidence for a pass; if not, why.
-#[derive(Debug, Clone, PartialEq)]
+/// Whether a track has the evidence for a pass; if not, why (the words
+/// are only made when a track ends undecided, not on every frame).
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Ready {
     Yes,
-    Wait(String),
+    Wait(Why),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Why {
+    NoMatch,
+    Ambiguous {
+        best: f32,
+        second: f32,
+    },
+    LivenessUncertain,
+    FacesTooSmall,
+    NearThreshold {
+        score: f32,
+        needed: f32,
+        faces: u32,
+        px: f32,
+    },
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Why::NoMatch => f.write_str("no match"),
+            Why::Ambiguous { best, second } => {
+                write!(f, "two enrolled people match ({best:.3} and {second:.3})")
+            }
+            Why::LivenessUncertain => f.write_str("liveness uncertain"),
+            Why::FacesTooSmall => f.write_str("faces too small"),
+            Why::NearThreshold {
+                score,
+                needed,
+                faces,
+                px,
+            } => write!(
+                f,
+                "match near the threshold ({score:.3}, needs {needed:.3} on {faces} faces of {px:.0} px)"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -177,7 +217,9 @@ impl Decider {
                     self.decided.insert(t.id, Decided::Quiet);
                     return;
                 }
-                Ready::Wait(why) if ended => return self.undecided(t, Some(m), why, now, out),
+                Ready::Wait(why) if ended => {
+                    return self.undecided(t, Some(m), why.to_string(), now, out);
+                }
                 Ready::Wait(_) => return,
             }
         }
@@ -234,20 +276,20 @@ impl Decider {
     /// evidence for a pass (or a watch-list hit), and if not, why.
     fn pass_ready(&self, t: &Track, matches: &[Match]) -> Ready {
         let Some(m) = matches.first() else {
-            return Ready::Wait("no match".into());
+            return Ready::Wait(Why::NoMatch);
         };
         let c = &self.cfg;
         if let Some(second) = matches.get(1)
             && second.score >= self.threshold
             && m.score - second.score < c.ambiguity_margin
         {
-            return Ready::Wait(format!(
-                "two enrolled people match ({:.3} and {:.3})",
-                m.score, second.score
-            ));
+            return Ready::Wait(Why::Ambiguous {
+                best: m.score,
+                second: second.score,
+            });
         }
         if self.role == CameraRole::Gate && self.require_liveness && t.live <= t.spoofs {
-            return Ready::Wait("liveness uncertain".into());
+            return Ready::Wait(Why::LivenessUncertain);
         }
         if m.score >= self.threshold + c.confident_margin {
             return Ready::Yes;
@@ -257,12 +299,14 @@ impl Decider {
             return Ready::Yes;
         }
         if t.best_px < c.min_decide_px {
-            return Ready::Wait("faces too small".into());
+            return Ready::Wait(Why::FacesTooSmall);
         }
-        Ready::Wait(format!(
-            "match near the threshold ({:.3}, needs {:.3} on {} faces of {:.0} px)",
-            m.score, needed, t.usable, t.best_px
-        ))
+        Ready::Wait(Why::NearThreshold {
+            score: m.score,
+            needed,
+            faces: t.usable,
+            px: t.best_px,
+        })
     }
 
     /// The extra score a pass needs when the best face is small: nothing at
