@@ -486,4 +486,31 @@ mod tests {
         assert_eq!(messages_for(&e, &c, "gy-001").len(), 1);
         assert!(messages_for(&e, &MqttConfig::default(), "gy-001").is_empty());
     }
+
+    #[test]
+    fn undecided_and_repeat_decisions_are_events_not_alerts_and_never_open() {
+        let e = event(EventKind::Undecided);
+        let msgs = messages_for(&e, &cfg(), "gy-001");
+        assert_eq!(msgs.len(), 1, "events only");
+        let v: Value = serde_json::from_slice(&msgs[0].payload).unwrap();
+        assert_eq!(v["alert"], json!(false));
+        let mut s = event(EventKind::Stranger);
+        s.repeat = true;
+        let msgs = messages_for(&s, &cfg(), "gy-001");
+        assert_eq!(msgs.len(), 1, "a repeat is recorded, not alerted again");
+        let v: Value = serde_json::from_slice(&msgs[0].payload).unwrap();
+        assert_eq!(v["repeat"], json!(true));
+        // A repeat pass never sends a second open, even with a gate and secret.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g");
+        std::fs::write(&p, "gate-secret-0123456789").unwrap();
+        let mut c = cfg();
+        c.gate_secrets
+            .insert("door-1".into(), format!("file:{}", p.display()));
+        let mut pass = event(EventKind::OwnerPass);
+        pass.gate = Some("door-1".into());
+        assert_eq!(messages_for(&pass, &c, "gy-001").len(), 2);
+        pass.repeat = true;
+        assert_eq!(messages_for(&pass, &c, "gy-001").len(), 1);
+    }
 }
