@@ -52,6 +52,10 @@ const SIZE_JUMP: f32 = 1.3;
 const PLACE_JUMP: f32 = 0.5;
 /// Overlap at which a disagreeing face is in the same spot as a track.
 const SAME_SPOT: f32 = 0.5;
+/// A similar face continues a track without box overlap only within this
+/// many seconds of its last sighting (a skipped frame, a fast walker); after
+/// a longer absence elsewhere it is a new visit, with its own decision.
+const REJOIN_BY_FACE_S: f64 = 0.6;
 
 #[derive(Debug, Clone)]
 pub struct Track {
@@ -259,7 +263,8 @@ impl Tracker {
                     continue;
                 }
                 let by_box = overlap >= self.cfg.iou;
-                let by_face = sim.is_some_and(|s| s >= self.cfg.similarity);
+                let by_face = sim.is_some_and(|s| s >= self.cfg.similarity)
+                    && now - t.last_seen <= REJOIN_BY_FACE_S;
                 if by_box || by_face {
                     pairs.push((overlap + sim.unwrap_or(0.0), t.last_seen, ti, fi));
                 }
@@ -459,6 +464,17 @@ mod tests {
         let done = t.ended(0.2);
         assert_eq!(done.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1]);
         assert_eq!(t.update(0.3, &[face(0.0, Some([1.0, 0.0]), 0.5)]), vec![3]);
+    }
+
+    #[test]
+    fn a_face_back_elsewhere_after_an_absence_is_a_new_visit() {
+        let mut t = tracker();
+        t.update(0.0, &[face(0.0, Some([1.0, 0.0]), 0.5)]);
+        // Elsewhere after a skipped frame: the same track.
+        assert_eq!(t.update(0.3, &[face(300.0, Some([1.0, 0.0]), 0.5)]), vec![1]);
+        // Elsewhere again after 1.5 s unseen (within the track timeout): a
+        // new visit, so a new decision.
+        assert_eq!(t.update(1.8, &[face(0.0, Some([1.0, 0.0]), 0.5)]), vec![2]);
     }
 
     #[test]
