@@ -125,6 +125,7 @@ const DICT = {
     k_spoof: 'Spoof attempt',
     k_loitering: 'Loitering',
     k_undecided: 'Undecided',
+    repeat: 'repeat',
     k_camera_offline: 'Camera offline',
     k_camera_online: 'Camera online',
     stranger_label: 'stranger {0}',
@@ -284,6 +285,7 @@ const DICT = {
     k_spoof: '假体攻击',
     k_loitering: '徘徊',
     k_undecided: '未判定',
+    repeat: '重复',
     k_camera_offline: '摄像机离线',
     k_camera_online: '摄像机上线',
     stranger_label: '陌生人 {0}',
@@ -328,6 +330,8 @@ const DICT = {
 
 const EVENT_KINDS = ['owner_pass', 'stranger', 'watchlist', 'spoof', 'loitering', 'undecided', 'camera_offline', 'camera_online'];
 const ALERT_KINDS = new Set(['stranger', 'watchlist', 'spoof', 'loitering', 'camera_offline']);
+// A repeat (same decision, same person, within the cooldown) is recorded but is not an alert.
+const isAlert = (ev) => ALERT_KINDS.has(ev.kind) && !ev.repeat;
 const ROLE_RANK = { viewer: 1, enroller: 2, admin: 3 };
 const TOKEN_KEY = 'facegate.token';
 const LANG_KEY = 'facegate.lang';
@@ -878,7 +882,7 @@ function onFeedMessage(msg) {
   if (prev) items.delete(ev.id);
   items.set(ev.id, ev);
   while (items.size > FEED_MAX) items.delete(items.keys().next().value);
-  if (state.tab !== 'alerts' && ALERT_KINDS.has(ev.kind) && !prev) {
+  if (state.tab !== 'alerts' && isAlert(ev) && !prev) {
     state.feed.unread += 1;
     renderUnread();
   }
@@ -906,6 +910,7 @@ function kindBadge(ev) {
   const pri = ev.priority || (ev.subject && ev.subject.priority);
   const b = el('span', { class: `kind k-${ev.kind}`, 'data-testid': 'event-kind' }, t('k_' + ev.kind));
   if (ev.kind === 'watchlist' && pri) b.append(' · ', t('priority', pri));
+  if (ev.repeat) b.append(' · ', t('repeat'));
   return b;
 }
 
@@ -921,10 +926,10 @@ function renderFeed() {
   const list = $('feed-list');
   const alertsOnly = $('feed-alerts-only').checked;
   const evs = Array.from(state.feed.items.values())
-    .filter((ev) => !alertsOnly || ALERT_KINDS.has(ev.kind))
+    .filter((ev) => !alertsOnly || isAlert(ev))
     .sort((a, b) => (Date.parse(b.ts) || 0) - (Date.parse(a.ts) || 0));
   const rows = evs.map((ev) => el('li', {
-    class: `feed-item k-${ev.kind}${ALERT_KINDS.has(ev.kind) ? ' alert' : ''}`,
+    class: `feed-item k-${ev.kind}${isAlert(ev) ? ' alert' : ''}`,
     'data-testid': 'alert-row', 'data-kind': ev.kind, 'data-event-id': ev.id, 'data-revision': ev.revision ?? 0,
   },
   faceImg(ev) || el('span', { class: 'face none', 'aria-hidden': 'true' }),
@@ -974,7 +979,7 @@ function renderEvents() {
   for (const ev of items) {
     const tr = el('tr', {
       'data-testid': 'event-row', 'data-kind': ev.kind, 'data-event-id': ev.id, tabindex: 0,
-      class: `clickable k-${ev.kind}${ALERT_KINDS.has(ev.kind) ? ' alert' : ''}`,
+      class: `clickable k-${ev.kind}${isAlert(ev) ? ' alert' : ''}`,
       onclick: () => openScene(ev),
       onkeydown: (k) => { if (k.key === 'Enter' || k.key === ' ') { k.preventDefault(); openScene(ev); } },
     },
