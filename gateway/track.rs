@@ -471,7 +471,10 @@ mod tests {
         let mut t = tracker();
         t.update(0.0, &[face(0.0, Some([1.0, 0.0]), 0.5)]);
         // Elsewhere after a skipped frame: the same track.
-        assert_eq!(t.update(0.3, &[face(300.0, Some([1.0, 0.0]), 0.5)]), vec![1]);
+        assert_eq!(
+            t.update(0.3, &[face(300.0, Some([1.0, 0.0]), 0.5)]),
+            vec![1]
+        );
         // Elsewhere again after 1.5 s unseen (within the track timeout): a
         // new visit, so a new decision.
         assert_eq!(t.update(1.8, &[face(0.0, Some([1.0, 0.0]), 0.5)]), vec![2]);
