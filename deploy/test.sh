@@ -17,3 +17,5 @@ export FACEGATE_BIN="${FACEGATE_BIN:-$(realpath "${CARGO_TARGET_DIR:-target}")/d
 (cd tests/console && npm ci --silent --no-audit --no-fund)
 node tests/console/console.mjs
 deploy/fuzz-api.sh
+# The walk-up benchmark's path on a short video (benches/walkby/smoke.sh: ~1 min plus a Python venv).
+benches/walkby/smoke.sh "$FACEGATE_BIN"
