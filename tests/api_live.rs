@@ -70,13 +70,7 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
     config.decide.pass_cooldown_s = 1.0;
     let port = free_port();
     config.http.listen = format!("127.0.0.1:{port}");
-    config.cameras = vec![
-        toml::from_str(&format!(
-            "name = \"gate-1\"\nurl = \"{}\"\nrole = \"gate\"\ndetect_fps = 5.0\n",
-            server.url()
-        ))
-        .unwrap(),
-    ];
+    config.cameras = vec![common::gate_camera(&server.url(), "detect_fps = 5.0")];
     let cancel = CancellationToken::new();
     let gateway = {
         let (db, data, c) = (db.clone(), dir.path().join("data"), cancel.clone());

@@ -108,13 +108,7 @@ async fn owner_then_stranger_in_the_same_spot_gives_two_decisions_over_rtsp() {
     config.vision.liveness.enabled = false;
     config.decide.pass_cooldown_s = 1.0;
     config.decide.cooldown_s = 1.0;
-    config.cameras = vec![
-        toml::from_str(&format!(
-            "name = \"gate-1\"\nurl = \"{}\"\nrole = \"gate\"\ndetect_fps = 10.0\n",
-            server.url()
-        ))
-        .unwrap(),
-    ];
+    config.cameras = vec![common::gate_camera(&server.url(), "detect_fps = 10.0")];
     common::enrol(
         &config,
         &db,
@@ -124,15 +118,7 @@ async fn owner_then_stranger_in_the_same_spot_gives_two_decisions_over_rtsp() {
     );
 
     let cancel = CancellationToken::new();
-    let live = {
-        let (config, db, data, cancel) = (
-            config.clone(),
-            db.clone(),
-            dir.path().to_owned(),
-            cancel.clone(),
-        );
-        tokio::spawn(async move { facegate::pipeline::run_live(&config, &db, &data, cancel).await })
-    };
+    let live = common::spawn_live(&config, &db, dir.path(), &cancel);
     // Watch for up to 60 s, until three passes and two stranger alerts (at
     // least two full loops of owner → stranger → owner).
     let store = EventStore::open(&db).unwrap();

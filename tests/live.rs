@@ -46,13 +46,10 @@ async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
     let db = dir.path().join("r.db");
     let mut config = common::shipped_config();
     config.decide.pass_cooldown_s = 1.0;
-    config.cameras = vec![
-        toml::from_str(&format!(
-            "name = \"gate-1\"\nurl = \"{}\"\nrole = \"gate\"\ndetect_fps = 5.0\nstall_timeout_s = 2.0\n",
-            server.url()
-        ))
-        .unwrap(),
-    ];
+    config.cameras = vec![common::gate_camera(
+        &server.url(),
+        "detect_fps = 5.0\nstall_timeout_s = 2.0",
+    )];
     common::enrol(
         &config,
         &db,
@@ -86,15 +83,7 @@ async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
         .expect("mosquitto_sub");
 
     let cancel = CancellationToken::new();
-    let live = {
-        let (config, db, data, cancel) = (
-            config.clone(),
-            db.clone(),
-            dir.path().to_owned(),
-            cancel.clone(),
-        );
-        tokio::spawn(async move { facegate::pipeline::run_live(&config, &db, &data, cancel).await })
-    };
+    let live = common::spawn_live(&config, &db, dir.path(), &cancel);
 
     let t0 = time::OffsetDateTime::now_utc();
     let online = wait_for(&db, "camera_online", Duration::from_secs(20), |e| {

@@ -31,6 +31,32 @@ pub fn faces_dir() -> Option<PathBuf> {
     None
 }
 
+/// Camera `gate-1` in the gate role at `url`, with more TOML keys in `extra`
+/// (one `key = value` per line), as an operator writes it in the config.
+pub fn gate_camera(url: &str, extra: &str) -> facegate::config::CameraConfig {
+    toml::from_str(&format!(
+        "name = \"gate-1\"\nurl = \"{url}\"\nrole = \"gate\"\n{extra}\n"
+    ))
+    .expect("gate camera config")
+}
+
+/// `run_live` (the code `facegate run` uses for cameras) on its own task
+/// until `cancel`.
+pub fn spawn_live(
+    config: &Config,
+    db: &std::path::Path,
+    data: &std::path::Path,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), facegate::pipeline::PipelineError>> {
+    let (config, db, data, cancel) = (
+        config.clone(),
+        db.to_owned(),
+        data.to_owned(),
+        cancel.clone(),
+    );
+    tokio::spawn(async move { facegate::pipeline::run_live(&config, &db, &data, cancel).await })
+}
+
 /// The face engine with the shipped configuration and the real models.
 pub fn engine() -> FaceEngine {
     FaceEngine::new(&shipped_config()).expect("face engine (run deploy/fetch-models.py first)")
