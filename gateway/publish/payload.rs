@@ -336,6 +336,16 @@ mod tests {
         }
     }
 
+    /// The test config with a secret for gate `door-1`, kept in a file in `dir`.
+    fn cfg_with_gate_secret(dir: &std::path::Path) -> MqttConfig {
+        let p = dir.join("g");
+        std::fs::write(&p, "gate-secret-0123456789").unwrap();
+        let mut c = cfg();
+        c.gate_secrets
+            .insert("door-1".into(), format!("file:{}", p.display()));
+        c
+    }
+
     fn event(kind: EventKind) -> Event {
         let place = Place {
             site: "gy-001".into(),
@@ -449,11 +459,7 @@ mod tests {
     #[test]
     fn an_owner_pass_at_a_gate_with_a_secret_gets_a_signed_expiring_open() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("g");
-        std::fs::write(&p, "gate-secret-0123456789").unwrap();
-        let mut c = cfg();
-        c.gate_secrets
-            .insert("door-1".into(), format!("file:{}", p.display()));
+        let c = cfg_with_gate_secret(dir.path());
         let mut e = event(EventKind::OwnerPass);
         e.subject = Some(Subject::Owner {
             id: "A-1".into(),
@@ -502,11 +508,7 @@ mod tests {
         assert_eq!(v["repeat"], json!(true));
         // A repeat pass never sends a second open, even with a gate and secret.
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("g");
-        std::fs::write(&p, "gate-secret-0123456789").unwrap();
-        let mut c = cfg();
-        c.gate_secrets
-            .insert("door-1".into(), format!("file:{}", p.display()));
+        let c = cfg_with_gate_secret(dir.path());
         let mut pass = event(EventKind::OwnerPass);
         pass.gate = Some("door-1".into());
         assert_eq!(messages_for(&pass, &c, "gy-001").len(), 2);
