@@ -328,6 +328,16 @@ pub struct PixelFormat {
     pub std: [f32; 3],
 }
 
+impl PixelFormat {
+    /// BGR 0–255, NCHW, no normalisation (YuNet, MiniFASNet, faceplugin's liveness).
+    pub const BGR_RAW: PixelFormat = PixelFormat {
+        channels: Channels::Bgr,
+        layout: Layout::Nchw,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorModel {
@@ -354,12 +364,7 @@ impl DetectorModel {
             kind: DetectorKind::Yunet,
             file: "yunet_2023mar_dynamic.onnx".into(),
             sha256: "04ee49bc2077fefa0cd1898cf02db84726ef6e7b20d14f5f09b720b3e1f16b25".into(),
-            pixels: PixelFormat {
-                channels: Channels::Bgr,
-                layout: Layout::Nchw,
-                mean: [0.0; 3],
-                std: [1.0; 3],
-            },
+            pixels: PixelFormat::BGR_RAW,
             max_side: 640,
             upscale_below: 0,
             score_threshold: 0.7,
@@ -559,12 +564,7 @@ impl LivenessModel {
             file: "minifasnet_v2_80x80_scale2.7.onnx".into(),
             sha256: "3b9e97345d7280301456bd93c0c3ccbfae3c33d653b674ce26901895f3248bfc".into(),
             input_size: 80,
-            pixels: PixelFormat {
-                channels: Channels::Bgr,
-                layout: Layout::Nchw,
-                mean: [0.0; 3],
-                std: [1.0; 3],
-            },
+            pixels: PixelFormat::BGR_RAW,
             crop_scale: 2.7,
             live_class: 1,
             weight: 1.0,
@@ -591,12 +591,7 @@ impl LivenessModel {
             file: "liveness_faceplugin_128.onnx".into(),
             sha256: "afa783b7e902fdfcf323a7240cac2a1c580c25314ea4161129dc1b0d100dc32d".into(),
             input_size: 128,
-            pixels: PixelFormat {
-                channels: Channels::Bgr,
-                layout: Layout::Nchw,
-                mean: [0.0; 3],
-                std: [1.0; 3],
-            },
+            pixels: PixelFormat::BGR_RAW,
             crop_scale: 2.7,
             live_class: 0,
             weight: 1.0,
