@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fetch facegate's face models and the ONNX Runtime library into the models folder.
 
-    python3 deploy/fetch-models.py [--dest DIR] [--mirror DIR] [--only NAME,...] [--quiet]
+    python3 deploy/fetch-models.py [--dest DIR] [--mirror DIR] [--only NAME,...] [--arch MACHINE] [--quiet]
 
 Every file listed in deploy/models.sha256 (lines for another machine excepted) ends up in the
 destination (default: <repo root>/models) with the listed SHA-256. For each file, in this order:
@@ -653,12 +653,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cache-dir", default=None,
                     help=f"where a private onnx {ONNX_PIN} is installed when needed "
                          f"(default: ${CACHE_ENV}, else $XDG_CACHE_HOME/facegate, else ~/.cache/facegate)")
+    ap.add_argument("--arch", default=None,
+                    help="machine to fetch the ONNX Runtime library for (x86_64 or aarch64; default: this "
+                         "machine's), e.g. for a cross-built arm64 binary (deploy/arm64.sh)")
     ap.add_argument("--quiet", "-q", action="store_true", help="print only problems and skipped files")
     args = ap.parse_args(argv)
     QUIET = args.quiet
     started = time.monotonic()
 
-    arch = platform.machine()
+    arch = args.arch or platform.machine()
     arch = ORT_WHEEL_ARCHES.get(arch, arch)
     try:
         sums = read_sums(SUMS_FILE, arch)

@@ -21,6 +21,7 @@
 pub mod bench;
 pub mod config;
 pub mod decide;
+pub mod doctor;
 pub mod eval;
 pub mod eval_liveness;
 pub mod events;

@@ -46,6 +46,23 @@ enum Command {
         #[arg(long)]
         liveness: bool,
     },
+    /// Checks this box against its config, one line per check with what to do
+    /// on failure: GStreamer, ONNX Runtime, model checksums, database, clock,
+    /// disk, broker, cameras. Exit status 1 when any check fails.
+    Doctor {
+        /// Skip opening the cameras.
+        #[arg(long)]
+        no_cameras: bool,
+        /// Skip the broker round trip.
+        #[arg(long)]
+        no_broker: bool,
+        /// Seconds a camera may take to deliver its first frame.
+        #[arg(long, default_value_t = 10.0)]
+        camera_timeout_s: f64,
+    },
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Enrolled owners.
     #[command(subcommand)]
     Owners(OwnersCmd),
@@ -134,6 +151,13 @@ enum Command {
     /// The gateway's own benches.
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validates FILE (syntax, unknown keys, values, camera URLs, MQTT
+    /// settings) without starting anything; exit status 1 when invalid.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -308,6 +332,39 @@ fn main() {
     }
 }
 
+/// `facegate config check FILE`: everything `run` would refuse at start-up
+/// because of the file itself, and nothing that needs the box.
+fn check_config(file: &Path) -> Result<()> {
+    if !file.exists() {
+        bail!("config {}: file not found", file.display());
+    }
+    let config = Config::load(file)?;
+    for cam in &config.cameras {
+        facegate::source::CameraSpec::from_config(cam)
+            .with_context(|| format!("config {}: camera '{}'", file.display(), cam.name))?;
+    }
+    if config.mqtt.enabled() {
+        config
+            .mqtt
+            .resolve_secrets()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("config {}: [mqtt]", file.display()))?;
+    }
+    println!(
+        "config {}: ok (site {}, {} cameras, MQTT {}, HTTP {})",
+        file.display(),
+        config.site.code,
+        config.cameras.len(),
+        if config.mqtt.enabled() { "on" } else { "off" },
+        if config.http.listen.is_empty() {
+            "off"
+        } else {
+            config.http.listen.as_str()
+        }
+    );
+    Ok(())
+}
+
 fn load_config(path: &Path) -> Result<Config> {
     if path.exists() {
         Ok(Config::load(path)?)
@@ -445,10 +502,46 @@ fn run() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    if let Command::Config(ConfigCmd::Check { file }) = &cli.command {
+        return check_config(file);
+    }
     let config = load_config(&cli.config)?;
     let now = OffsetDateTime::now_utc();
     let db = cli.db.as_deref();
     match cli.command {
+        Command::Config(_) => unreachable!("handled above"),
+        Command::Doctor {
+            no_cameras,
+            no_broker,
+            camera_timeout_s,
+        } => {
+            let mut config = config;
+            if let Some(db) = db {
+                config.storage.db = db.to_owned();
+            }
+            let opts = facegate::doctor::Options {
+                cameras: !no_cameras,
+                broker: !no_broker,
+                camera_timeout: std::time::Duration::from_secs_f64(camera_timeout_s.max(0.1)),
+                ..Default::default()
+            };
+            let checks = facegate::doctor::run(&config, &opts, |c| println!("{c}"));
+            let failed = checks
+                .iter()
+                .filter(|c| c.status == facegate::doctor::Status::Fail)
+                .count();
+            let warned = checks
+                .iter()
+                .filter(|c| c.status == facegate::doctor::Status::Warn)
+                .count();
+            println!(
+                "doctor: {} checks, {failed} failed, {warned} warnings",
+                checks.len()
+            );
+            if failed > 0 {
+                std::process::exit(1);
+            }
+        }
         Command::Eval {
             dataset,
             split,
