@@ -19,3 +19,7 @@ node tests/console/console.mjs
 deploy/fuzz-api.sh
 # The walk-up benchmark's path on a short video (benches/walkby/smoke.sh: ~1 min plus a Python venv).
 benches/walkby/smoke.sh "$FACEGATE_BIN"
+# The newcomer's demo (deploy/demo.sh) with the test build: RTSP camera, mosquitto, owner_pass, erasure,
+# stranger alert over MQTT, with nothing from ../shared (~20 s).
+DEMO_HTTP="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
+  deploy/demo.sh
