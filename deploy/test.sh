@@ -23,3 +23,6 @@ benches/walkby/smoke.sh "$FACEGATE_BIN"
 # stranger alert over MQTT, with nothing from ../shared (~20 s).
 DEMO_HTTP="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
   deploy/demo.sh
+# The .deb (with the test build): install, doctor, upgrade (backup + migration, data and conffile kept)
+# and purge in a clean Debian 12 root (debootstrap + chroot, ~3 min).
+deploy/deb-test.sh "$(FACEGATE_BIN="$FACEGATE_BIN" deploy/deb.sh amd64 | tail -1)"

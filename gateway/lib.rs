@@ -32,5 +32,6 @@ pub mod pipeline;
 pub mod publish;
 pub mod registry;
 pub mod source;
+pub mod systemd;
 pub mod track;
 pub mod vision;

@@ -63,6 +63,9 @@ enum Command {
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// The database: backups and schema migrations (a package upgrade runs both).
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Enrolled owners.
     #[command(subcommand)]
     Owners(OwnersCmd),
@@ -158,6 +161,16 @@ enum ConfigCmd {
     /// Validates FILE (syntax, unknown keys, values, camera URLs, MQTT
     /// settings) without starting anything; exit status 1 when invalid.
     Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Writes a consistent copy of the database to DEST (VACUUM INTO: safe
+    /// while the gateway runs), readable by its owner only.
+    Backup { dest: PathBuf },
+    /// Brings the schema up to this version's, as every start does; prints
+    /// the versions before and after.
+    Migrate,
 }
 
 #[derive(Subcommand)]
@@ -510,6 +523,55 @@ fn run() -> Result<()> {
     let db = cli.db.as_deref();
     match cli.command {
         Command::Config(_) => unreachable!("handled above"),
+        Command::Db(DbCmd::Backup { dest }) => {
+            let path = db.map(Path::to_owned).unwrap_or(config.storage.db.clone());
+            if !path.is_file() {
+                bail!("database {}: not found", path.display());
+            }
+            if dest.exists() {
+                bail!(
+                    "backup {}: already exists (not overwritten)",
+                    dest.display()
+                );
+            }
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .with_context(|| format!("database {}", path.display()))?;
+            let dest_s = dest
+                .to_str()
+                .with_context(|| format!("backup {}: not UTF-8", dest.display()))?;
+            conn.execute("VACUUM INTO ?1", [dest_s])
+                .with_context(|| format!("backup {} to {}", path.display(), dest.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("backup {}", dest.display()))?;
+            println!("backed up {} to {}", path.display(), dest.display());
+        }
+        Command::Db(DbCmd::Migrate) => {
+            let path = db_path(&config, db)?;
+            let before = if path.is_file() {
+                let conn = rusqlite::Connection::open_with_flags(
+                    &path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .with_context(|| format!("database {}", path.display()))?;
+                conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                    .with_context(|| format!("database {}", path.display()))?
+            } else {
+                0
+            };
+            let after = Registry::open(&path)?.schema_version()?;
+            if i64::from(after) == before {
+                println!(
+                    "database {}: schema {after}, nothing to migrate",
+                    path.display()
+                );
+            } else {
+                println!("database {}: schema {before} -> {after}", path.display());
+            }
+        }
         Command::Doctor {
             no_cameras,
             no_broker,
@@ -705,6 +767,10 @@ fn run() -> Result<()> {
                     tracing::info!("shutdown requested");
                     c.cancel();
                 });
+                tokio::spawn(facegate::systemd::supervise(
+                    config.http.listen.clone(),
+                    cancel.clone(),
+                ));
                 facegate::http::run_gateway(config, &db_path, &data_dir, cancel).await
             })?;
         }

@@ -62,8 +62,12 @@ pub fn init(
         };
         let builder = ort::init_from(path)
             .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        // ONNX Runtime sends usage telemetry unless told not to (1.31 on Linux
+        // warns that its HTTPS uploads have no CA bundle): nothing about this
+        // box leaves it.
         builder
             .with_name("facegate")
+            .with_telemetry(false)
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
     });

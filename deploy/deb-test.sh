@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs, upgrades and purges the facegate .deb in a clean Debian 12 root (debootstrap minbase +
+# chroot; no systemd runs there, so the unit is checked with `systemd-analyze verify --root`):
+#
+#   deploy/deb-test.sh [PACKAGE.deb]     default: builds one with deploy/deb.sh amd64
+#
+# Checks: files, the `facegate` system user, permissions (state 0700, config 0640 root:facegate),
+# the unit enabled and verified, `facegate doctor` passing as the service user on the installed
+# files; an upgrade keeps the data and a locally edited conffile, backs the database up first and
+# runs the migration; purge leaves no data, config, user or unit link behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DEB=${1:-}
+if [ -z "$DEB" ]; then DEB=$(deploy/deb.sh amd64 | tail -1); fi
+DEB=$(realpath "$DEB")
+R=$ROOT/target/debroot
+CACHE=$ROOT/target/debroot-cache/bookworm-minbase.tgz
+fail() { echo "deb-test: FAIL: $*" >&2; exit 1; }
+ok() { echo "deb-test: ok: $*"; }
+in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
+
+command -v debootstrap >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+}
+if [ ! -f "$CACHE" ]; then
+  mkdir -p "$(dirname "$CACHE")"
+  debootstrap --variant=minbase --make-tarball="$CACHE" bookworm "$R.tmp" http://deb.debian.org/debian >/dev/null
+fi
+rm -rf "$R"
+debootstrap --variant=minbase --unpack-tarball="$CACHE" bookworm "$R" http://deb.debian.org/debian >/dev/null
+ok "clean Debian 12 root in $R"
+
+# Version 2 of the same package, for the upgrade.
+V1=$(dpkg-deb -f "$DEB" Version)
+V2="$V1+upgradetest"
+work=$(mktemp -d)
+dpkg-deb -R "$DEB" "$work/pkg"
+sed -i "s/^Version: .*/Version: $V2/" "$work/pkg/DEBIAN/control"
+dpkg-deb --root-owner-group -Znone --build "$work/pkg" "$R/tmp/facegate-2.deb" >/dev/null
+rm -rf "$work"
+cp "$DEB" "$R/tmp/facegate-1.deb"
+
+in_root apt-get update -qq
+in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  /tmp/facegate-1.deb >"$ROOT/target/deb-test.install.log" 2>&1 ||
+  { tail -20 "$ROOT/target/deb-test.install.log"; fail "install"; }
+ok "installed $(basename "$DEB") with its dependencies"
+
+[ -x "$R/usr/bin/facegate" ] || fail "no /usr/bin/facegate"
+in_root getent passwd facegate | grep -q ':/usr/sbin/nologin$' || fail "no facegate system user with nologin"
+# Owners as the root's own /etc/passwd names them (stat inside the chroot).
+st() { in_root stat -c "$1" "$2"; }
+[ "$(st '%a %U' /var/lib/facegate)" = "700 facegate" ] || fail "/var/lib/facegate: $(st '%a %U' /var/lib/facegate)"
+[ "$(st '%a %U %G' /etc/facegate/facegate.toml)" = "640 root facegate" ] ||
+  fail "/etc/facegate/facegate.toml: $(st '%a %U %G' /etc/facegate/facegate.toml)"
+[ -L "$R/etc/systemd/system/multi-user.target.wants/facegate.service" ] || fail "unit not enabled"
+ok "user, permissions, unit enabled"
+
+verify=$(systemd-analyze verify --root="$R" facegate.service 2>&1) || { echo "$verify"; fail "systemd-analyze verify"; }
+[ -z "$verify" ] || { echo "$verify"; fail "systemd-analyze verify printed warnings"; }
+ok "systemd-analyze verify facegate.service: clean"
+
+FG=(runuser -u facegate -- /usr/bin/facegate --config /etc/facegate/facegate.toml)
+in_root "${FG[@]}" doctor >"$ROOT/target/deb-test.doctor.log" 2>/dev/null ||
+  { cat "$ROOT/target/deb-test.doctor.log"; fail "facegate doctor on the installed files"; }
+tail -1 "$ROOT/target/deb-test.doctor.log"
+ok "facegate doctor passes as the service user"
+
+# Data and a local config edit that the upgrade must keep.
+in_root "${FG[@]}" db migrate >/dev/null 2>&1
+in_root "${FG[@]}" token create --role viewer --name kept-across-upgrade >/dev/null 2>&1
+echo "# local edit by the technician" >>"$R/etc/facegate/facegate.toml"
+
+in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confold \
+  /tmp/facegate-2.deb >"$ROOT/target/deb-test.upgrade.log" 2>&1 ||
+  { tail -20 "$ROOT/target/deb-test.upgrade.log"; fail "upgrade"; }
+[ "$(in_root dpkg-query -W -f='${Version}' facegate)" = "$V2" ] || fail "not upgraded to $V2"
+backup=$(ls "$R"/var/lib/facegate/backup/facegate.db."$V1".* 2>/dev/null | head -1)
+[ -n "$backup" ] || fail "no database backup before the migration"
+[ "$(st '%a %U' "${backup#"$R"}")" = "600 facegate" ] || fail "backup permissions: $(st '%a %U' "${backup#"$R"}")"
+grep -q "schema" "$ROOT/target/deb-test.upgrade.log" || fail "the upgrade did not run the migration"
+in_root "${FG[@]}" token list 2>/dev/null | grep -q kept-across-upgrade || fail "data lost in the upgrade"
+grep -q "^# local edit by the technician" "$R/etc/facegate/facegate.toml" || fail "local conffile edit lost"
+ok "upgrade $V1 -> $V2: backup $(basename "$backup"), migration run, data and config kept"
+
+in_root env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq facegate >"$ROOT/target/deb-test.purge.log" 2>&1 ||
+  { tail -20 "$ROOT/target/deb-test.purge.log"; fail "purge"; }
+[ ! -e "$R/var/lib/facegate" ] || fail "purge left /var/lib/facegate"
+[ ! -e "$R/etc/facegate" ] || fail "purge left /etc/facegate"
+! in_root getent passwd facegate >/dev/null || fail "purge left the facegate user"
+[ ! -e "$R/etc/systemd/system/multi-user.target.wants/facegate.service" ] || fail "purge left the unit link"
+[ ! -e "$R/usr/bin/facegate" ] || fail "purge left the binary"
+ok "purge: no data, config, user, unit link or binary left"
