@@ -6,7 +6,8 @@
 #   deploy/arm64.sh smoke ENROL PROBE    enrol ENROL in a temporary database and identify PROBE with the
 #                                        arm64 binary under qemu-aarch64-static; prints its identify JSON,
 #                                        then does the same with the x86_64 build and fails unless the
-#                                        best scores agree within 0.01
+#                                        best scores agree within 0.01 (FACEGATE_X86_BIN: the x86_64
+#                                        binary to compare with; default: a release build)
 #
 # What it sets up (idempotent; a second run only checks):
 # - the Rust target (rustup target add), gcc-aarch64-linux-gnu and qemu-user-static;
@@ -120,9 +121,10 @@ smoke() {
     enrol_and_identify "$work/arm64" "$enrol" "$probe" \
     qemu-aarch64-static -L "$SYSROOT" "$BIN" >"$work.arm64.json"
   cat "$work.arm64.json"
-  say "the same with the x86_64 build"
-  cargo build --release --locked --bin facegate >/dev/null
-  enrol_and_identify "$work/x86" "$enrol" "$probe" "$ROOT/target/release/facegate" >"$work.x86.json"
+  local x86=${FACEGATE_X86_BIN:-$ROOT/target/release/facegate}
+  if [ -z "${FACEGATE_X86_BIN:-}" ]; then cargo build --release --locked --bin facegate >/dev/null; fi
+  say "the same with the x86_64 build ($x86)"
+  enrol_and_identify "$work/x86" "$enrol" "$probe" "$x86" >"$work.x86.json"
   local a x
   a=$(best_score "$work.arm64.json")
   x=$(best_score "$work.x86.json")
