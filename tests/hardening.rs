@@ -195,7 +195,7 @@ fn png_bomb() -> PathBuf {
         for y in 0..side {
             for (x, px) in row.chunks_exact_mut(8).enumerate() {
                 // Grey, with a faint diagonal so it is not one colour.
-                let v: u16 = if (x as u32 + y) % 997 == 0 {
+                let v: u16 = if (x as u32 + y).is_multiple_of(997) {
                     40000
                 } else {
                     30000
@@ -237,6 +237,17 @@ struct Gateway {
 
 impl Gateway {
     fn start(edit: impl FnOnce(&mut toml::Table)) -> Gateway {
+        Gateway::start_with(edit, |_| {}, &[], None)
+    }
+
+    /// `setup` gets the database first; `args` go after `run`; with `log`,
+    /// the gateway logs at info level into that file.
+    fn start_with(
+        edit: impl FnOnce(&mut toml::Table),
+        setup: impl FnOnce(&Path),
+        args: &[String],
+        log: Option<&Path>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut config: toml::Table =
@@ -257,8 +268,14 @@ impl Gateway {
                 time::OffsetDateTime::now_utc(),
             )
             .unwrap();
+        setup(&db);
         let port = free_port();
+        let stderr = match log {
+            Some(p) => std::process::Stdio::from(std::fs::File::create(p).unwrap()),
+            None => std::process::Stdio::null(),
+        };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .env("FACEGATE_LOG", "info")
             .current_dir(root)
             .arg("--config")
             .arg(&config_path)
@@ -268,8 +285,9 @@ impl Gateway {
             .arg(dir.path().join("data"))
             .arg("--http")
             .arg(format!("127.0.0.1:{port}"))
+            .args(args)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let g = Gateway {
@@ -548,11 +566,12 @@ async fn event_streams_are_capped_and_end_when_their_token_is_revoked() {
             agent()
                 .get(&format!("{base}/api/v1/events/stream?access_token={t}"))
                 .call()
+                .map_err(Box::new)
         };
         let guard = open(&viewer).expect("first stream");
         let boss = open(&admin).expect("second stream");
         assert_eq!(guard.content_type(), "text/event-stream");
-        let (s, body, retry) = call(open(&admin));
+        let (s, body, retry) = call(open(&admin).map_err(|e| *e));
         assert_eq!(s, 503, "{body}");
         assert!(retry.is_some());
         assert!(
@@ -737,4 +756,86 @@ async fn faces_are_not_cached_query_tokens_are_narrow_and_old_consent_is_refused
     })
     .await;
     srv.stop().await;
+}
+
+/// The real binary on a camera (the Hamilton clip, looped) with an owner
+/// enrolled: its info log names the owner by id only; a failed login is
+/// logged with the token id, never the secret; a query token is not logged.
+#[test]
+fn owner_names_and_secrets_stay_out_of_the_log() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let video = faces.join("video");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("gateway.log");
+    let camera = format!(
+        "gate-1=file://{},role=gate,fps=5",
+        video.join("frec_short_hamilton_clip.mp4").display()
+    );
+    let g = Gateway::start_with(
+        |_| {},
+        |db| {
+            common::enrol(
+                &common::shipped_config(),
+                db,
+                "H-1",
+                "Lin-Manuel Miranda",
+                &video.join("refs/Lin_Manuel_Miranda.jpg"),
+            )
+        },
+        &["--camera".into(), camera],
+        Some(&log),
+    );
+    let g_token = g.token.clone();
+    let wrong = wrong_secret(&g.token);
+    let (s, _, _) = call(
+        agent()
+            .get(&format!("{}/api/v1/me", g.base))
+            .set("Authorization", &format!("Bearer {wrong}"))
+            .call(),
+    );
+    assert_eq!(s, 401);
+    let (s, _, _) = call(
+        agent()
+            .get(&format!("{}/api/v1/me?access_token={}", g.base, g.token))
+            .call(),
+    );
+    assert_eq!(s, 401);
+    let start = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("owner_pass") && l.contains("H-1"))
+        {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "no owner_pass event for H-1 in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    drop(g);
+    for l in text
+        .lines()
+        .filter(|l| l.contains("owner_pass") || l.contains("authentication"))
+        .take(3)
+    {
+        eprintln!("{l}");
+    }
+    assert!(
+        !text.contains("Miranda"),
+        "an owner's name in the log:\n{text}"
+    );
+    assert!(text.contains("API authentication failed"), "{text}");
+    let (id, secret) = facegate::registry::split_token(&wrong).unwrap();
+    assert!(text.contains(id), "the failed token id is logged:\n{text}");
+    assert!(!text.contains(secret), "a secret in the log:\n{text}");
+    let good = facegate::registry::split_token(&g_token)
+        .unwrap()
+        .1
+        .to_owned();
+    assert!(!text.contains(&good), "a secret in the log:\n{text}");
 }

@@ -580,6 +580,55 @@ mod tests {
         assert!(RgbView::new(3, 4, 8, &data).is_none());
     }
 
+    fn png_bytes(img: DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn pngs_of_every_depth_and_colour_come_out_as_8_bit_rgb() {
+        let l = PhotoLimits::default();
+        let rgba16 = image::ImageBuffer::from_fn(5, 3, |x, _| {
+            image::Rgba([x as u16 * 0x1000 + 0x80, 0x4000, 0xFFFF, u16::MAX])
+        });
+        let out = decode_photo(&png_bytes(DynamicImage::ImageRgba16(rgba16)), "a", l).unwrap();
+        assert_eq!(out.dimensions(), (5, 3));
+        assert_eq!(out.get_pixel(2, 1).0, [0x20, 0x40, 0xFF]);
+        let grey16 = image::ImageBuffer::from_pixel(4, 4, image::Luma([0x8000u16]));
+        let out = decode_photo(&png_bytes(DynamicImage::ImageLuma16(grey16)), "a", l).unwrap();
+        assert_eq!(out.get_pixel(3, 3).0, [0x80; 3]);
+        let rgb8 = RgbImage::from_pixel(3, 2, image::Rgb([1, 2, 3]));
+        let out = decode_photo(&png_bytes(DynamicImage::ImageRgb8(rgb8.clone())), "a", l).unwrap();
+        assert_eq!(out, rgb8);
+        // Transparency is refused at any depth.
+        let clear = image::ImageBuffer::from_pixel(4, 4, image::Rgba([0u16, 0, 0, 0x7FFF]));
+        assert!(matches!(
+            decode_photo(&png_bytes(DynamicImage::ImageRgba16(clear)), "a", l),
+            Err(PhotoError::Transparent(_))
+        ));
+        let clear = image::ImageBuffer::from_pixel(4, 4, image::LumaA([9u8, 200]));
+        assert!(matches!(
+            decode_photo(&png_bytes(DynamicImage::ImageLumaA8(clear)), "a", l),
+            Err(PhotoError::Transparent(_))
+        ));
+        // The pixel limit is checked from the header.
+        let small = PhotoLimits {
+            max_pixels: 14,
+            ..l
+        };
+        assert!(matches!(
+            decode_photo(&png_bytes(DynamicImage::ImageRgb8(rgb8)), "a", small),
+            Ok(_)
+        ));
+        let grey = image::ImageBuffer::from_pixel(4, 4, image::Luma([0u8]));
+        assert!(matches!(
+            decode_photo(&png_bytes(DynamicImage::ImageLuma8(grey)), "a", small),
+            Err(PhotoError::TooManyPixels { .. })
+        ));
+    }
+
     #[test]
     fn bad_bytes_get_clear_errors() {
         let l = PhotoLimits::default();
