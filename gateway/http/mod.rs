@@ -291,6 +291,9 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     res
 }
 
+/// How long stopping waits for requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `listener` until `cancel`; open event streams end then too.
 ///
 /// Our own accept loop rather than `axum::serve`, for three limits a
@@ -356,7 +359,14 @@ pub async fn serve(
     }
     drop(listener);
     streams.cancel();
-    graceful.shutdown().await;
+    // Requests in flight finish; a client stalled mid-upload is not waited
+    // for past the grace period.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the grace period; closing them");
+    }
     Ok(())
 }
 
