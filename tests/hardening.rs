@@ -555,6 +555,9 @@ async fn event_streams_are_capped_and_end_when_their_token_is_revoked() {
         |c| {
             c.http.max_event_streams = 2;
             c.http.stream_token_check_s = 1;
+            // Shorter than the stream is held open below: the header
+            // timeout must not cut a streaming response.
+            c.http.header_timeout_s = 1;
         },
         false,
     )
