@@ -54,6 +54,29 @@ pub struct HttpConfig {
     pub listen: String,
     /// Largest request body (a multipart form with its photos).
     pub max_upload_bytes: u64,
+    /// Open connections at most; beyond it new ones wait in the kernel's
+    /// queue until one closes (well under the process's file limit).
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and an idle
+    /// keep-alive connection to start the next one) before it is closed:
+    /// idle or slow connections cannot hold the connection slots.
+    pub header_timeout_s: u64,
+    /// Live event streams (`/api/v1/events/stream`) open at once; one more
+    /// gets a 503.
+    pub max_event_streams: usize,
+    /// Seconds between checks that an open event stream's token is still
+    /// active: a revoked token's stream ends within this time.
+    pub stream_token_check_s: u64,
+    /// Photo requests (identify) worked on at once; others wait. Each holds
+    /// a decoded photo (up to 3 bytes a pixel) until it is answered.
+    pub max_concurrent_photos: usize,
+    /// Seconds a verified token is remembered (and each use renews it), so
+    /// the argon2 check is paid once, not per request.
+    pub token_cache_s: u64,
+    /// Failed authentications from one client address (or for one token
+    /// id) within a minute before further attempts get a 429 until the
+    /// minute is over. Tokens already verified are not affected.
+    pub max_auth_failures: u32,
 }
 
 impl Default for HttpConfig {
@@ -61,6 +84,13 @@ impl Default for HttpConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             max_upload_bytes: 25 * 1024 * 1024,
+            max_connections: 256,
+            header_timeout_s: 10,
+            max_event_streams: 32,
+            stream_token_check_s: 5,
+            max_concurrent_photos: 2,
+            token_cache_s: 60,
+            max_auth_failures: 10,
         }
     }
 }
@@ -809,7 +839,7 @@ impl Default for StorageConfig {
             db: PathBuf::from("data/facegate.db"),
             data_dir: PathBuf::from("data"),
             max_photo_bytes: 20 * 1024 * 1024,
-            max_photo_pixels: 40_000_000,
+            max_photo_pixels: crate::vision::image::DEFAULT_MAX_PIXELS,
         }
     }
 }
@@ -1012,6 +1042,25 @@ impl Config {
                 "http.max_upload_bytes",
                 "must be at least 1024 bytes".into(),
             ));
+        }
+        for (key, v) in [
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.header_timeout_s", self.http.header_timeout_s),
+            ("http.max_event_streams", self.http.max_event_streams as u64),
+            ("http.stream_token_check_s", self.http.stream_token_check_s),
+            (
+                "http.max_concurrent_photos",
+                self.http.max_concurrent_photos as u64,
+            ),
+            ("http.token_cache_s", self.http.token_cache_s),
+            (
+                "http.max_auth_failures",
+                u64::from(self.http.max_auth_failures),
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
         }
         if self.storage.max_photo_bytes == 0 || self.storage.max_photo_pixels == 0 {
             return Err(bad("storage", "photo limits must be positive".into()));

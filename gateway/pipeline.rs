@@ -135,7 +135,8 @@ impl EventSink {
                 kind = e.kind.as_str(),
                 camera = %e.camera,
                 revision = e.revision,
-                subject = ?e.subject.as_ref().map(|s| s.name().to_owned()),
+                // Ids only: names stay out of the logs.
+                subject = ?e.subject.as_ref().map(|s| s.key()),
                 stranger = ?e.stranger_id,
                 score = ?e.score,
                 "event"

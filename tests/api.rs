@@ -386,7 +386,8 @@ async fn no_token_is_401_and_a_low_role_is_403() {
             "{e}"
         );
     }
-    // GET may carry the token in the query (img tags, EventSource); POST may not.
+    // Only the event stream and snapshot images (EventSource, img tags) take
+    // the token in the query; other GETs and POSTs do not.
     let (s, _) = api
         .send(
             "GET",
@@ -395,7 +396,7 @@ async fn no_token_is_401_and_a_low_role_is_403() {
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = api
         .send(
             "POST",

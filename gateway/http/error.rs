@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// On 409 "already enrolled": whose face it is.
     pub owner_id: Option<String>,
+    /// On 429 and 503: seconds before trying again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -29,7 +31,14 @@ impl ApiError {
             code,
             message: message.into(),
             owner_id: None,
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After` header of `secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -58,7 +67,12 @@ impl IntoResponse for ApiError {
         if let Some(o) = self.owner_id {
             err["owner_id"] = o.into();
         }
-        (self.status, Json(serde_json::json!({ "error": err }))).into_response()
+        let mut res = (self.status, Json(serde_json::json!({ "error": err }))).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }
 

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
 
 use super::error::{Path, Query, bounded};
 use super::{ApiError, AppState, Auth, blocking};
@@ -106,9 +107,10 @@ fn jpeg(bytes: Vec<u8>) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            // Faces: kept by no cache, the browser's included.
             (
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("private, max-age=3600"),
+                HeaderValue::from_static("private, no-store"),
             ),
             (
                 header::X_CONTENT_TYPE_OPTIONS,
@@ -210,12 +212,23 @@ pub struct StreamQuery {
 /// `GET /api/v1/events/stream`: each event as it is decided, as
 /// `event: <kind>` with the event JSON; a reader that falls behind gets
 /// `event: lagged` with how many it missed.
+///
+/// At most `http.max_event_streams` are open at once (one more gets a 503).
+/// A stream ends when the server stops, and within
+/// `http.stream_token_check_s` of its token being revoked.
 pub async fn stream(
     State(state): State<Arc<AppState>>,
     auth: Auth,
     Query(q): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     auth.require(Role::Viewer)?;
+    let slot = state.stream_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(format!(
+            "{} live event streams are open, the most allowed (http.max_event_streams); close one or try again later",
+            state.config.http.max_event_streams
+        ))
+        .with_retry_after(10)
+    })?;
     let alerts_only = q.alerts_only.unwrap_or(false);
     let rx = state.live.subscribe();
     let s = BroadcastStream::new(rx).filter_map(move |item| {
@@ -239,8 +252,43 @@ pub async fn stream(
         };
         std::future::ready(out)
     });
-    let s = s.take_until(state.shutdown.clone().cancelled_owned());
+    let end = state.shutdown.child_token();
+    watch_token(state.clone(), auth.0.token_id.clone(), end.clone());
+    // The watcher stops when the stream is dropped (the client went away).
+    let watcher = end.clone().drop_guard();
+    let s = s.take_until(end.cancelled_owned()).map(move |item| {
+        let _held = (&slot, &watcher);
+        item
+    });
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Cancels `end` once token `token_id` is no longer active (revoked, by the
+/// API or `facegate token revoke` in another process); returns when `end`
+/// is cancelled for any reason.
+fn watch_token(state: Arc<AppState>, token_id: String, end: CancellationToken) {
+    let every = Duration::from_secs(state.config.http.stream_token_check_s);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = end.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let (s, id) = (state.clone(), token_id.clone());
+            let active = tokio::task::spawn_blocking(move || {
+                s.lock_registry()
+                    .ok()
+                    .and_then(|r| r.token_active(&id).ok())
+            })
+            .await;
+            // A busy or failing database is no reason to cut a viewer off.
+            if let Ok(Some(false)) = active {
+                tracing::info!(token_id = %token_id, "live event stream ended: its token was revoked");
+                end.cancel();
+                return;
+            }
+        }
+    });
 }
 
 /// `GET /api/v1/cameras`

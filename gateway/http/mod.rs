@@ -59,7 +59,12 @@ pub struct AppState {
     /// Tokens and audit rows for actions outside the gallery.
     pub registry: Mutex<Registry>,
     pub live: Arc<Live>,
-    pub(crate) auth_cache: auth::Cache,
+    /// Verified tokens and failed attempts.
+    pub auth_cache: auth::Cache,
+    /// Photo requests being decoded or held at once (`http.max_concurrent_photos`).
+    pub photo_slots: Arc<tokio::sync::Semaphore>,
+    /// Open live event streams (`http.max_event_streams`).
+    pub stream_slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server stops: open event streams end with it
     /// (otherwise a console left open would hold the shutdown forever).
     pub shutdown: CancellationToken,
@@ -73,6 +78,11 @@ impl AppState {
         gallery: Arc<Mutex<Gallery>>,
         live: Arc<Live>,
     ) -> Result<Self, PipelineError> {
+        let auth_cache = auth::Cache::new(&config.http);
+        let photo_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.http.max_concurrent_photos,
+        ));
+        let stream_slots = Arc::new(tokio::sync::Semaphore::new(config.http.max_event_streams));
         Ok(Self {
             config,
             data_dir: data_dir.to_owned(),
@@ -81,7 +91,9 @@ impl AppState {
             events: Mutex::new(EventStore::open(db)?),
             registry: Mutex::new(Registry::open(db)?),
             live,
-            auth_cache: auth::Cache::default(),
+            auth_cache,
+            photo_slots,
+            stream_slots,
             shutdown: CancellationToken::new(),
         })
     }
@@ -279,20 +291,83 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     res
 }
 
-/// Binds `listen` and serves until `cancel`; open event streams end then too.
+/// How long stopping waits for requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `listener` until `cancel`; open event streams end then too.
+///
+/// Our own accept loop rather than `axum::serve`, for three limits a
+/// gateway on an estate's network needs: at most `http.max_connections`
+/// open connections (beyond that, new ones wait in the kernel's queue), a
+/// `http.header_timeout_s` for a request's headers (also closing idle
+/// keep-alive connections, so slow or idle clients cannot hold the slots),
+/// and the client's address for the failed-login limit.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let http = state.config.http.clone();
     let streams = state.shutdown.clone();
-    let app = router(state).into_make_service();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            cancel.cancelled().await;
-            streams.cancel();
-        })
+    let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(http.header_timeout_s))
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, addr) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        let svc =
+            tower::ServiceExt::map_request(app, move |req: Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(addr));
+                req
+            });
+        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, client = %addr, "HTTP connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    streams.cancel();
+    // Requests in flight finish; a client stalled mid-upload is not waited
+    // for past the grace period.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the grace period; closing them");
+    }
+    Ok(())
 }
 
 /// Binds the configured address, with a message that names it on failure.

@@ -16,7 +16,7 @@ use super::{ApiError, AppState, Auth, blocking};
 use crate::identify::{self, EnrolRules, PhotoUpload};
 use crate::registry::{
     Consent, ConsentMethod, NewOwner, NewWatchEntry, OwnerFilter, OwnerPatch, OwnerStatus,
-    Priority, Role,
+    Priority, Role, Subject,
 };
 use crate::vision::Checks;
 use crate::vision::image::{PhotoLimits, RgbView, decode_photo};
@@ -215,6 +215,11 @@ pub async fn create(
         return Err(ApiError::bad_request(
             "field 'consent_given_at' is in the future",
         ));
+    }
+    if given_at < time::macros::datetime!(2000-01-01 0:00 UTC) {
+        return Err(ApiError::bad_request(format!(
+            "field 'consent_given_at': {given_at} is before 2000-01-01; give the date the consent was taken"
+        )));
     }
     let taken_by = form
         .opt("consent_taken_by")
@@ -555,6 +560,11 @@ fn one_photo(form: &mut Form) -> Result<PhotoUpload, ApiError> {
 }
 
 /// `POST /api/v1/identify`
+///
+/// A face is named only when it matches someone at or above
+/// `matching.threshold`; below it `best_match` is null and the decision
+/// `stranger` (no match), never the nearest person. Every identify is audited (who asked, what was
+/// found: counts and the matched ids, no names).
 pub async fn identify(
     State(state): State<Arc<AppState>>,
     auth: Auth,
@@ -564,10 +574,21 @@ pub async fn identify(
     let mut form = Form::read(req, &state, &["liveness"]).await?;
     let liveness = form.bool("liveness")?;
     let photo = one_photo(&mut form)?;
+    let actor = auth.actor();
+    // A decoded photo costs up to 3 bytes a pixel until answered: bound how
+    // many are held at once (the engine runs one at a time anyway).
+    let slot = state
+        .photo_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable("the server is stopping"))?;
     blocking(&state, move |s| {
+        let _slot = slot;
         let img = decode_photo(&photo.bytes, &photo.name, limits(s))?;
         let threshold = s.config.matching.threshold;
-        let faces = s.with_engine_and_gallery(|engine, gallery| {
+        let now = OffsetDateTime::now_utc();
+        let mut faces = s.with_engine_and_gallery(|engine, gallery| {
             Ok(identify::identify(
                 engine,
                 gallery,
@@ -577,12 +598,37 @@ pub async fn identify(
                     pose: true,
                 },
                 threshold,
-                OffsetDateTime::now_utc(),
+                now,
             )?)
         })?;
+        let (width, height) = img.dimensions();
+        drop(img);
+        let mut matched = Vec::new();
+        for f in &mut faces {
+            if matches!(
+                f.decision,
+                identify::Decision::Owner | identify::Decision::Watchlist
+            ) {
+                if let Some(m) = &f.best_match {
+                    matched.push(match &m.subject {
+                        Subject::Owner { id, .. } => id.clone(),
+                        Subject::Watch { id, .. } => format!("watch:{id}"),
+                    });
+                }
+            } else {
+                f.best_match = None;
+            }
+        }
+        s.lock_registry()?.record_audit(
+            now,
+            &actor,
+            "identify",
+            "identify",
+            serde_json::json!({ "faces": faces.len(), "matched": matched }),
+        )?;
         Ok(Json(serde_json::json!({
-            "width": img.width(),
-            "height": img.height(),
+            "width": width,
+            "height": height,
             "threshold": threshold,
             "faces": faces,
         })))

@@ -43,7 +43,7 @@ mod tokens;
 
 pub use gallery::Gallery;
 pub use index::{FaceIndex, IndexError, Match};
-pub use tokens::{Principal, Role, TokenInfo, split_token};
+pub use tokens::{Principal, Role, StoredToken, TokenInfo, TokenRefusal, split_token};
 
 /// How long a writer waits for another process (the CLI beside the gateway)
 /// to release the database before giving up with a busy error.

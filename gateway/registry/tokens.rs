@@ -78,6 +78,91 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// A token's stored row: what checking a presented secret needs.
+#[derive(Debug, Clone)]
+pub struct StoredToken {
+    name: String,
+    role: String,
+    hash: String,
+    revoked: bool,
+}
+
+/// How a presented token failed (for the log; the client gets one answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    UnknownId,
+    Revoked,
+    WrongSecret,
+}
+
+impl TokenRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRefusal::UnknownId => "unknown token id",
+            TokenRefusal::Revoked => "revoked token",
+            TokenRefusal::WrongSecret => "wrong secret",
+        }
+    }
+}
+
+/// An argon2id hash of a secret nobody holds: unknown ids are checked
+/// against it, so they cost what known ids cost (no timing oracle for which
+/// ids exist).
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::encode_b64(&[7u8; 16]).expect("16 bytes is a valid salt");
+        Argon2::default()
+            .hash_password(b"facegate-no-such-token-secret", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+impl StoredToken {
+    /// Checks `secret` against `stored` (argon2, slow on purpose: call it
+    /// without holding any lock). An unknown id (`stored` is `None`) or a
+    /// revoked token costs the same hash as a live one.
+    pub fn verify(
+        stored: Option<&StoredToken>,
+        id: &str,
+        secret: &str,
+    ) -> Result<Result<Principal, TokenRefusal>, RegistryError> {
+        let hash: &str = match stored {
+            Some(s) => &s.hash,
+            None => dummy_hash(),
+        };
+        let ok = match PasswordHash::new(hash) {
+            Ok(parsed) => Argon2::default()
+                .verify_password(secret.as_bytes(), &parsed)
+                .is_ok(),
+            Err(e) => {
+                if let Some(s) = stored {
+                    return Err(invalid(format!(
+                        "token '{}': stored hash unreadable: {e}",
+                        s.name
+                    )));
+                }
+                false
+            }
+        };
+        let Some(s) = stored else {
+            return Ok(Err(TokenRefusal::UnknownId));
+        };
+        if s.revoked {
+            return Ok(Err(TokenRefusal::Revoked));
+        }
+        if !ok {
+            return Ok(Err(TokenRefusal::WrongSecret));
+        }
+        Ok(Ok(Principal {
+            token_id: id.to_owned(),
+            name: s.name.clone(),
+            role: Role::parse(&s.role)?,
+        }))
+    }
+}
+
 fn random_bytes<const N: usize>() -> Result<[u8; N], RegistryError> {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).map_err(|e| RegistryError::Io {
@@ -216,39 +301,35 @@ impl Registry {
 
     /// Checks a presented token: `Ok(None)` when it is malformed, unknown,
     /// revoked or its secret is wrong (the caller answers 401 for all of
-    /// them alike). Slow on purpose (argon2): callers cache the result.
+    /// them alike). Slow on purpose (argon2): callers cache the result, and
+    /// callers holding a lock around the registry use [`Registry::token_lookup`]
+    /// under it and [`StoredToken::verify`] outside it.
     pub fn token_verify(&self, token: &str) -> Result<Option<Principal>, RegistryError> {
         let Some((id, secret)) = split_token(token) else {
             return Ok(None);
         };
-        let row: Option<(String, String, String, Option<i64>)> = self
-            .conn
+        let stored = self.token_lookup(id)?;
+        Ok(StoredToken::verify(stored.as_ref(), id, secret)?.ok())
+    }
+
+    /// The stored row of token `id` (fast: one indexed read), for
+    /// [`StoredToken::verify`].
+    pub fn token_lookup(&self, id: &str) -> Result<Option<StoredToken>, RegistryError> {
+        self.conn
             .query_row(
                 "SELECT name, role, secret_hash, revoked_at FROM api_tokens WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    Ok(StoredToken {
+                        name: r.get(0)?,
+                        role: r.get(1)?,
+                        hash: r.get(2)?,
+                        revoked: r.get::<_, Option<i64>>(3)?.is_some(),
+                    })
+                },
             )
             .optional()
-            .context("look up token")?;
-        let Some((name, role, hash, revoked)) = row else {
-            return Ok(None);
-        };
-        if revoked.is_some() {
-            return Ok(None);
-        }
-        let parsed = PasswordHash::new(&hash)
-            .map_err(|e| invalid(format!("token '{name}': stored hash unreadable: {e}")))?;
-        if Argon2::default()
-            .verify_password(secret.as_bytes(), &parsed)
-            .is_err()
-        {
-            return Ok(None);
-        }
-        Ok(Some(Principal {
-            token_id: id.to_owned(),
-            name,
-            role: Role::parse(&role)?,
-        }))
+            .context("look up token")
     }
 
     /// Whether the token with this id is still active (for cached tokens).

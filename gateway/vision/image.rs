@@ -44,12 +44,55 @@ pub struct PhotoLimits {
     pub max_pixels: u64,
 }
 
+/// The default pixel limit: 24 megapixels takes any phone photo at its
+/// usual size (12 MP, or 24 MP 6000×4000 cameras) and keeps one decoded
+/// photo at 72 MB of RGB.
+pub const DEFAULT_MAX_PIXELS: u64 = 24_000_000;
+
 impl Default for PhotoLimits {
     fn default() -> Self {
         Self {
             max_bytes: 20 * 1024 * 1024,
-            max_pixels: 40_000_000,
+            max_pixels: DEFAULT_MAX_PIXELS,
         }
+    }
+}
+
+/// Photos decoded at once, process-wide. A decode is memory-bound (up to 3
+/// bytes per pixel, plus a copy while turning it upright), and this box has
+/// few cores: more at once would only add memory, not speed.
+pub const MAX_CONCURRENT_DECODES: usize = 2;
+
+/// A counting semaphore for blocking threads (decodes run on the blocking
+/// pool, not on the async runtime).
+struct DecodeGate {
+    busy: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+static DECODES: DecodeGate = DecodeGate {
+    busy: std::sync::Mutex::new(0),
+    freed: std::sync::Condvar::new(),
+};
+
+struct DecodeSlot;
+
+impl DecodeGate {
+    fn enter(&'static self) -> DecodeSlot {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= MAX_CONCURRENT_DECODES {
+            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy += 1;
+        DecodeSlot
+    }
+}
+
+impl Drop for DecodeSlot {
+    fn drop(&mut self) {
+        let mut busy = DECODES.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *busy = busy.saturating_sub(1);
+        DECODES.freed.notify_one();
     }
 }
 
@@ -78,6 +121,13 @@ pub fn load_photo(path: &Path, limits: PhotoLimits) -> Result<RgbImage, PhotoErr
 /// Decodes photo bytes (JPEG, PNG or WebP) into RGB, refusing anything that would
 /// silently give a wrong picture: truncation, transparency, decompression
 /// bombs.
+///
+/// Memory is bounded: the size is read from the header and checked against
+/// `limits.max_pixels` before anything is allocated; at most
+/// [`MAX_CONCURRENT_DECODES`] photos are decoded at once (callers wait); and
+/// PNGs (the only format here with 16 bits per channel) are decoded row by
+/// row straight to 8-bit RGB, so a 16-bit RGBA PNG costs 3 bytes per pixel,
+/// not 8 plus a converted copy.
 pub fn decode_photo(bytes: &[u8], name: &str, limits: PhotoLimits) -> Result<RgbImage, PhotoError> {
     let name = name.to_owned();
     if bytes.is_empty() {
@@ -112,9 +162,14 @@ pub fn decode_photo(bytes: &[u8], name: &str, limits: PhotoLimits) -> Result<Rgb
             limit: limits.max_pixels,
         });
     }
+    let _slot = DECODES.enter();
+    if format == image::ImageFormat::Png {
+        return decode_png(bytes, name, limits);
+    }
     let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut l = image::Limits::default();
-    l.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
+    // JPEG and WebP decode to at most 4 bytes per pixel (CMYK, RGBA).
+    l.max_alloc = Some(limits.max_pixels.saturating_mul(4).saturating_add(16 << 20));
     reader.limits(l);
     let corrupt = |e: image::ImageError| PhotoError::Corrupt(name.clone(), e.to_string());
     // Phones store portrait photos sideways with an EXIF orientation tag;
@@ -124,11 +179,99 @@ pub fn decode_photo(bytes: &[u8], name: &str, limits: PhotoLimits) -> Result<Rgb
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    img.apply_orientation(orientation);
     if has_transparency(&img) {
         return Err(PhotoError::Transparent(name));
     }
-    Ok(img.to_rgb8())
+    // Drop any alpha before turning, so the turn copies 3 bytes a pixel.
+    if !matches!(img, DynamicImage::ImageRgb8(_)) {
+        img = DynamicImage::ImageRgb8(img.into_rgb8());
+    }
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+/// A PNG, 8 bits per channel out whatever its depth, straight into RGB.
+fn decode_png(bytes: &[u8], name: String, limits: PhotoLimits) -> Result<RgbImage, PhotoError> {
+    let corrupt = |e: png::DecodingError| PhotoError::Corrupt(name.clone(), e.to_string());
+    let mut decoder = png::Decoder::new_with_limits(
+        std::io::Cursor::new(bytes),
+        png::Limits {
+            // Row buffers and metadata; the picture itself is ours (below).
+            bytes: usize::try_from(limits.max_pixels.saturating_mul(4))
+                .unwrap_or(usize::MAX)
+                .max(64 << 20),
+        },
+    );
+    // 16-bit channels to 8 (STRIP_16), palettes and low bit depths to
+    // whole 8-bit samples, tRNS to an alpha channel (EXPAND).
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(corrupt)?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    let orientation = reader
+        .info()
+        .exif_metadata
+        .as_deref()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let (color, depth) = reader.output_color_type();
+    if depth != png::BitDepth::Eight {
+        return Err(PhotoError::Corrupt(
+            name,
+            format!("PNG of bit depth {depth:?} after conversion to 8 bits"),
+        ));
+    }
+    let channels = color.samples();
+    let w = width as usize;
+    let mut rgb = vec![0u8; w * height as usize * 3];
+    let to_rgb = |src: &[u8], dst: &mut [u8]| -> bool {
+        // Returns whether every pixel of the row is opaque.
+        let mut opaque = true;
+        for (s, d) in src.chunks_exact(channels).zip(dst.chunks_exact_mut(3)) {
+            match color {
+                png::ColorType::Grayscale => d.fill(s[0]),
+                png::ColorType::GrayscaleAlpha => {
+                    d.fill(s[0]);
+                    opaque &= s[1] == 255;
+                }
+                png::ColorType::Rgba => {
+                    d.copy_from_slice(&s[..3]);
+                    opaque &= s[3] == 255;
+                }
+                _ => d.copy_from_slice(&s[..3]),
+            }
+        }
+        opaque
+    };
+    if reader.info().interlaced {
+        // Adam7 rows come in seven passes; decode the frame whole (8 bits
+        // per channel: at most 4 bytes a pixel) and convert it.
+        let size = reader
+            .output_buffer_size()
+            .ok_or_else(|| PhotoError::Corrupt(name.clone(), "PNG too large to decode".into()))?;
+        let mut buf = vec![0u8; size];
+        let info = reader.next_frame(&mut buf).map_err(corrupt)?;
+        for (y, dst) in rgb.chunks_exact_mut(w * 3).enumerate() {
+            let src = &buf[y * info.line_size..y * info.line_size + w * channels];
+            if !to_rgb(src, dst) {
+                return Err(PhotoError::Transparent(name));
+            }
+        }
+    } else {
+        for dst in rgb.chunks_exact_mut(w * 3) {
+            let row = reader
+                .next_row()
+                .map_err(corrupt)?
+                .ok_or_else(|| PhotoError::Corrupt(name.clone(), "PNG ends early".into()))?;
+            if !to_rgb(row.data(), dst) {
+                return Err(PhotoError::Transparent(name));
+            }
+        }
+    }
+    let img = RgbImage::from_raw(width, height, rgb)
+        .ok_or_else(|| PhotoError::Corrupt(name.clone(), "PNG size mismatch".into()))?;
+    let mut img = DynamicImage::ImageRgb8(img);
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
 }
 
 /// A JPEG ends with the EOI marker (possibly followed by padding); a file
@@ -435,6 +578,52 @@ mod tests {
         assert_eq!((c.width, c.height), (1, 2));
         assert_eq!(c.row(0), &data[11..14]);
         assert!(RgbView::new(3, 4, 8, &data).is_none());
+    }
+
+    fn png_bytes(img: DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn pngs_of_every_depth_and_colour_come_out_as_8_bit_rgb() {
+        let l = PhotoLimits::default();
+        let rgba16 = image::ImageBuffer::from_fn(5, 3, |x, _| {
+            image::Rgba([x as u16 * 0x1000 + 0x80, 0x4000, 0xFFFF, u16::MAX])
+        });
+        let out = decode_photo(&png_bytes(DynamicImage::ImageRgba16(rgba16)), "a", l).unwrap();
+        assert_eq!(out.dimensions(), (5, 3));
+        assert_eq!(out.get_pixel(2, 1).0, [0x20, 0x40, 0xFF]);
+        let grey16 = image::ImageBuffer::from_pixel(4, 4, image::Luma([0x8000u16]));
+        let out = decode_photo(&png_bytes(DynamicImage::ImageLuma16(grey16)), "a", l).unwrap();
+        assert_eq!(out.get_pixel(3, 3).0, [0x80; 3]);
+        let rgb8 = RgbImage::from_pixel(3, 2, image::Rgb([1, 2, 3]));
+        let out = decode_photo(&png_bytes(DynamicImage::ImageRgb8(rgb8.clone())), "a", l).unwrap();
+        assert_eq!(out, rgb8);
+        // Transparency is refused at any depth.
+        let clear = image::ImageBuffer::from_pixel(4, 4, image::Rgba([0u16, 0, 0, 0x7FFF]));
+        assert!(matches!(
+            decode_photo(&png_bytes(DynamicImage::ImageRgba16(clear)), "a", l),
+            Err(PhotoError::Transparent(_))
+        ));
+        let clear = image::ImageBuffer::from_pixel(4, 4, image::LumaA([9u8, 200]));
+        assert!(matches!(
+            decode_photo(&png_bytes(DynamicImage::ImageLumaA8(clear)), "a", l),
+            Err(PhotoError::Transparent(_))
+        ));
+        // The pixel limit is checked from the header.
+        let small = PhotoLimits {
+            max_pixels: 14,
+            ..l
+        };
+        assert!(decode_photo(&png_bytes(DynamicImage::ImageRgb8(rgb8)), "a", small).is_ok());
+        let grey = image::ImageBuffer::from_pixel(4, 4, image::Luma([0u8]));
+        assert!(matches!(
+            decode_photo(&png_bytes(DynamicImage::ImageLuma8(grey)), "a", small),
+            Err(PhotoError::TooManyPixels { .. })
+        ));
     }
 
     #[test]
