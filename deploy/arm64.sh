@@ -31,7 +31,7 @@ say() { echo "arm64: $*" >&2; }
 
 host_tools() {
   local need=()
-  for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static file; do
+  for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross file; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then
@@ -45,6 +45,20 @@ host_tools() {
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
   rustup target list --installed | grep -qx "$TRIPLE" || rustup target add "$TRIPLE"
+  # qemu 7.2 (bookworm) shows aarch64 programs the host's x86 /proc/cpuinfo, and ONNX Runtime's CPU
+  # probe (cpuinfo) then crashes on a null pointer; qemu >= 8 emulates it. bookworm-backports has 10.x.
+  local q
+  q=$(qemu-aarch64-static --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
+  if [ -z "$q" ] || [ "$q" -lt 8 ]; then
+    if [ ! -f /etc/apt/sources.list.d/backports.sources ] && ! grep -rqs bookworm-backports /etc/apt/sources.list*; then
+      say "adding bookworm-backports for qemu-user-static >= 8"
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
+        $SUDO tee /etc/apt/sources.list.d/backports.sources >/dev/null
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports qemu-user-static >/dev/null
+  fi
 }
 
 # The arm64 packages the link needs: GStreamer's and GLib's development files and everything they
