@@ -127,8 +127,7 @@ print(max(scores) if scores else "none")' "$1"
 
 smoke() {
   local enrol=${1:?usage: deploy/arm64.sh smoke ENROL_PHOTO PROBE_PHOTO} probe=${2:?usage: deploy/arm64.sh smoke ENROL_PHOTO PROBE_PHOTO}
-  [ -x "$BIN" ] || build
-  host_tools
+  build
   local work=$ROOT/target/arm64-smoke
   say "arm64 binary under qemu-aarch64-static (slow: the models run emulated)"
   ORT_DYLIB_PATH=$ARM_MODELS/onnxruntime/libonnxruntime.so \

@@ -26,3 +26,8 @@ DEMO_HTTP="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("12
 # The .deb (with the test build): install, doctor, upgrade (backup + migration, data and conffile kept)
 # and purge in a clean Debian 12 root (debootstrap + chroot, ~3 min).
 deploy/deb-test.sh "$(FACEGATE_BIN="$FACEGATE_BIN" deploy/deb.sh amd64 | tail -1)"
+# The arm64 build (cross-compiled) and its smoke test under qemu: the same match as this build within
+# 0.01 (deploy/arm64.sh; cold ~10 min for the cross build).
+P=${FACEGATE_FACES:-../shared/faces}/identities/Angelina_Jolie
+if [ -f "$P/1.jpg" ]; then A=$P/1.jpg; B=$P/2.jpg; else A=data/samples/astronaut.png; B=$A; fi
+FACEGATE_X86_BIN="$FACEGATE_BIN" deploy/arm64.sh smoke "$A" "$B"
