@@ -1,6 +1,7 @@
 //! The publisher: sends the outbox in `seq` order with QoS 1 and deletes a
 //! row when the broker's PUBACK for it arrives; publishes the retained
-//! status; hands incoming commands to the [`CommandHandler`].
+//! status; hands incoming commands over a bounded channel to the command
+//! lanes (below) and publishes their replies.
 //!
 //! Matching PUBACKs to rows: rumqttc assigns packet ids itself and reports
 //! each publish it puts on the wire as `Outgoing::Publish(pkid)`, in the
@@ -15,6 +16,16 @@
 //!
 //! SQLite work stays off the async threads: this loop runs on a blocking
 //! thread and waits on the runtime through `Handle::block_on`.
+//!
+//! Commands never run on this loop. The check lane (a blocking thread)
+//! verifies them, records nonces and runs the cheap ones (`status`,
+//! `gate_open`, `watchlist_remove`); a `watchlist_add` goes on to the photo
+//! lane (another blocking thread), which runs the face models. So a
+//! `status` or a `gate_open` is answered while a large photo is embedded.
+//! Both queues are bounded; a command that finds its queue full is refused
+//! as `busy` at once. The command subscription asks the broker for
+//! retain-as-published, so a retained command is seen as one (and refused)
+//! even when it reaches a gateway that was already subscribed.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -24,7 +35,7 @@ use std::time::{Duration, Instant};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    LastWill, Packet, PubAck, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
+    Filter, LastWill, Packet, PubAck, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, Event};
 use serde::Serialize;
@@ -35,10 +46,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::PublishError;
-use super::commands::CommandHandler;
+use super::commands::{Checked, CommandHandler, CommandOutcome, PhotoJob, Refusal, Replier};
 use super::config::{BrokerUrl, MqttConfig};
 use super::connection::{self, Backoff, Link, LinkEvent};
-use super::outbox::{Outbox, OutboxRow};
+use super::outbox::{NonceStore, Outbox, OutboxRow};
 use super::payload::{PAYLOAD_SCHEMA, Topics, fmt_ts};
 
 /// What the publisher needs to know about the gateway.
@@ -136,6 +147,9 @@ pub fn start(
     let url =
         BrokerUrl::parse(&cfg.url).map_err(|e| PublishError::Config(format!("mqtt.url: {e}")))?;
     let outbox = Outbox::open(&setup.db)?;
+    if let Some(w) = cfg.cleartext_warning() {
+        tracing::warn!("INSECURE: {w}");
+    }
     let topics = Topics::new(&cfg.prefix, &setup.site);
     let started = OffsetDateTime::now_utc();
     let info = StatusInfo {
@@ -177,6 +191,10 @@ pub fn start(
     ));
     let notify = Arc::new(Notify::new());
     let stats = Arc::new(Mutex::new(PublisherStats::default()));
+    let commands = match commands {
+        Some(handler) => Some(CommandLanes::start(handler, &setup, &tracker)?),
+        None => None,
+    };
     let mut lp = Loop {
         cfg: cfg.clone(),
         topics,
@@ -270,6 +288,7 @@ enum Handed {
 
 enum Wake {
     Link(LinkEvent),
+    Reply(CommandOutcome),
     Stop,
     Timer,
     LinkGone,
@@ -302,7 +321,7 @@ struct Loop {
     stop: CancellationToken,
     conn_stop: CancellationToken,
     stats: Arc<Mutex<PublisherStats>>,
-    commands: Option<CommandHandler>,
+    commands: Option<CommandLanes>,
     rt: tokio::runtime::Handle,
     window: usize,
     /// CONNACK seen and no loss since: rows may be handed over.
@@ -340,11 +359,19 @@ impl Loop {
                     return;
                 }
                 Wake::Link(ev) => self.on_link(ev),
+                Wake::Reply(out) => self.on_reply(out),
                 Wake::Timer => {}
             }
             // Everything already queued, before touching SQLite again.
             while let Ok(ev) = self.rx.try_recv() {
                 self.on_link(ev);
+            }
+            while let Some(out) = self
+                .commands
+                .as_mut()
+                .and_then(|c| c.replies.try_recv().ok())
+            {
+                self.on_reply(out);
             }
             self.housekeeping();
         }
@@ -374,10 +401,18 @@ impl Loop {
         let rx = &mut self.rx;
         let notify = &self.notify;
         let stop = &self.stop;
+        let replies = self.commands.as_mut().map(|c| &mut c.replies);
         self.rt.block_on(async {
+            let reply = async {
+                match replies {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 ev = rx.recv() => ev.map_or(Wake::LinkGone, Wake::Link),
+                Some(out) = reply => Wake::Reply(out),
                 _ = stop.cancelled(), if !stopping => Wake::Stop,
                 _ = notify.notified(), if !stopping => Wake::Timer,
                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
@@ -475,10 +510,15 @@ impl Loop {
                 tracing::info!(url = %self.cfg.url, session_present, "connected to the MQTT broker")
             }
         }
+        // Retain-as-published: a broker clears the retain flag of a message
+        // sent to existing subscribers, which would let a retained command
+        // pass for a live one.
+        let filter = Filter {
+            preserve_retain: true,
+            ..Filter::new(self.topics.commands_filter(), QoS::AtLeastOnce)
+        };
         if self.commands.is_some()
-            && let Err(e) = self
-                .client
-                .try_subscribe(self.topics.commands_filter(), QoS::AtLeastOnce)
+            && let Err(e) = self.client.try_subscribe_many([filter])
         {
             tracing::error!(error = %e, "cannot subscribe to commands");
         }
@@ -854,24 +894,37 @@ impl Loop {
             "cameras": self.info.cameras,
             "outbox": self.stats(),
         });
-        let now = OffsetDateTime::now_utc();
-        let Some(handler) = self.commands.as_mut() else {
+        let Some(lanes) = self.commands.as_mut() else {
             return;
         };
-        let mut out = handler.handle(&name, &p.payload, p.retain, now, &status);
-        if !out.enqueue.is_empty()
-            && let Err(e) = self.outbox.enqueue(&out.enqueue, now)
-        {
-            tracing::error!(error = %e, "command accepted but its message could not be queued");
-            out.ok = false;
-            if let Ok(mut v) = serde_json::from_slice::<Value>(&out.reply) {
-                v["ok"] = json!(false);
-                v["code"] = json!("failed");
-                v["error"] = json!(format!("not queued: {e}"));
-                v["result"] = Value::Null;
-                out.reply = v.to_string().into_bytes();
+        let now = OffsetDateTime::now_utc();
+        let job = Incoming {
+            name: name.clone(),
+            payload: p.payload.to_vec(),
+            retained: p.retain,
+            received: now,
+            status,
+        };
+        match lanes.tx.try_send(job) {
+            Ok(()) => {}
+            Err(e) => {
+                let out = lanes.replier.reply(
+                    &name,
+                    None,
+                    Err(Refusal::Busy(COMMAND_QUEUE as i64)),
+                    now,
+                    Vec::new(),
+                );
+                if matches!(e, mpsc::error::TrySendError::Closed(_)) {
+                    tracing::error!("the command lane has stopped; command refused");
+                }
+                self.on_reply(out);
             }
         }
+    }
+
+    /// A command's reply, from a lane (or refused here): counted, sent.
+    fn on_reply(&mut self, out: CommandOutcome) {
         if let Ok(mut s) = self.stats.lock() {
             if out.ok {
                 s.commands_ok += 1;
@@ -880,7 +933,7 @@ impl Loop {
             }
         }
         if !self.publish_direct(out.reply_topic, out.reply, false) {
-            tracing::warn!(cmd = %name, "command reply not sent (connection lost)");
+            tracing::warn!(cmd = %out.name, "command reply not sent (connection lost)");
         }
     }
 
@@ -937,4 +990,120 @@ impl Loop {
 /// A topic rumqttc will accept for publishing.
 fn valid_topic(t: &str) -> bool {
     !t.is_empty() && t.len() < 65_535 && !t.contains(['+', '#', '\0'])
+}
+
+/// Commands waiting for the check lane, at most.
+const COMMAND_QUEUE: usize = 32;
+/// `watchlist_add` photos waiting for the photo lane, at most (each holds
+/// its photo in memory).
+const PHOTO_QUEUE: usize = 2;
+
+/// A command as it came from the broker.
+struct Incoming {
+    name: String,
+    payload: Vec<u8>,
+    retained: bool,
+    received: OffsetDateTime,
+    /// What a `status` command answers, as of its arrival.
+    status: Value,
+}
+
+/// The publisher's side of the two command lanes.
+struct CommandLanes {
+    tx: mpsc::Sender<Incoming>,
+    replies: mpsc::Receiver<CommandOutcome>,
+    replier: Replier,
+}
+
+impl CommandLanes {
+    /// Opens the nonce store and an outbox connection on the database and
+    /// starts both lanes on the blocking pool. They end when the publisher
+    /// loop drops its sender (the photo lane after its current photo).
+    fn start(
+        mut handler: CommandHandler,
+        setup: &PublisherSetup,
+        tracker: &TaskTracker,
+    ) -> Result<Self, PublishError> {
+        if !handler.has_nonce_store() {
+            handler = handler.with_nonce_store(NonceStore::open(&setup.db)?);
+        }
+        let outbox = Outbox::open(&setup.db)?;
+        let replier = handler.replier().clone();
+        let adder = handler.take_adder();
+        let (tx, rx) = mpsc::channel::<Incoming>(COMMAND_QUEUE);
+        let (reply_tx, replies) = mpsc::channel::<CommandOutcome>(COMMAND_QUEUE);
+        let (photo_tx, photo_rx) = mpsc::channel::<PhotoJob>(PHOTO_QUEUE);
+        if let Some(mut adder) = adder {
+            let reply_tx = reply_tx.clone();
+            let mut photo_rx = photo_rx;
+            tracker.spawn_blocking(move || {
+                while let Some(job) = photo_rx.blocking_recv() {
+                    if reply_tx.blocking_send(adder.run(job)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let r = replier.clone();
+        tracker.spawn_blocking(move || check_lane(handler, outbox, rx, photo_tx, reply_tx, r));
+        Ok(Self {
+            tx,
+            replies,
+            replier,
+        })
+    }
+}
+
+/// The check lane: verify, record the nonce, run the cheap commands (a
+/// gate open is queued in the outbox before its reply), pass photos on.
+fn check_lane(
+    mut handler: CommandHandler,
+    outbox: Outbox,
+    mut rx: mpsc::Receiver<Incoming>,
+    photos: mpsc::Sender<PhotoJob>,
+    replies: mpsc::Sender<CommandOutcome>,
+    replier: Replier,
+) {
+    while let Some(c) = rx.blocking_recv() {
+        let out = match handler.check(&c.name, &c.payload, c.retained, c.received, &c.status) {
+            Checked::Done(out) => queue_messages(&outbox, out, c.received),
+            Checked::Photo(job) => match photos.try_send(job) {
+                Ok(()) => continue,
+                Err(e) => {
+                    let job = e.into_inner();
+                    replier.reply(
+                        &c.name,
+                        Some(job.nonce()),
+                        Err(Refusal::PhotosBusy(PHOTO_QUEUE)),
+                        c.received,
+                        Vec::new(),
+                    )
+                }
+            },
+        };
+        if replies.blocking_send(out).is_err() {
+            break;
+        }
+    }
+}
+
+/// Queues what an accepted command sends (a gate open); if that fails the
+/// reply says so instead.
+fn queue_messages(outbox: &Outbox, mut out: CommandOutcome, now: OffsetDateTime) -> CommandOutcome {
+    if out.enqueue.is_empty() {
+        return out;
+    }
+    if let Err(e) = outbox.enqueue(&out.enqueue, now) {
+        tracing::error!(error = %e, "command accepted but its message could not be queued");
+        out.ok = false;
+        if let Ok(mut v) = serde_json::from_slice::<Value>(&out.reply) {
+            v["ok"] = json!(false);
+            v["code"] = json!("failed");
+            v["error"] = json!(format!("not queued: {e}"));
+            v["result"] = Value::Null;
+            out.reply = v.to_string().into_bytes();
+        }
+    }
+    out.enqueue.clear();
+    out
 }
