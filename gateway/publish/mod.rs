@@ -13,6 +13,8 @@
 //! - [`outbox`]: the outbox table as the publisher sees it.
 //! - [`connection`]: MQTT options, TLS, the event-loop task with reconnect
 //!   backoff, connection errors in words.
+//! - `delivery`: the publisher's bookkeeping (packet ids to outbox rows,
+//!   acknowledgement batches, rewinds), pure, with the time passed in.
 //! - [`publisher`]: the loop that sends the outbox and matches PUBACKs to
 //!   rows; [`start`] and [`PublisherHandle`].
 //! - [`commands`]: signed commands from the command centre
@@ -26,6 +28,7 @@
 pub mod commands;
 pub mod config;
 pub mod connection;
+mod delivery;
 pub mod outbox;
 pub mod payload;
 pub mod publisher;

@@ -3,16 +3,11 @@
 //! status; hands incoming commands over a bounded channel to the command
 //! lanes (below) and publishes their replies.
 //!
-//! Matching PUBACKs to rows: rumqttc assigns packet ids itself and reports
-//! each publish it puts on the wire as `Outgoing::Publish(pkid)`, in the
-//! order the requests were handed to it (a packet-id collision shows as
-//! `Outgoing::AwaitAck(pkid)` first and the publish after the old ack). So
-//! the loop keeps a FIFO of what it handed over (outbox rows and its own
-//! direct publishes) and pops it on each of those events into a map
-//! `pkid → row`; `Incoming::PubAck(pkid)` then names the row. At most
-//! `max_in_flight` are outstanding. On a connection loss the connection
-//! task voids rumqttc's queues, the FIFO and the map are cleared, and after
-//! the next CONNACK the outbox is sent again from its first undelivered row.
+//! Matching PUBACKs to rows is [`Delivery`]'s job (pure bookkeeping,
+//! `delivery.rs`): at most `max_in_flight` are outstanding; on a connection
+//! loss the connection task voids rumqttc's queues, the bookkeeping is
+//! cleared, and after the next CONNACK the outbox is sent again from its
+//! first undelivered row.
 //!
 //! SQLite work stays off the async threads: this loop runs on a blocking
 //! thread and waits on the runtime through `Handle::block_on`.
@@ -27,7 +22,6 @@
 //! retain-as-published, so a retained command is seen as one (and refused)
 //! even when it reaches a gateway that was already subscribed.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +43,7 @@ use super::PublishError;
 use super::commands::{Checked, CommandHandler, CommandOutcome, PhotoJob, Refusal, Replier};
 use super::config::{BrokerUrl, MqttConfig};
 use super::connection::{self, Backoff, Link, LinkEvent};
+use super::delivery::{Delivery, Handed};
 use super::outbox::{NonceStore, Outbox, OutboxRow};
 use super::payload::{PAYLOAD_SCHEMA, Topics, fmt_ts};
 
@@ -209,15 +204,8 @@ pub fn start(
         stats: stats.clone(),
         commands,
         rt,
-        window,
+        delivery: Delivery::new(window),
         ready: false,
-        fifo: VecDeque::new(),
-        in_flight: HashMap::new(),
-        collided: None,
-        cursor: 0,
-        acked: Vec::new(),
-        first_ack: None,
-        rewind_after: None,
         status_seq: 0,
         next_status: Instant::now(),
         next_maintenance: Instant::now(),
@@ -276,16 +264,6 @@ impl StatusInfo {
     }
 }
 
-/// What was handed to rumqttc, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handed {
-    Row {
-        seq: i64,
-    },
-    /// Status and replies: not from the outbox.
-    Direct,
-}
-
 enum Wake {
     Link(LinkEvent),
     Reply(CommandOutcome),
@@ -294,9 +272,8 @@ enum Wake {
     LinkGone,
 }
 
-/// Delivered rows are deleted in batches: this many, or after this long.
-const ACK_BATCH: usize = 128;
-const ACK_DELAY: Duration = Duration::from_millis(20);
+/// While draining, the loop looks again this often.
+const ACK_DELAY: Duration = super::delivery::ACK_DELAY;
 /// Outbox rows written without a notify are found within this.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Bounds are enforced and the depth counted this often.
@@ -323,18 +300,9 @@ struct Loop {
     stats: Arc<Mutex<PublisherStats>>,
     commands: Option<CommandLanes>,
     rt: tokio::runtime::Handle,
-    window: usize,
+    delivery: Delivery,
     /// CONNACK seen and no loss since: rows may be handed over.
     ready: bool,
-    fifo: VecDeque<Handed>,
-    in_flight: HashMap<u16, Handed>,
-    collided: Option<Handed>,
-    /// Highest `seq` handed over on this connection.
-    cursor: i64,
-    acked: Vec<i64>,
-    first_ack: Option<Instant>,
-    /// A transient PUBACK failure: send from the start again once idle.
-    rewind_after: Option<Instant>,
     status_seq: u64,
     next_status: Instant,
     next_maintenance: Instant,
@@ -384,17 +352,7 @@ impl Loop {
         if self.ready {
             d = d.min(self.next_status);
         }
-        if let Some(t) = self.first_ack {
-            d = d.min(t + ACK_DELAY);
-        }
-        // Rewinding waits for an idle window; acknowledgements wake us before.
-        if let Some(t) = self.rewind_after
-            && self.fifo.is_empty()
-            && self.in_flight.is_empty()
-        {
-            d = d.min(t);
-        }
-        d
+        self.delivery.deadline(d)
     }
 
     fn wait(&mut self, deadline: Instant, stopping: bool) -> Wake {
@@ -422,11 +380,7 @@ impl Loop {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        if !self.acked.is_empty()
-            && (self.acked.len() >= ACK_BATCH
-                || self.in_flight.is_empty()
-                || self.first_ack.is_some_and(|t| now >= t + ACK_DELAY))
-        {
+        if self.delivery.flush_due(now) {
             self.flush_acks();
         }
         if now >= self.next_maintenance {
@@ -473,11 +427,7 @@ impl Loop {
             },
             Event::Outgoing(o) => match o {
                 Outgoing::Publish(pkid) => self.on_sent(pkid),
-                Outgoing::AwaitAck(_) => {
-                    if let Some(h) = self.fifo.pop_front() {
-                        self.collided = Some(h);
-                    }
-                }
+                Outgoing::AwaitAck(_) => self.delivery.on_await_ack(),
                 Outgoing::Disconnect => self.disconnect_sent = true,
                 _ => {}
             },
@@ -487,10 +437,7 @@ impl Loop {
     fn on_connected(&mut self, session_present: bool) {
         self.flush_acks();
         self.ready = true;
-        self.cursor = 0;
-        self.fifo.clear();
-        self.in_flight.clear();
-        self.collided = None;
+        self.delivery.connected();
         let outage = self.down_since.take().map(|t| t.elapsed());
         self.last_down = None;
         self.down_count = 0;
@@ -529,9 +476,7 @@ impl Loop {
     fn on_down(&mut self, why: String) {
         self.flush_acks();
         let was_ready = std::mem::replace(&mut self.ready, false);
-        self.fifo.clear();
-        self.in_flight.clear();
-        self.collided = None;
+        self.delivery.lost();
         self.down_count += 1;
         let now = Instant::now();
         self.down_since.get_or_insert(now);
@@ -560,25 +505,13 @@ impl Loop {
     }
 
     fn on_sent(&mut self, pkid: u16) {
-        let handed = match self.collided.take() {
-            Some(h) => h,
-            None => match self.fifo.pop_front() {
-                Some(h) => h,
-                // From before a reconnect (should not happen: the queue is cleared).
-                None => return,
-            },
-        };
-        if pkid == 0 {
-            if let Handed::Row { seq } = handed {
-                self.delivered(seq);
-            }
-        } else {
-            self.in_flight.insert(pkid, handed);
+        if let Some(seq) = self.delivery.on_sent(pkid) {
+            self.delivered(seq);
         }
     }
 
     fn on_puback(&mut self, ack: &PubAck) {
-        let Some(handed) = self.in_flight.remove(&ack.pkid) else {
+        let Some(handed) = self.delivery.on_puback(ack.pkid) else {
             return;
         };
         let Handed::Row { seq } = handed else {
@@ -594,43 +527,42 @@ impl Loop {
                     reason = ?ack.reason,
                     "the broker refused an outbox message for good; dropped (check the broker's ACL for our topics)"
                 );
-                self.acked.push(seq);
-                self.first_ack.get_or_insert_with(Instant::now);
+                self.delivery.ack(seq, Instant::now());
                 if let Ok(mut s) = self.stats.lock() {
                     s.rejected += 1;
                 }
             }
             other => {
                 tracing::warn!(seq, reason = ?other, "the broker did not take an outbox message; it will be sent again");
-                self.rewind_after = Some(Instant::now() + Duration::from_secs(1));
+                self.delivery
+                    .rewind_at(Instant::now() + Duration::from_secs(1));
             }
         }
     }
 
     fn delivered(&mut self, seq: i64) {
-        self.acked.push(seq);
-        self.first_ack.get_or_insert_with(Instant::now);
+        self.delivery.ack(seq, Instant::now());
         if let Ok(mut s) = self.stats.lock() {
             s.delivered += 1;
         }
     }
 
     fn flush_acks(&mut self) {
-        if self.acked.is_empty() {
+        let acked = self.delivery.acked();
+        if acked.is_empty() {
             return;
         }
-        match self.outbox.remove(&self.acked) {
+        match self.outbox.remove(acked) {
             Ok(()) => {
                 if let Ok(mut s) = self.stats.lock() {
-                    s.pending = s.pending.saturating_sub(self.acked.len() as u64);
+                    s.pending = s.pending.saturating_sub(acked.len() as u64);
                 }
-                self.acked.clear();
-                self.first_ack = None;
+                self.delivery.flushed();
             }
             // Kept for the next try; at worst they are sent again.
             Err(e) => {
                 tracing::error!(error = %e, "cannot delete delivered outbox rows");
-                self.first_ack = Some(Instant::now());
+                self.delivery.flush_failed(Instant::now());
             }
         }
     }
@@ -640,23 +572,16 @@ impl Loop {
         if !self.ready || self.disconnect_sent {
             return;
         }
-        if let Some(t) = self.rewind_after
-            && Instant::now() >= t
-            && self.fifo.is_empty()
-            && self.in_flight.is_empty()
-        {
+        if self.delivery.rewind_due(Instant::now()) {
             self.flush_acks();
-            self.cursor = 0;
-            self.rewind_after = None;
+            self.delivery.rewind();
         }
         loop {
-            let busy =
-                self.fifo.len() + self.in_flight.len() + usize::from(self.collided.is_some());
-            let room = self.window.saturating_sub(busy);
+            let room = self.delivery.room();
             if room == 0 {
                 break;
             }
-            let rows = match self.outbox.next_after(self.cursor, room) {
+            let rows = match self.outbox.next_after(self.delivery.cursor(), room) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -684,13 +609,13 @@ impl Loop {
                             "expired before the broker took it (gate open?): dropped, never sent late"
                         );
                         void.push((row.seq, true));
-                        self.cursor = row.seq;
+                        self.delivery.skipped(row.seq);
                         continue;
                     }
                     if !valid_topic(&row.topic) {
                         tracing::error!(seq = row.seq, topic = %row.topic, "invalid MQTT topic in the outbox; dropped");
                         void.push((row.seq, false));
-                        self.cursor = row.seq;
+                        self.delivery.skipped(row.seq);
                         continue;
                     }
                     // Sending it would fail the connection, again and again.
@@ -706,7 +631,7 @@ impl Loop {
                             "message larger than the broker's maximum packet size; dropped (include_face_images?)"
                         );
                         void.push((row.seq, false));
-                        self.cursor = row.seq;
+                        self.delivery.skipped(row.seq);
                         continue;
                     }
                     let props = self.properties(&row, now);
@@ -731,8 +656,7 @@ impl Loop {
                         stopped = true;
                         break;
                     }
-                    self.fifo.push_back(Handed::Row { seq: row.seq });
-                    self.cursor = row.seq;
+                    self.delivery.handed(Handed::Row { seq: row.seq });
                     handed += 1;
                 }
             }
@@ -752,7 +676,7 @@ impl Loop {
                 }
             }
             if let Ok(mut s) = self.stats.lock() {
-                s.in_flight = (self.fifo.len() + self.in_flight.len()) as u64;
+                s.in_flight = self.delivery.in_flight() as u64;
             }
             if stopped || (handed == 0 && void.is_empty()) || fetched < room {
                 break;
@@ -793,7 +717,7 @@ impl Loop {
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
         {
             Ok(()) => {
-                self.fifo.push_back(Handed::Direct);
+                self.delivery.handed(Handed::Direct);
                 true
             }
             Err(e) => {
@@ -941,7 +865,7 @@ impl Loop {
     fn drain(&mut self) {
         let grace = Duration::from_secs_f64(self.cfg.shutdown_grace_s);
         let deadline = Instant::now() + grace;
-        let busy = |s: &Self| !s.fifo.is_empty() || !s.in_flight.is_empty() || s.collided.is_some();
+        let busy = |s: &Self| s.delivery.busy();
         while self.ready && busy(self) && Instant::now() < deadline {
             match self.wait(deadline.min(Instant::now() + ACK_DELAY), true) {
                 Wake::Link(ev) => self.on_link(ev),
