@@ -548,6 +548,7 @@ async fn status_and_gate_open_answer_while_a_large_watchlist_photo_is_embedded()
             "photo": base64::engine::general_purpose::STANDARD.encode(&photo),
         }),
     );
+    let sent = Instant::now();
     centre.send("watchlist_add", add, false).await;
     centre
         .send(
@@ -563,7 +564,16 @@ async fn status_and_gate_open_answer_while_a_large_watchlist_photo_is_embedded()
             false,
         )
         .await;
+    centre.wait_replies("status", 1).await;
+    let status_after = sent.elapsed();
     let r = centre.wait_replies("watchlist_add", 1).await;
+    // Figures for the report, not assertions.
+    eprintln!(
+        "photo {} bytes: status reply after {:?}, watchlist_add reply after {:?}",
+        photo.len(),
+        status_after,
+        sent.elapsed()
+    );
     assert_eq!(r["ok"], json!(true), "the photo was enrolled: {r}");
     let order: Vec<String> = centre
         .all_replies()

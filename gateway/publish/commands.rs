@@ -67,10 +67,8 @@ pub enum Refusal {
     Replayed,
     #[error("too many commands in the last {0} s; sign it again later with a fresh nonce")]
     Busy(i64),
-    #[error(
-        "busy: {0} watch-list photos are waiting to be processed; sign it again later with a fresh nonce"
-    )]
-    PhotosBusy(usize),
+    #[error("busy: {max} {queue} are waiting already; sign it again later with a fresh nonce")]
+    QueueFull { queue: &'static str, max: usize },
     #[error("unknown command '{0}' (known: watchlist_add, watchlist_remove, gate_open, status)")]
     Unknown(String),
     #[error("invalid arguments: {0}")]
@@ -88,7 +86,7 @@ impl Refusal {
             Refusal::WrongTarget(_) => "wrong_target",
             Refusal::Stale { .. } | Refusal::Future { .. } => "stale",
             Refusal::Replayed => "replayed",
-            Refusal::Busy(_) | Refusal::PhotosBusy(_) => "busy",
+            Refusal::Busy(_) | Refusal::QueueFull { .. } => "busy",
             Refusal::Unknown(_) => "unknown_command",
             Refusal::InvalidArgs(_) => "invalid_args",
             Refusal::Failed(_) => "failed",

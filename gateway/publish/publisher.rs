@@ -835,7 +835,10 @@ impl Loop {
                 let out = lanes.replier.reply(
                     &name,
                     None,
-                    Err(Refusal::Busy(COMMAND_QUEUE as i64)),
+                    Err(Refusal::QueueFull {
+                        queue: "commands",
+                        max: COMMAND_QUEUE,
+                    }),
                     now,
                     Vec::new(),
                 );
@@ -998,7 +1001,10 @@ fn check_lane(
                     replier.reply(
                         &c.name,
                         Some(job.nonce()),
-                        Err(Refusal::PhotosBusy(PHOTO_QUEUE)),
+                        Err(Refusal::QueueFull {
+                            queue: "watch-list photos",
+                            max: PHOTO_QUEUE,
+                        }),
                         c.received,
                         Vec::new(),
                     )
@@ -1030,4 +1036,119 @@ fn queue_messages(outbox: &Outbox, mut out: CommandOutcome, now: OffsetDateTime)
     }
     out.enqueue.clear();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::config::Secret;
+    use crate::publish::{EmbedFn, sign_command};
+    use crate::registry::{FaceTemplate, Gallery, Registry};
+    use std::sync::mpsc as std_mpsc;
+    use time::format_description::well_known::Rfc3339;
+
+    const SECRET: &str = "command-secret-0123456789";
+
+    fn incoming(name: &str, nonce: &str, args: Value) -> Incoming {
+        let now = OffsetDateTime::now_utc();
+        let payload = sign_command(
+            &Secret::new(SECRET.as_bytes().to_vec()),
+            "gy-001",
+            name,
+            &now.format(&Rfc3339).unwrap(),
+            nonce,
+            &args,
+        );
+        Incoming {
+            name: name.into(),
+            payload,
+            retained: false,
+            received: now,
+            status: json!({ "state": "online" }),
+        }
+    }
+
+    /// With a photo being embedded (held by the test) and the photo queue
+    /// full, a further `watchlist_add` is refused as busy at once and a
+    /// `status` is answered; the photos then complete in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_photo_queue_refuses_as_busy_and_status_still_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let cfg = MqttConfig {
+            url: "mqtt://127.0.0.1:1".into(),
+            command_secret: Some(format!("file:{}", secret.display())),
+            ..Default::default()
+        };
+        let now = OffsetDateTime::now_utc();
+        let gallery = Gallery::open(Registry::open(&db).unwrap(), "m", 4, now).unwrap();
+        let (started_tx, started) = std_mpsc::channel::<()>();
+        let (release, release_rx) = std_mpsc::channel::<()>();
+        let embed: EmbedFn = Box::new(move |_: &[u8]| {
+            started_tx.send(()).unwrap();
+            release_rx.recv().map_err(|e| e.to_string())?;
+            Ok(FaceTemplate {
+                model_id: "m".into(),
+                embedding: vec![1.0, 0.0, 0.0, 0.0],
+                quality: 0.9,
+                photo: None,
+            })
+        });
+        let handler =
+            CommandHandler::new(&cfg, "gy-001", Arc::new(Mutex::new(gallery)), embed).unwrap();
+        let setup = PublisherSetup {
+            site: "gy-001".into(),
+            cameras: Vec::new(),
+            db,
+            version: "test".into(),
+        };
+        let tracker = TaskTracker::new();
+        let mut lanes = CommandLanes::start(handler, &setup, &tracker).unwrap();
+        let add = |n: u32| {
+            incoming(
+                "watchlist_add",
+                &format!("add-{n:08}"),
+                json!({ "name": format!("P{n}"), "reason": "test", "photo": "eA==" }),
+            )
+        };
+        let reply = |o: &CommandOutcome| serde_json::from_slice::<Value>(&o.reply).unwrap();
+        assert!(lanes.tx.try_send(add(1)).is_ok());
+        // Photo 1 is in the embedder (held); 2 and 3 fill the photo queue.
+        let _started = tokio::task::spawn_blocking(move || {
+            started.recv().unwrap();
+            started
+        })
+        .await
+        .unwrap();
+        for n in 2..=4 {
+            assert!(lanes.tx.try_send(add(n)).is_ok());
+        }
+        let status = incoming("status", "status-0001", Value::Null);
+        assert!(lanes.tx.try_send(status).is_ok());
+        let first = lanes.replies.recv().await.unwrap();
+        assert_eq!(reply(&first)["code"], json!("busy"), "{}", reply(&first));
+        assert_eq!(reply(&first)["nonce"], json!("add-00000004"));
+        assert!(
+            reply(&first)["error"]
+                .as_str()
+                .unwrap()
+                .contains("watch-list photos")
+        );
+        let second = lanes.replies.recv().await.unwrap();
+        assert_eq!(second.name, "status");
+        assert!(second.ok);
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for n in 1..=3 {
+            let o = lanes.replies.recv().await.unwrap();
+            assert!(o.ok, "{}", reply(&o));
+            assert_eq!(reply(&o)["nonce"], json!(format!("add-{n:08}")));
+        }
+        drop(lanes);
+        tracker.close();
+        tracker.wait().await;
+    }
 }
