@@ -5,21 +5,32 @@
 //! where `sig = hex(HMAC-SHA256(command_secret, utf8(signed)))` and
 //! `signed` parses to `{"cmd", "site", "ts", "nonce", "args"}`. The check
 //! order is fixed: retained → envelope JSON → signature → inner JSON →
-//! cmd/site match the topic → freshness → nonce not seen → arguments. A
-//! command refused at any step changes nothing but the reply; its nonce is
-//! remembered only once the signature and time were good (so junk cannot
-//! fill the nonce memory).
+//! cmd/site match the topic → freshness (age and clock skew) → nonce not
+//! used → arguments. A command refused at any step changes nothing but the
+//! reply; its nonce is recorded only once the signature and time were good
+//! (so junk cannot fill the nonce table).
+//!
+//! Nonces are recorded on disk ([`NonceStore`], in the outbox database)
+//! before the command acts, until the command could no longer pass the age
+//! check: a replay is refused after a restart too, whatever its timestamp.
+//!
+//! Running a command is split in two so that nothing waits behind the face
+//! models: [`CommandHandler::check`] verifies, records the nonce and runs
+//! the cheap commands; a `watchlist_add` comes back as a [`PhotoJob`] that
+//! [`WatchAdder::run`] embeds and stores, on a thread of its own (see
+//! `publisher.rs`). [`CommandHandler::handle`] does both in line (tests,
+//! tools).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 
 use super::config::{MqttConfig, Secret};
+use super::outbox::{NonceClaim, NonceStore};
 use super::payload::{GateOpenCause, PAYLOAD_SCHEMA, Topics, fmt_ts, gate_open_message};
 use super::{PublishError, sign};
 use crate::events::OutboxMessage;
@@ -29,7 +40,7 @@ use crate::registry::{FaceTemplate, Gallery, NewWatchEntry, Priority};
 /// model. The gateway wires [`engine_embedder`]; tests may wire anything.
 pub type EmbedFn = Box<dyn FnMut(&[u8]) -> Result<FaceTemplate, String> + Send>;
 
-/// Nonces remembered at most; beyond this, commands are refused as busy
+/// Live nonces kept at most; beyond this, commands are refused as busy
 /// (an eviction could let a replay through).
 const MAX_NONCES: usize = 10_000;
 /// Largest photo accepted in a `watchlist_add`, decoded bytes.
@@ -46,16 +57,18 @@ pub enum Refusal {
     BadSignature,
     #[error("command addressed to {0}")]
     WrongTarget(String),
-    #[error("stale command: signed {age_s} s from now, more than {max_s} s")]
+    #[error("stale command: signed {age_s} s ago, more than {max_s} s")]
     Stale { age_s: i64, max_s: i64 },
+    #[error(
+        "command signed {ahead_s} s in the future by this gateway's clock, more than the {max_s} s of clock skew allowed (mqtt.command_max_skew_s): check both clocks"
+    )]
+    Future { ahead_s: i64, max_s: i64 },
     #[error("replayed nonce: this command was already received")]
     Replayed,
-    #[error(
-        "signed before this gateway started (its nonce memory is new): sign it again with a fresh ts and nonce"
-    )]
-    BeforeStart,
-    #[error("too many commands in the last {0} s; try again later")]
+    #[error("too many commands in the last {0} s; sign it again later with a fresh nonce")]
     Busy(i64),
+    #[error("busy: {max} {queue} are waiting already; sign it again later with a fresh nonce")]
+    QueueFull { queue: &'static str, max: usize },
     #[error("unknown command '{0}' (known: watchlist_add, watchlist_remove, gate_open, status)")]
     Unknown(String),
     #[error("invalid arguments: {0}")]
@@ -71,10 +84,9 @@ impl Refusal {
             Refusal::Malformed(_) => "malformed",
             Refusal::BadSignature => "bad_signature",
             Refusal::WrongTarget(_) => "wrong_target",
-            Refusal::Stale { .. } => "stale",
+            Refusal::Stale { .. } | Refusal::Future { .. } => "stale",
             Refusal::Replayed => "replayed",
-            Refusal::BeforeStart => "stale",
-            Refusal::Busy(_) => "busy",
+            Refusal::Busy(_) | Refusal::QueueFull { .. } => "busy",
             Refusal::Unknown(_) => "unknown_command",
             Refusal::InvalidArgs(_) => "invalid_args",
             Refusal::Failed(_) => "failed",
@@ -92,6 +104,62 @@ pub struct CommandOutcome {
     pub ok: bool,
     /// Messages to queue in the outbox (a gate open).
     pub enqueue: Vec<OutboxMessage>,
+}
+
+/// Builds command replies; cheap to clone, so every lane can answer.
+#[derive(Debug, Clone)]
+pub struct Replier {
+    topics: Topics,
+    site: String,
+    offset: UtcOffset,
+}
+
+impl Replier {
+    fn new(cfg: &MqttConfig, site: &str) -> Self {
+        Self {
+            topics: Topics::new(&cfg.prefix, site),
+            site: site.to_owned(),
+            offset: cfg.offset(),
+        }
+    }
+
+    /// The reply to command `name` (nonce known once the signature was good).
+    pub fn reply(
+        &self,
+        name: &str,
+        nonce: Option<&str>,
+        result: Result<Value, Refusal>,
+        now: OffsetDateTime,
+        enqueue: Vec<OutboxMessage>,
+    ) -> CommandOutcome {
+        let (ok, result, error) = match result {
+            Ok(v) => (true, Some(v), None),
+            Err(r) => {
+                tracing::warn!(cmd = %name, code = r.code(), reason = %r, "command refused");
+                (false, None, Some(r))
+            }
+        };
+        let reply = json!({
+            "schema": PAYLOAD_SCHEMA,
+            "id": format!("reply-{}", nonce.map_or_else(sign::nonce, str::to_owned)),
+            "kind": "command_reply",
+            "site": self.site,
+            "cmd": name,
+            "nonce": nonce,
+            "ok": ok,
+            "code": error.as_ref().map(Refusal::code),
+            "error": error.as_ref().map(ToString::to_string),
+            "result": result,
+            "ts": fmt_ts(now, self.offset),
+        });
+        CommandOutcome {
+            name: name.to_owned(),
+            reply_topic: self.topics.command_reply(name),
+            reply: reply.to_string().into_bytes(),
+            ok,
+            enqueue: if ok { enqueue } else { Vec::new() },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -112,7 +180,7 @@ struct Signed {
     args: Value,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WatchAddArgs {
     name: String,
@@ -153,47 +221,118 @@ struct GateOpenArgs {
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
 
-/// Nonces of accepted commands until their signing time leaves the window.
-#[derive(Debug, Default)]
-struct NonceMemory {
-    until: HashMap<String, OffsetDateTime>,
+/// A verified `watchlist_add` (nonce recorded) whose photo still has to be
+/// embedded: the slow part, run by [`WatchAdder::run`].
+#[derive(Debug)]
+pub struct PhotoJob {
+    nonce: String,
+    args: WatchAddArgs,
+    received: OffsetDateTime,
 }
 
-impl NonceMemory {
-    fn seen(&mut self, nonce: &str, now: OffsetDateTime) -> bool {
-        self.until.retain(|_, t| *t > now);
-        self.until.contains_key(nonce)
+impl PhotoJob {
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+}
+
+/// What [`CommandHandler::check`] leaves to do.
+#[derive(Debug)]
+pub enum Checked {
+    /// Answered (refused, or a cheap command run).
+    Done(CommandOutcome),
+    /// A `watchlist_add` for the photo lane.
+    Photo(PhotoJob),
+}
+
+/// Runs `watchlist_add`: embeds the photo (the face models) and adds the
+/// entry. Owns the embedder; lives on a thread of its own in the gateway.
+pub struct WatchAdder {
+    replier: Replier,
+    gallery: Arc<Mutex<Gallery>>,
+    embed: EmbedFn,
+}
+
+impl std::fmt::Debug for WatchAdder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchAdder").finish_non_exhaustive()
+    }
+}
+
+impl WatchAdder {
+    /// Embeds, stores and answers one job.
+    pub fn run(&mut self, job: PhotoJob) -> CommandOutcome {
+        let result = self.add(job.args, job.received);
+        self.replier.reply(
+            "watchlist_add",
+            Some(&job.nonce),
+            result,
+            OffsetDateTime::now_utc(),
+            Vec::new(),
+        )
     }
 
-    fn remember(&mut self, nonce: &str, until: OffsetDateTime) -> bool {
-        if self.until.len() >= MAX_NONCES {
-            return false;
+    fn add(&mut self, a: WatchAddArgs, now: OffsetDateTime) -> Result<Value, Refusal> {
+        let expires_at = a
+            .expires_at
+            .as_deref()
+            .map(|t| {
+                OffsetDateTime::parse(t, &Rfc3339)
+                    .map_err(|e| Refusal::InvalidArgs(format!("expires_at '{t}': {e}")))
+            })
+            .transpose()?;
+        let entry = NewWatchEntry {
+            name: a.name,
+            reason: a.reason,
+            priority: a.priority,
+            expires_at,
+        };
+        entry
+            .validate()
+            .map_err(|e| Refusal::InvalidArgs(e.to_string()))?;
+        if a.photo.len() > MAX_PHOTO_BYTES * 4 / 3 + 4 {
+            return Err(Refusal::InvalidArgs(format!(
+                "photo larger than {MAX_PHOTO_BYTES} bytes"
+            )));
         }
-        self.until.insert(nonce.to_owned(), until);
-        true
+        let photo = base64::engine::general_purpose::STANDARD
+            .decode(a.photo.as_bytes())
+            .map_err(|e| Refusal::InvalidArgs(format!("photo: not base64: {e}")))?;
+        // The models run here, before the gallery lock is taken.
+        let template =
+            (self.embed)(&photo).map_err(|e| Refusal::InvalidArgs(format!("photo: {e}")))?;
+        let actor = actor(a.by.as_deref());
+        let id = self
+            .gallery
+            .lock()
+            .map_err(|_| Refusal::Failed("gallery lock poisoned".into()))?
+            .watchlist_add(&entry, std::slice::from_ref(&template), &actor, now)
+            .map_err(|e| Refusal::Failed(e.to_string()))?;
+        tracing::info!(watch_id = id, priority = %entry.priority, actor = %actor, "watch-list entry added by command");
+        Ok(json!({ "watch_id": id }))
     }
 }
 
-/// Checks and runs commands; owns the nonce memory.
+/// Checks commands and runs the cheap ones; owns the nonce store.
 pub struct CommandHandler {
-    topics: Topics,
+    replier: Replier,
     site: String,
     cfg: MqttConfig,
     secret: Secret,
     max_age: time::Duration,
-    nonces: NonceMemory,
-    /// Commands signed before this are refused: nonces are remembered in
-    /// memory only, so one seen by an earlier run could be replayed now.
-    started: OffsetDateTime,
+    max_skew: time::Duration,
+    /// Opened by [`crate::publish::start`] on the outbox database, or by
+    /// [`CommandHandler::with_nonce_store`].
+    nonces: Option<NonceStore>,
     gallery: Arc<Mutex<Gallery>>,
-    embed: EmbedFn,
+    /// Taken by the publisher for its photo lane.
+    adder: Option<WatchAdder>,
 }
 
 impl std::fmt::Debug for CommandHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandHandler")
             .field("site", &self.site)
-            .field("nonces", &self.nonces.until.len())
             .finish_non_exhaustive()
     }
 }
@@ -214,25 +353,50 @@ impl CommandHandler {
                 ));
             }
         };
+        let replier = Replier::new(cfg, site);
         Ok(Self {
-            topics: Topics::new(&cfg.prefix, site),
+            replier: replier.clone(),
             site: site.to_owned(),
             cfg: cfg.clone(),
             secret,
             max_age: time::Duration::seconds(cfg.command_max_age_s as i64),
-            nonces: NonceMemory::default(),
-            started: OffsetDateTime::now_utc(),
+            max_skew: time::Duration::seconds(cfg.command_max_skew_s as i64),
+            nonces: None,
+            adder: Some(WatchAdder {
+                replier,
+                gallery: gallery.clone(),
+                embed,
+            }),
             gallery,
-            embed,
         })
     }
 
-    pub fn topics(&self) -> &Topics {
-        &self.topics
+    /// Records nonces in `store` (the publisher opens one on the outbox
+    /// database); without one every command is refused.
+    pub fn with_nonce_store(mut self, store: NonceStore) -> Self {
+        self.nonces = Some(store);
+        self
     }
 
-    /// Checks and runs one command received on `cmd/<name>`; `status` is
-    /// what a `status` command answers.
+    pub(crate) fn has_nonce_store(&self) -> bool {
+        self.nonces.is_some()
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.replier.topics
+    }
+
+    pub fn replier(&self) -> &Replier {
+        &self.replier
+    }
+
+    /// The photo lane's part; `None` once taken.
+    pub fn take_adder(&mut self) -> Option<WatchAdder> {
+        self.adder.take()
+    }
+
+    /// Checks and runs one command received on `cmd/<name>` in line,
+    /// photo included; `status` is what a `status` command answers.
     pub fn handle(
         &mut self,
         name: &str,
@@ -241,6 +405,31 @@ impl CommandHandler {
         now: OffsetDateTime,
         status: &Value,
     ) -> CommandOutcome {
+        match self.check(name, payload, retained, now, status) {
+            Checked::Done(o) => o,
+            Checked::Photo(job) => match self.adder.as_mut() {
+                Some(adder) => adder.run(job),
+                None => self.replier.reply(
+                    name,
+                    Some(&job.nonce),
+                    Err(Refusal::Failed("no photo lane".into())),
+                    now,
+                    Vec::new(),
+                ),
+            },
+        }
+    }
+
+    /// Verifies one command and records its nonce; runs it unless it is a
+    /// `watchlist_add` (returned as a [`PhotoJob`]). Never runs the models.
+    pub fn check(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        retained: bool,
+        now: OffsetDateTime,
+        status: &Value,
+    ) -> Checked {
         let mut nonce = None;
         let mut enqueue = Vec::new();
         let result = self.check_and_run(
@@ -252,33 +441,43 @@ impl CommandHandler {
             &mut nonce,
             &mut enqueue,
         );
-        let (ok, result, error) = match result {
-            Ok(v) => (true, Some(v), None),
-            Err(r) => {
-                tracing::warn!(cmd = %name, code = r.code(), reason = %r, "command refused");
-                (false, None, Some(r))
+        match result {
+            Ok(Run::Photo(args)) => Checked::Photo(PhotoJob {
+                nonce: nonce.unwrap_or_default(),
+                args,
+                received: now,
+            }),
+            Ok(Run::Done(v)) => {
+                Checked::Done(
+                    self.replier
+                        .reply(name, nonce.as_deref(), Ok(v), now, enqueue),
+                )
             }
-        };
-        let reply = json!({
-            "schema": PAYLOAD_SCHEMA,
-            "id": format!("reply-{}", nonce.clone().unwrap_or_else(sign::nonce)),
-            "kind": "command_reply",
-            "site": self.site,
-            "cmd": name,
-            "nonce": nonce,
-            "ok": ok,
-            "code": error.as_ref().map(Refusal::code),
-            "error": error.as_ref().map(ToString::to_string),
-            "result": result,
-            "ts": fmt_ts(now, self.cfg.offset()),
-        });
-        CommandOutcome {
-            name: name.to_owned(),
-            reply_topic: self.topics.command_reply(name),
-            reply: reply.to_string().into_bytes(),
-            ok,
-            enqueue,
+            Err(r) => {
+                Checked::Done(
+                    self.replier
+                        .reply(name, nonce.as_deref(), Err(r), now, Vec::new()),
+                )
+            }
         }
+    }
+
+    /// Whether the signed time is acceptable at `now`.
+    fn fresh(&self, ts: OffsetDateTime, now: OffsetDateTime) -> Result<(), Refusal> {
+        let age = now - ts;
+        if age > self.max_age {
+            return Err(Refusal::Stale {
+                age_s: age.whole_seconds(),
+                max_s: self.max_age.whole_seconds(),
+            });
+        }
+        if -age > self.max_skew {
+            return Err(Refusal::Future {
+                ahead_s: (-age).whole_seconds(),
+                max_s: self.max_skew.whole_seconds(),
+            });
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -291,7 +490,7 @@ impl CommandHandler {
         status: &Value,
         nonce_out: &mut Option<String>,
         enqueue: &mut Vec<OutboxMessage>,
-    ) -> Result<Value, Refusal> {
+    ) -> Result<Run, Refusal> {
         if retained {
             return Err(Refusal::Retained);
         }
@@ -325,29 +524,30 @@ impl CommandHandler {
         *nonce_out = Some(s.nonce.clone());
         let ts = OffsetDateTime::parse(&s.ts, &Rfc3339)
             .map_err(|e| Refusal::Malformed(format!("ts '{}': not RFC 3339: {e}", s.ts)))?;
-        let age = now - ts;
-        if age.abs() > self.max_age {
-            return Err(Refusal::Stale {
-                age_s: age.whole_seconds(),
-                max_s: self.max_age.whole_seconds(),
-            });
+        self.fresh(ts, now)?;
+        // Kept until the command would be stale anyway (one second more:
+        // the age check keeps a command of exactly max_age).
+        let until = ts + self.max_age + time::Duration::seconds(1);
+        let Some(store) = &self.nonces else {
+            return Err(Refusal::Failed(
+                "no nonce store: commands cannot be checked for replays".into(),
+            ));
+        };
+        match store.claim(&s.nonce, until, now, MAX_NONCES) {
+            Ok(NonceClaim::Fresh) => {}
+            Ok(NonceClaim::Used) => return Err(Refusal::Replayed),
+            Ok(NonceClaim::Full) => return Err(Refusal::Busy(self.max_age.whole_seconds())),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a command nonce; command refused");
+                return Err(Refusal::Failed(format!("cannot record the nonce: {e}")));
+            }
         }
-        if ts < self.started {
-            return Err(Refusal::BeforeStart);
-        }
-        if self.nonces.seen(&s.nonce, now) {
-            return Err(Refusal::Replayed);
-        }
-        if !self.nonces.remember(&s.nonce, ts + self.max_age) {
-            return Err(Refusal::Busy(self.max_age.whole_seconds()));
-        }
-        let args = |v: Value| v;
         match name {
             "status" => {
-                parse_args::<NoArgs>(args(s.args))?;
-                Ok(status.clone())
+                parse_args::<NoArgs>(s.args)?;
+                Ok(Run::Done(status.clone()))
             }
-            "watchlist_add" => self.watchlist_add(parse_args(s.args)?, now),
+            "watchlist_add" => Ok(Run::Photo(parse_args(s.args)?)),
             "watchlist_remove" => {
                 let a: WatchRemoveArgs = parse_args(s.args)?;
                 let actor = actor(a.by.as_deref());
@@ -357,7 +557,7 @@ impl CommandHandler {
                     .watchlist_remove(a.id, &actor, now)
                     .map_err(|e| Refusal::Failed(e.to_string()))?;
                 tracing::info!(watch_id = a.id, actor = %actor, "watch-list entry removed by command");
-                Ok(json!({ "watch_id": a.id }))
+                Ok(Run::Done(json!({ "watch_id": a.id })))
             }
             "gate_open" => {
                 let a: GateOpenArgs = parse_args(s.args)?;
@@ -384,52 +584,19 @@ impl CommandHandler {
                 tracing::info!(gate = %a.gate, actor = %actor(a.by.as_deref()), reason = ?a.reason, "remote gate open");
                 let id = msg.message_id.clone();
                 enqueue.push(msg);
-                Ok(
+                Ok(Run::Done(
                     json!({ "gate": a.gate, "open_id": id, "expires_at": fmt_ts(expires, self.cfg.offset()) }),
-                )
+                ))
             }
             other => Err(Refusal::Unknown(other.to_owned())),
         }
     }
+}
 
-    fn watchlist_add(&mut self, a: WatchAddArgs, now: OffsetDateTime) -> Result<Value, Refusal> {
-        let expires_at = a
-            .expires_at
-            .as_deref()
-            .map(|t| {
-                OffsetDateTime::parse(t, &Rfc3339)
-                    .map_err(|e| Refusal::InvalidArgs(format!("expires_at '{t}': {e}")))
-            })
-            .transpose()?;
-        let entry = NewWatchEntry {
-            name: a.name,
-            reason: a.reason,
-            priority: a.priority,
-            expires_at,
-        };
-        entry
-            .validate()
-            .map_err(|e| Refusal::InvalidArgs(e.to_string()))?;
-        if a.photo.len() > MAX_PHOTO_BYTES * 4 / 3 + 4 {
-            return Err(Refusal::InvalidArgs(format!(
-                "photo larger than {MAX_PHOTO_BYTES} bytes"
-            )));
-        }
-        let photo = base64::engine::general_purpose::STANDARD
-            .decode(a.photo.as_bytes())
-            .map_err(|e| Refusal::InvalidArgs(format!("photo: not base64: {e}")))?;
-        let template =
-            (self.embed)(&photo).map_err(|e| Refusal::InvalidArgs(format!("photo: {e}")))?;
-        let actor = actor(a.by.as_deref());
-        let id = self
-            .gallery
-            .lock()
-            .map_err(|_| Refusal::Failed("gallery lock poisoned".into()))?
-            .watchlist_add(&entry, std::slice::from_ref(&template), &actor, now)
-            .map_err(|e| Refusal::Failed(e.to_string()))?;
-        tracing::info!(watch_id = id, priority = %entry.priority, actor = %actor, "watch-list entry added by command");
-        Ok(json!({ "watch_id": id }))
-    }
+/// What a verified command still needs.
+enum Run {
+    Done(Value),
+    Photo(WatchAddArgs),
 }
 
 fn parse_args<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Refusal> {
@@ -553,7 +720,10 @@ mod tests {
                 photo: None,
             })
         });
-        let h = CommandHandler::new(&cfg, "gy-001", Arc::new(Mutex::new(gallery)), embed).unwrap();
+        let store = NonceStore::open(&dir.path().join("r.db")).unwrap();
+        let h = CommandHandler::new(&cfg, "gy-001", Arc::new(Mutex::new(gallery)), embed)
+            .unwrap()
+            .with_nonce_store(store);
         (dir, h)
     }
 
@@ -651,12 +821,12 @@ mod tests {
             assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()));
             assert_eq!(o.reply_topic, "facegate/gy-001/cmd/watchlist_add/reply");
         }
-        // Signed before the handler existed (a replay across a restart).
+        // Ahead of the gateway's clock by more than the skew allowed.
         let o = h.handle(
             "status",
             &cmd(
                 "status",
-                h.started - time::Duration::seconds(1),
+                now + time::Duration::seconds(11),
                 "nonce-0009",
                 Value::Null,
             ),
@@ -668,7 +838,9 @@ mod tests {
             reply(&o)["error"]
                 .as_str()
                 .unwrap()
-                .contains("before this gateway started")
+                .contains("in the future"),
+            "{}",
+            reply(&o)
         );
         // A command for another topic or site.
         let o = h.handle("watchlist_remove", &good, false, now, &st);
@@ -754,5 +926,64 @@ mod tests {
             &st,
         );
         assert_eq!(reply(&o)["code"], json!("failed"));
+    }
+
+    #[test]
+    fn a_nonce_is_refused_by_a_new_handler_on_the_same_database_whatever_its_skew() {
+        let (dir, mut h) = handler(Arc::new(Mutex::new(0)));
+        let now = OffsetDateTime::now_utc();
+        let st = json!({});
+        let ahead = cmd(
+            "status",
+            now + time::Duration::seconds(9),
+            "n-ahead-01",
+            Value::Null,
+        );
+        assert!(h.handle("status", &ahead, false, now, &st).ok);
+        // A restart: a new handler, a new store connection on the same file.
+        drop(h);
+        let store = NonceStore::open(&dir.path().join("r.db")).unwrap();
+        let reg = crate::registry::Registry::open(&dir.path().join("r.db")).unwrap();
+        let gallery = Gallery::open(reg, "m", 4, now).unwrap();
+        let cfg = MqttConfig {
+            url: "mqtt://127.0.0.1:1".into(),
+            command_secret: Some(format!("file:{}", dir.path().join("secret").display())),
+            ..Default::default()
+        };
+        let embed: EmbedFn = Box::new(|_: &[u8]| Err("unused".into()));
+        let mut h2 = CommandHandler::new(&cfg, "gy-001", Arc::new(Mutex::new(gallery)), embed)
+            .unwrap()
+            .with_nonce_store(store);
+        for later in [0, 5, 30] {
+            let at = now + time::Duration::seconds(later);
+            let o = h2.handle("status", &ahead, false, at, &st);
+            assert_eq!(reply(&o)["code"], json!("replayed"), "+{later} s");
+        }
+        // Once past the age limit it is stale, not accepted again.
+        let o = h2.handle(
+            "status",
+            &ahead,
+            false,
+            now + time::Duration::seconds(41),
+            &st,
+        );
+        assert_eq!(reply(&o)["code"], json!("stale"));
+    }
+
+    #[test]
+    fn check_hands_watchlist_add_over_without_embedding() {
+        let calls = Arc::new(Mutex::new(0));
+        let (_d, mut h) = handler(calls.clone());
+        let now = OffsetDateTime::now_utc();
+        let c = cmd("watchlist_add", now, "n-photo-01", add_args());
+        let Checked::Photo(job) = h.check("watchlist_add", &c, false, now, &json!({})) else {
+            panic!("expected a photo job");
+        };
+        assert_eq!(*calls.lock().unwrap(), 0, "check never embeds");
+        let mut adder = h.take_adder().unwrap();
+        let o = adder.run(job);
+        assert!(o.ok, "{}", reply(&o));
+        assert_eq!(reply(&o)["nonce"], json!("n-photo-01"));
+        assert_eq!(*calls.lock().unwrap(), 1);
     }
 }

@@ -69,9 +69,14 @@ pub struct MqttConfig {
     /// Shared secret of the command centre's signed commands; none = the
     /// gateway does not subscribe to commands at all.
     pub command_secret: Option<String>,
-    /// Commands signed longer ago than this (or this far in the future)
-    /// are refused, seconds; their nonces are remembered this long.
+    /// Commands signed longer ago than this are refused, seconds. Their
+    /// nonces are kept on disk (in the outbox database) until then, so a
+    /// replay is refused even after a restart.
     pub command_max_age_s: u64,
+    /// Commands signed more than this many seconds in the future (by the
+    /// gateway's clock) are refused: the clock skew allowed between the
+    /// command centre and the gateway. At most `command_max_age_s`.
+    pub command_max_skew_s: u64,
     /// On shutdown, wait this long for in-flight messages to be acknowledged.
     pub shutdown_grace_s: f64,
 }
@@ -105,6 +110,7 @@ impl Default for MqttConfig {
             gate_secrets: BTreeMap::new(),
             command_secret: None,
             command_max_age_s: 30,
+            command_max_skew_s: 10,
             shutdown_grace_s: 3.0,
         }
     }
@@ -253,6 +259,15 @@ pub fn is_topic_name(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// `localhost` or a loopback address (`127.0.0.0/8`, `::1`): traffic that
+/// never leaves the machine. Decided on the name as written (no lookup).
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `+08:00`, `-05:30`, `Z`.
@@ -410,10 +425,46 @@ impl MqttConfig {
         if self.command_max_age_s == 0 || self.command_max_age_s > 3600 {
             return Err(bad("command_max_age_s", "must be 1 to 3600 seconds".into()));
         }
+        if self.command_max_skew_s > self.command_max_age_s {
+            return Err(bad(
+                "command_max_skew_s",
+                format!(
+                    "{} s is more than command_max_age_s ({} s)",
+                    self.command_max_skew_s, self.command_max_age_s
+                ),
+            ));
+        }
         if !(0.0..=60.0).contains(&self.shutdown_grace_s) {
             return Err(bad("shutdown_grace_s", "must be 0 to 60 seconds".into()));
         }
         Ok(())
+    }
+
+    /// What travels in clear text to a broker that is not on this machine
+    /// (`mqtt://`, not `mqtts://`): broker credentials, remote commands
+    /// (names, face photos, gate opens anyone on the path can watch and
+    /// delay). One loud sentence, or `None` (TLS, loopback or MQTT off).
+    pub fn cleartext_warning(&self) -> Option<String> {
+        let url = BrokerUrl::parse(&self.url).ok()?;
+        if url.tls || is_loopback_host(&url.host) {
+            return None;
+        }
+        let mut what = Vec::new();
+        if self.username.is_some() {
+            what.push("the broker username and password");
+        }
+        if self.command_secret.is_some() {
+            what.push("remote commands (watch-list photos and names, gate opens)");
+        }
+        if !self.gate_secrets.is_empty() {
+            what.push("gate open commands");
+        }
+        what.push("events and alerts");
+        Some(format!(
+            "mqtt.url '{}' is plain mqtt:// to a broker that is not on this machine: {} travel in clear text and can be read on the network; use mqtts:// with mqtt.ca_file",
+            self.url,
+            what.join(", ")
+        ))
     }
 
     /// Resolves a named secret reference (already validated in form).
@@ -577,6 +628,56 @@ mod tests {
         assert!(
             e.contains("mqtt.gate_secrets.g1") || e.contains("command_secret"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn cleartext_to_another_machine_is_warned_about_unless_loopback_or_tls() {
+        let c = MqttConfig {
+            url: "mqtt://broker.estate.lan".into(),
+            username: Some("env:U".into()),
+            password: Some("env:P".into()),
+            command_secret: Some("env:C".into()),
+            ..Default::default()
+        };
+        let w = c.cleartext_warning().unwrap();
+        assert!(
+            w.contains("clear text") && w.contains("username") && w.contains("remote commands"),
+            "{w}"
+        );
+        assert!(w.contains("mqtts://"), "{w}");
+        for url in [
+            "mqtt://127.0.0.1:1883",
+            "mqtt://127.0.1.1",
+            "mqtt://localhost",
+            "mqtt://[::1]:1883",
+            "mqtts://broker.estate.lan",
+            "",
+        ] {
+            let c = MqttConfig {
+                url: url.into(),
+                ..c.clone()
+            };
+            assert_eq!(c.cleartext_warning(), None, "{url}");
+        }
+        let c = MqttConfig {
+            url: "mqtt://10.0.0.9".into(),
+            ..Default::default()
+        };
+        assert!(c.cleartext_warning().unwrap().contains("events"));
+    }
+
+    #[test]
+    fn skew_is_bounded_by_the_age() {
+        let c = MqttConfig {
+            command_max_age_s: 30,
+            command_max_skew_s: 31,
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("mqtt.command_max_skew_s")
         );
     }
 

@@ -13,23 +13,30 @@
 //! - [`outbox`]: the outbox table as the publisher sees it.
 //! - [`connection`]: MQTT options, TLS, the event-loop task with reconnect
 //!   backoff, connection errors in words.
+//! - `delivery`: the publisher's bookkeeping (packet ids to outbox rows,
+//!   acknowledgement batches, rewinds), pure, with the time passed in.
 //! - [`publisher`]: the loop that sends the outbox and matches PUBACKs to
 //!   rows; [`start`] and [`PublisherHandle`].
 //! - [`commands`]: signed commands from the command centre
-//!   ([`CommandHandler`]).
+//!   ([`CommandHandler`] checks them and records nonces on disk,
+//!   [`WatchAdder`] embeds `watchlist_add` photos); the publisher hands
+//!   them to two worker threads over bounded channels and never runs the
+//!   models itself.
 //!
 //! `docs/mqtt.md` documents every topic, payload and signature.
 
 pub mod commands;
 pub mod config;
 pub mod connection;
+mod delivery;
 pub mod outbox;
 pub mod payload;
 pub mod publisher;
 pub mod sign;
 
 pub use commands::{
-    CommandHandler, CommandOutcome, EmbedFn, engine_embedder, lazy_engine_embedder, sign_command,
+    Checked, CommandHandler, CommandOutcome, EmbedFn, PhotoJob, Refusal, Replier, WatchAdder,
+    engine_embedder, lazy_engine_embedder, sign_command,
 };
 pub use config::MqttConfig;
 pub use payload::{Topics, messages_for, messages_for_with_face, messages_with_snapshot};

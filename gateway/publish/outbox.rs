@@ -275,3 +275,115 @@ mod tests {
         assert_eq!(d, Dropped::default());
     }
 }
+
+/// Nonces of accepted commands, kept on disk until their command could no
+/// longer pass the age check (`expires_at`), so a restart does not forget
+/// them: a command replayed after a restart is refused, whatever its
+/// timestamp. Its own connection with `synchronous = FULL`: a nonce is on
+/// disk before its command acts.
+pub struct NonceStore {
+    conn: Connection,
+}
+
+/// What [`NonceStore::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceClaim {
+    /// First use: recorded.
+    Fresh,
+    /// Already used by an earlier command (this run or an earlier one).
+    Used,
+    /// The store holds `max` live nonces already (an eviction could let a
+    /// replay through, so nothing is recorded).
+    Full,
+}
+
+impl NonceStore {
+    /// Opens the table in the outbox database (created if missing).
+    pub fn open(path: &Path) -> Result<Self, PublishError> {
+        drop(Registry::open(path)?);
+        let conn = Connection::open(path).map_err(db("open the nonce store"))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(db("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db("set synchronous"))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS command_nonces (
+                 nonce TEXT PRIMARY KEY,
+                 expires_at INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS command_nonces_expiry ON command_nonces (expires_at);",
+        )
+        .map_err(db("create the nonce table"))?;
+        Ok(Self { conn })
+    }
+
+    /// Records `nonce` until `until` unless it is already there; forgets
+    /// nonces expired at `now` first. One transaction, committed (FULL
+    /// sync) before this returns.
+    pub fn claim(
+        &self,
+        nonce: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+        max: usize,
+    ) -> Result<NonceClaim, PublishError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(db("begin nonce claim"))?;
+        tx.execute(
+            "DELETE FROM command_nonces WHERE expires_at <= ?1",
+            [ms(now)],
+        )
+        .map_err(db("forget expired nonces"))?;
+        let used: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM command_nonces WHERE nonce = ?1)",
+                [nonce],
+                |r| r.get(0),
+            )
+            .map_err(db("look up a nonce"))?;
+        if used {
+            return Ok(NonceClaim::Used);
+        }
+        let live: i64 = tx
+            .query_row("SELECT count(*) FROM command_nonces", [], |r| r.get(0))
+            .map_err(db("count nonces"))?;
+        if live.max(0) as usize >= max {
+            return Ok(NonceClaim::Full);
+        }
+        tx.execute(
+            "INSERT INTO command_nonces (nonce, expires_at) VALUES (?1, ?2)",
+            params![nonce, ms(until)],
+        )
+        .map_err(db("record a nonce"))?;
+        tx.commit().map_err(db("commit nonce claim"))?;
+        Ok(NonceClaim::Fresh)
+    }
+}
+
+#[cfg(test)]
+mod nonce_tests {
+    use super::*;
+
+    #[test]
+    fn a_nonce_is_used_once_across_connections_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let now = OffsetDateTime::now_utc();
+        let until = now + time::Duration::seconds(30);
+        let a = NonceStore::open(&path).unwrap();
+        assert_eq!(a.claim("n-1", until, now, 10).unwrap(), NonceClaim::Fresh);
+        assert_eq!(a.claim("n-1", until, now, 10).unwrap(), NonceClaim::Used);
+        drop(a);
+        // A new connection (a restarted gateway) still knows it.
+        let b = NonceStore::open(&path).unwrap();
+        assert_eq!(b.claim("n-1", until, now, 10).unwrap(), NonceClaim::Used);
+        // Forgotten once expired (its command is stale by then anyway).
+        let later = until + time::Duration::seconds(30);
+        assert_eq!(b.claim("n-1", later, until, 10).unwrap(), NonceClaim::Fresh);
+        assert_eq!(b.claim("n-2", later, until, 1).unwrap(), NonceClaim::Full);
+    }
+}

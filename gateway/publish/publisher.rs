@@ -1,22 +1,27 @@
 //! The publisher: sends the outbox in `seq` order with QoS 1 and deletes a
 //! row when the broker's PUBACK for it arrives; publishes the retained
-//! status; hands incoming commands to the [`CommandHandler`].
+//! status; hands incoming commands over a bounded channel to the command
+//! lanes (below) and publishes their replies.
 //!
-//! Matching PUBACKs to rows: rumqttc assigns packet ids itself and reports
-//! each publish it puts on the wire as `Outgoing::Publish(pkid)`, in the
-//! order the requests were handed to it (a packet-id collision shows as
-//! `Outgoing::AwaitAck(pkid)` first and the publish after the old ack). So
-//! the loop keeps a FIFO of what it handed over (outbox rows and its own
-//! direct publishes) and pops it on each of those events into a map
-//! `pkid → row`; `Incoming::PubAck(pkid)` then names the row. At most
-//! `max_in_flight` are outstanding. On a connection loss the connection
-//! task voids rumqttc's queues, the FIFO and the map are cleared, and after
-//! the next CONNACK the outbox is sent again from its first undelivered row.
+//! Matching PUBACKs to rows is [`Delivery`]'s job (pure bookkeeping,
+//! `delivery.rs`): at most `max_in_flight` are outstanding; on a connection
+//! loss the connection task voids rumqttc's queues, the bookkeeping is
+//! cleared, and after the next CONNACK the outbox is sent again from its
+//! first undelivered row.
 //!
 //! SQLite work stays off the async threads: this loop runs on a blocking
 //! thread and waits on the runtime through `Handle::block_on`.
+//!
+//! Commands never run on this loop. The check lane (a blocking thread)
+//! verifies them, records nonces and runs the cheap ones (`status`,
+//! `gate_open`, `watchlist_remove`); a `watchlist_add` goes on to the photo
+//! lane (another blocking thread), which runs the face models. So a
+//! `status` or a `gate_open` is answered while a large photo is embedded.
+//! Both queues are bounded; a command that finds its queue full is refused
+//! as `busy` at once. The command subscription asks the broker for
+//! retain-as-published, so a retained command is seen as one (and refused)
+//! even when it reaches a gateway that was already subscribed.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    LastWill, Packet, PubAck, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
+    Filter, LastWill, Packet, PubAck, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, Event};
 use serde::Serialize;
@@ -35,10 +40,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::PublishError;
-use super::commands::CommandHandler;
+use super::commands::{Checked, CommandHandler, CommandOutcome, PhotoJob, Refusal, Replier};
 use super::config::{BrokerUrl, MqttConfig};
 use super::connection::{self, Backoff, Link, LinkEvent};
-use super::outbox::{Outbox, OutboxRow};
+use super::delivery::{Delivery, Handed};
+use super::outbox::{NonceStore, Outbox, OutboxRow};
 use super::payload::{PAYLOAD_SCHEMA, Topics, fmt_ts};
 
 /// What the publisher needs to know about the gateway.
@@ -136,6 +142,9 @@ pub fn start(
     let url =
         BrokerUrl::parse(&cfg.url).map_err(|e| PublishError::Config(format!("mqtt.url: {e}")))?;
     let outbox = Outbox::open(&setup.db)?;
+    if let Some(w) = cfg.cleartext_warning() {
+        tracing::warn!("INSECURE: {w}");
+    }
     let topics = Topics::new(&cfg.prefix, &setup.site);
     let started = OffsetDateTime::now_utc();
     let info = StatusInfo {
@@ -177,6 +186,10 @@ pub fn start(
     ));
     let notify = Arc::new(Notify::new());
     let stats = Arc::new(Mutex::new(PublisherStats::default()));
+    let commands = match commands {
+        Some(handler) => Some(CommandLanes::start(handler, &setup, &tracker)?),
+        None => None,
+    };
     let mut lp = Loop {
         cfg: cfg.clone(),
         topics,
@@ -191,15 +204,8 @@ pub fn start(
         stats: stats.clone(),
         commands,
         rt,
-        window,
+        delivery: Delivery::new(window),
         ready: false,
-        fifo: VecDeque::new(),
-        in_flight: HashMap::new(),
-        collided: None,
-        cursor: 0,
-        acked: Vec::new(),
-        first_ack: None,
-        rewind_after: None,
         status_seq: 0,
         next_status: Instant::now(),
         next_maintenance: Instant::now(),
@@ -258,26 +264,16 @@ impl StatusInfo {
     }
 }
 
-/// What was handed to rumqttc, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handed {
-    Row {
-        seq: i64,
-    },
-    /// Status and replies: not from the outbox.
-    Direct,
-}
-
 enum Wake {
     Link(LinkEvent),
+    Reply(CommandOutcome),
     Stop,
     Timer,
     LinkGone,
 }
 
-/// Delivered rows are deleted in batches: this many, or after this long.
-const ACK_BATCH: usize = 128;
-const ACK_DELAY: Duration = Duration::from_millis(20);
+/// While draining, the loop looks again this often.
+const ACK_DELAY: Duration = super::delivery::ACK_DELAY;
 /// Outbox rows written without a notify are found within this.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Bounds are enforced and the depth counted this often.
@@ -302,20 +298,11 @@ struct Loop {
     stop: CancellationToken,
     conn_stop: CancellationToken,
     stats: Arc<Mutex<PublisherStats>>,
-    commands: Option<CommandHandler>,
+    commands: Option<CommandLanes>,
     rt: tokio::runtime::Handle,
-    window: usize,
+    delivery: Delivery,
     /// CONNACK seen and no loss since: rows may be handed over.
     ready: bool,
-    fifo: VecDeque<Handed>,
-    in_flight: HashMap<u16, Handed>,
-    collided: Option<Handed>,
-    /// Highest `seq` handed over on this connection.
-    cursor: i64,
-    acked: Vec<i64>,
-    first_ack: Option<Instant>,
-    /// A transient PUBACK failure: send from the start again once idle.
-    rewind_after: Option<Instant>,
     status_seq: u64,
     next_status: Instant,
     next_maintenance: Instant,
@@ -340,11 +327,19 @@ impl Loop {
                     return;
                 }
                 Wake::Link(ev) => self.on_link(ev),
+                Wake::Reply(out) => self.on_reply(out),
                 Wake::Timer => {}
             }
             // Everything already queued, before touching SQLite again.
             while let Ok(ev) = self.rx.try_recv() {
                 self.on_link(ev);
+            }
+            while let Some(out) = self
+                .commands
+                .as_mut()
+                .and_then(|c| c.replies.try_recv().ok())
+            {
+                self.on_reply(out);
             }
             self.housekeeping();
         }
@@ -357,27 +352,25 @@ impl Loop {
         if self.ready {
             d = d.min(self.next_status);
         }
-        if let Some(t) = self.first_ack {
-            d = d.min(t + ACK_DELAY);
-        }
-        // Rewinding waits for an idle window; acknowledgements wake us before.
-        if let Some(t) = self.rewind_after
-            && self.fifo.is_empty()
-            && self.in_flight.is_empty()
-        {
-            d = d.min(t);
-        }
-        d
+        self.delivery.deadline(d)
     }
 
     fn wait(&mut self, deadline: Instant, stopping: bool) -> Wake {
         let rx = &mut self.rx;
         let notify = &self.notify;
         let stop = &self.stop;
+        let replies = self.commands.as_mut().map(|c| &mut c.replies);
         self.rt.block_on(async {
+            let reply = async {
+                match replies {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 ev = rx.recv() => ev.map_or(Wake::LinkGone, Wake::Link),
+                Some(out) = reply => Wake::Reply(out),
                 _ = stop.cancelled(), if !stopping => Wake::Stop,
                 _ = notify.notified(), if !stopping => Wake::Timer,
                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
@@ -387,11 +380,7 @@ impl Loop {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        if !self.acked.is_empty()
-            && (self.acked.len() >= ACK_BATCH
-                || self.in_flight.is_empty()
-                || self.first_ack.is_some_and(|t| now >= t + ACK_DELAY))
-        {
+        if self.delivery.flush_due(now) {
             self.flush_acks();
         }
         if now >= self.next_maintenance {
@@ -438,11 +427,7 @@ impl Loop {
             },
             Event::Outgoing(o) => match o {
                 Outgoing::Publish(pkid) => self.on_sent(pkid),
-                Outgoing::AwaitAck(_) => {
-                    if let Some(h) = self.fifo.pop_front() {
-                        self.collided = Some(h);
-                    }
-                }
+                Outgoing::AwaitAck(_) => self.delivery.on_await_ack(),
                 Outgoing::Disconnect => self.disconnect_sent = true,
                 _ => {}
             },
@@ -452,10 +437,7 @@ impl Loop {
     fn on_connected(&mut self, session_present: bool) {
         self.flush_acks();
         self.ready = true;
-        self.cursor = 0;
-        self.fifo.clear();
-        self.in_flight.clear();
-        self.collided = None;
+        self.delivery.connected();
         let outage = self.down_since.take().map(|t| t.elapsed());
         self.last_down = None;
         self.down_count = 0;
@@ -475,10 +457,15 @@ impl Loop {
                 tracing::info!(url = %self.cfg.url, session_present, "connected to the MQTT broker")
             }
         }
+        // Retain-as-published: a broker clears the retain flag of a message
+        // sent to existing subscribers, which would let a retained command
+        // pass for a live one.
+        let filter = Filter {
+            preserve_retain: true,
+            ..Filter::new(self.topics.commands_filter(), QoS::AtLeastOnce)
+        };
         if self.commands.is_some()
-            && let Err(e) = self
-                .client
-                .try_subscribe(self.topics.commands_filter(), QoS::AtLeastOnce)
+            && let Err(e) = self.client.try_subscribe_many([filter])
         {
             tracing::error!(error = %e, "cannot subscribe to commands");
         }
@@ -489,9 +476,7 @@ impl Loop {
     fn on_down(&mut self, why: String) {
         self.flush_acks();
         let was_ready = std::mem::replace(&mut self.ready, false);
-        self.fifo.clear();
-        self.in_flight.clear();
-        self.collided = None;
+        self.delivery.lost();
         self.down_count += 1;
         let now = Instant::now();
         self.down_since.get_or_insert(now);
@@ -520,25 +505,13 @@ impl Loop {
     }
 
     fn on_sent(&mut self, pkid: u16) {
-        let handed = match self.collided.take() {
-            Some(h) => h,
-            None => match self.fifo.pop_front() {
-                Some(h) => h,
-                // From before a reconnect (should not happen: the queue is cleared).
-                None => return,
-            },
-        };
-        if pkid == 0 {
-            if let Handed::Row { seq } = handed {
-                self.delivered(seq);
-            }
-        } else {
-            self.in_flight.insert(pkid, handed);
+        if let Some(seq) = self.delivery.on_sent(pkid) {
+            self.delivered(seq);
         }
     }
 
     fn on_puback(&mut self, ack: &PubAck) {
-        let Some(handed) = self.in_flight.remove(&ack.pkid) else {
+        let Some(handed) = self.delivery.on_puback(ack.pkid) else {
             return;
         };
         let Handed::Row { seq } = handed else {
@@ -554,43 +527,42 @@ impl Loop {
                     reason = ?ack.reason,
                     "the broker refused an outbox message for good; dropped (check the broker's ACL for our topics)"
                 );
-                self.acked.push(seq);
-                self.first_ack.get_or_insert_with(Instant::now);
+                self.delivery.ack(seq, Instant::now());
                 if let Ok(mut s) = self.stats.lock() {
                     s.rejected += 1;
                 }
             }
             other => {
                 tracing::warn!(seq, reason = ?other, "the broker did not take an outbox message; it will be sent again");
-                self.rewind_after = Some(Instant::now() + Duration::from_secs(1));
+                self.delivery
+                    .rewind_at(Instant::now() + Duration::from_secs(1));
             }
         }
     }
 
     fn delivered(&mut self, seq: i64) {
-        self.acked.push(seq);
-        self.first_ack.get_or_insert_with(Instant::now);
+        self.delivery.ack(seq, Instant::now());
         if let Ok(mut s) = self.stats.lock() {
             s.delivered += 1;
         }
     }
 
     fn flush_acks(&mut self) {
-        if self.acked.is_empty() {
+        let acked = self.delivery.acked();
+        if acked.is_empty() {
             return;
         }
-        match self.outbox.remove(&self.acked) {
+        match self.outbox.remove(acked) {
             Ok(()) => {
                 if let Ok(mut s) = self.stats.lock() {
-                    s.pending = s.pending.saturating_sub(self.acked.len() as u64);
+                    s.pending = s.pending.saturating_sub(acked.len() as u64);
                 }
-                self.acked.clear();
-                self.first_ack = None;
+                self.delivery.flushed();
             }
             // Kept for the next try; at worst they are sent again.
             Err(e) => {
                 tracing::error!(error = %e, "cannot delete delivered outbox rows");
-                self.first_ack = Some(Instant::now());
+                self.delivery.flush_failed(Instant::now());
             }
         }
     }
@@ -600,23 +572,16 @@ impl Loop {
         if !self.ready || self.disconnect_sent {
             return;
         }
-        if let Some(t) = self.rewind_after
-            && Instant::now() >= t
-            && self.fifo.is_empty()
-            && self.in_flight.is_empty()
-        {
+        if self.delivery.rewind_due(Instant::now()) {
             self.flush_acks();
-            self.cursor = 0;
-            self.rewind_after = None;
+            self.delivery.rewind();
         }
         loop {
-            let busy =
-                self.fifo.len() + self.in_flight.len() + usize::from(self.collided.is_some());
-            let room = self.window.saturating_sub(busy);
+            let room = self.delivery.room();
             if room == 0 {
                 break;
             }
-            let rows = match self.outbox.next_after(self.cursor, room) {
+            let rows = match self.outbox.next_after(self.delivery.cursor(), room) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -644,13 +609,13 @@ impl Loop {
                             "expired before the broker took it (gate open?): dropped, never sent late"
                         );
                         void.push((row.seq, true));
-                        self.cursor = row.seq;
+                        self.delivery.skipped(row.seq);
                         continue;
                     }
                     if !valid_topic(&row.topic) {
                         tracing::error!(seq = row.seq, topic = %row.topic, "invalid MQTT topic in the outbox; dropped");
                         void.push((row.seq, false));
-                        self.cursor = row.seq;
+                        self.delivery.skipped(row.seq);
                         continue;
                     }
                     // Sending it would fail the connection, again and again.
@@ -666,7 +631,7 @@ impl Loop {
                             "message larger than the broker's maximum packet size; dropped (include_face_images?)"
                         );
                         void.push((row.seq, false));
-                        self.cursor = row.seq;
+                        self.delivery.skipped(row.seq);
                         continue;
                     }
                     let props = self.properties(&row, now);
@@ -691,8 +656,7 @@ impl Loop {
                         stopped = true;
                         break;
                     }
-                    self.fifo.push_back(Handed::Row { seq: row.seq });
-                    self.cursor = row.seq;
+                    self.delivery.handed(Handed::Row { seq: row.seq });
                     handed += 1;
                 }
             }
@@ -712,7 +676,7 @@ impl Loop {
                 }
             }
             if let Ok(mut s) = self.stats.lock() {
-                s.in_flight = (self.fifo.len() + self.in_flight.len()) as u64;
+                s.in_flight = self.delivery.in_flight() as u64;
             }
             if stopped || (handed == 0 && void.is_empty()) || fetched < room {
                 break;
@@ -753,7 +717,7 @@ impl Loop {
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
         {
             Ok(()) => {
-                self.fifo.push_back(Handed::Direct);
+                self.delivery.handed(Handed::Direct);
                 true
             }
             Err(e) => {
@@ -854,24 +818,40 @@ impl Loop {
             "cameras": self.info.cameras,
             "outbox": self.stats(),
         });
-        let now = OffsetDateTime::now_utc();
-        let Some(handler) = self.commands.as_mut() else {
+        let Some(lanes) = self.commands.as_mut() else {
             return;
         };
-        let mut out = handler.handle(&name, &p.payload, p.retain, now, &status);
-        if !out.enqueue.is_empty()
-            && let Err(e) = self.outbox.enqueue(&out.enqueue, now)
-        {
-            tracing::error!(error = %e, "command accepted but its message could not be queued");
-            out.ok = false;
-            if let Ok(mut v) = serde_json::from_slice::<Value>(&out.reply) {
-                v["ok"] = json!(false);
-                v["code"] = json!("failed");
-                v["error"] = json!(format!("not queued: {e}"));
-                v["result"] = Value::Null;
-                out.reply = v.to_string().into_bytes();
+        let now = OffsetDateTime::now_utc();
+        let job = Incoming {
+            name: name.clone(),
+            payload: p.payload.to_vec(),
+            retained: p.retain,
+            received: now,
+            status,
+        };
+        match lanes.tx.try_send(job) {
+            Ok(()) => {}
+            Err(e) => {
+                let out = lanes.replier.reply(
+                    &name,
+                    None,
+                    Err(Refusal::QueueFull {
+                        queue: "commands",
+                        max: COMMAND_QUEUE,
+                    }),
+                    now,
+                    Vec::new(),
+                );
+                if matches!(e, mpsc::error::TrySendError::Closed(_)) {
+                    tracing::error!("the command lane has stopped; command refused");
+                }
+                self.on_reply(out);
             }
         }
+    }
+
+    /// A command's reply, from a lane (or refused here): counted, sent.
+    fn on_reply(&mut self, out: CommandOutcome) {
         if let Ok(mut s) = self.stats.lock() {
             if out.ok {
                 s.commands_ok += 1;
@@ -880,7 +860,7 @@ impl Loop {
             }
         }
         if !self.publish_direct(out.reply_topic, out.reply, false) {
-            tracing::warn!(cmd = %name, "command reply not sent (connection lost)");
+            tracing::warn!(cmd = %out.name, "command reply not sent (connection lost)");
         }
     }
 
@@ -888,7 +868,7 @@ impl Loop {
     fn drain(&mut self) {
         let grace = Duration::from_secs_f64(self.cfg.shutdown_grace_s);
         let deadline = Instant::now() + grace;
-        let busy = |s: &Self| !s.fifo.is_empty() || !s.in_flight.is_empty() || s.collided.is_some();
+        let busy = |s: &Self| s.delivery.busy();
         while self.ready && busy(self) && Instant::now() < deadline {
             match self.wait(deadline.min(Instant::now() + ACK_DELAY), true) {
                 Wake::Link(ev) => self.on_link(ev),
@@ -937,4 +917,238 @@ impl Loop {
 /// A topic rumqttc will accept for publishing.
 fn valid_topic(t: &str) -> bool {
     !t.is_empty() && t.len() < 65_535 && !t.contains(['+', '#', '\0'])
+}
+
+/// Commands waiting for the check lane, at most.
+const COMMAND_QUEUE: usize = 32;
+/// `watchlist_add` photos waiting for the photo lane, at most (each holds
+/// its photo in memory).
+const PHOTO_QUEUE: usize = 2;
+
+/// A command as it came from the broker.
+struct Incoming {
+    name: String,
+    payload: Vec<u8>,
+    retained: bool,
+    received: OffsetDateTime,
+    /// What a `status` command answers, as of its arrival.
+    status: Value,
+}
+
+/// The publisher's side of the two command lanes.
+struct CommandLanes {
+    tx: mpsc::Sender<Incoming>,
+    replies: mpsc::Receiver<CommandOutcome>,
+    replier: Replier,
+}
+
+impl CommandLanes {
+    /// Opens the nonce store and an outbox connection on the database and
+    /// starts both lanes on the blocking pool. They end when the publisher
+    /// loop drops its sender (the photo lane after its current photo).
+    fn start(
+        mut handler: CommandHandler,
+        setup: &PublisherSetup,
+        tracker: &TaskTracker,
+    ) -> Result<Self, PublishError> {
+        if !handler.has_nonce_store() {
+            handler = handler.with_nonce_store(NonceStore::open(&setup.db)?);
+        }
+        let outbox = Outbox::open(&setup.db)?;
+        let replier = handler.replier().clone();
+        let adder = handler.take_adder();
+        let (tx, rx) = mpsc::channel::<Incoming>(COMMAND_QUEUE);
+        let (reply_tx, replies) = mpsc::channel::<CommandOutcome>(COMMAND_QUEUE);
+        let (photo_tx, photo_rx) = mpsc::channel::<PhotoJob>(PHOTO_QUEUE);
+        if let Some(mut adder) = adder {
+            let reply_tx = reply_tx.clone();
+            let mut photo_rx = photo_rx;
+            tracker.spawn_blocking(move || {
+                while let Some(job) = photo_rx.blocking_recv() {
+                    if reply_tx.blocking_send(adder.run(job)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let r = replier.clone();
+        tracker.spawn_blocking(move || check_lane(handler, outbox, rx, photo_tx, reply_tx, r));
+        Ok(Self {
+            tx,
+            replies,
+            replier,
+        })
+    }
+}
+
+/// The check lane: verify, record the nonce, run the cheap commands (a
+/// gate open is queued in the outbox before its reply), pass photos on.
+fn check_lane(
+    mut handler: CommandHandler,
+    outbox: Outbox,
+    mut rx: mpsc::Receiver<Incoming>,
+    photos: mpsc::Sender<PhotoJob>,
+    replies: mpsc::Sender<CommandOutcome>,
+    replier: Replier,
+) {
+    while let Some(c) = rx.blocking_recv() {
+        let out = match handler.check(&c.name, &c.payload, c.retained, c.received, &c.status) {
+            Checked::Done(out) => queue_messages(&outbox, out, c.received),
+            Checked::Photo(job) => match photos.try_send(job) {
+                Ok(()) => continue,
+                Err(e) => {
+                    let job = e.into_inner();
+                    replier.reply(
+                        &c.name,
+                        Some(job.nonce()),
+                        Err(Refusal::QueueFull {
+                            queue: "watch-list photos",
+                            max: PHOTO_QUEUE,
+                        }),
+                        c.received,
+                        Vec::new(),
+                    )
+                }
+            },
+        };
+        if replies.blocking_send(out).is_err() {
+            break;
+        }
+    }
+}
+
+/// Queues what an accepted command sends (a gate open); if that fails the
+/// reply says so instead.
+fn queue_messages(outbox: &Outbox, mut out: CommandOutcome, now: OffsetDateTime) -> CommandOutcome {
+    if out.enqueue.is_empty() {
+        return out;
+    }
+    if let Err(e) = outbox.enqueue(&out.enqueue, now) {
+        tracing::error!(error = %e, "command accepted but its message could not be queued");
+        out.ok = false;
+        if let Ok(mut v) = serde_json::from_slice::<Value>(&out.reply) {
+            v["ok"] = json!(false);
+            v["code"] = json!("failed");
+            v["error"] = json!(format!("not queued: {e}"));
+            v["result"] = Value::Null;
+            out.reply = v.to_string().into_bytes();
+        }
+    }
+    out.enqueue.clear();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::config::Secret;
+    use crate::publish::{EmbedFn, sign_command};
+    use crate::registry::{FaceTemplate, Gallery, Registry};
+    use std::sync::mpsc as std_mpsc;
+    use time::format_description::well_known::Rfc3339;
+
+    const SECRET: &str = "command-secret-0123456789";
+
+    fn incoming(name: &str, nonce: &str, args: Value) -> Incoming {
+        let now = OffsetDateTime::now_utc();
+        let payload = sign_command(
+            &Secret::new(SECRET.as_bytes().to_vec()),
+            "gy-001",
+            name,
+            &now.format(&Rfc3339).unwrap(),
+            nonce,
+            &args,
+        );
+        Incoming {
+            name: name.into(),
+            payload,
+            retained: false,
+            received: now,
+            status: json!({ "state": "online" }),
+        }
+    }
+
+    /// With a photo being embedded (held by the test) and the photo queue
+    /// full, a further `watchlist_add` is refused as busy at once and a
+    /// `status` is answered; the photos then complete in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_photo_queue_refuses_as_busy_and_status_still_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let cfg = MqttConfig {
+            url: "mqtt://127.0.0.1:1".into(),
+            command_secret: Some(format!("file:{}", secret.display())),
+            ..Default::default()
+        };
+        let now = OffsetDateTime::now_utc();
+        let gallery = Gallery::open(Registry::open(&db).unwrap(), "m", 4, now).unwrap();
+        let (started_tx, started) = std_mpsc::channel::<()>();
+        let (release, release_rx) = std_mpsc::channel::<()>();
+        let embed: EmbedFn = Box::new(move |_: &[u8]| {
+            started_tx.send(()).unwrap();
+            release_rx.recv().map_err(|e| e.to_string())?;
+            Ok(FaceTemplate {
+                model_id: "m".into(),
+                embedding: vec![1.0, 0.0, 0.0, 0.0],
+                quality: 0.9,
+                photo: None,
+            })
+        });
+        let handler =
+            CommandHandler::new(&cfg, "gy-001", Arc::new(Mutex::new(gallery)), embed).unwrap();
+        let setup = PublisherSetup {
+            site: "gy-001".into(),
+            cameras: Vec::new(),
+            db,
+            version: "test".into(),
+        };
+        let tracker = TaskTracker::new();
+        let mut lanes = CommandLanes::start(handler, &setup, &tracker).unwrap();
+        let add = |n: u32| {
+            incoming(
+                "watchlist_add",
+                &format!("add-{n:08}"),
+                json!({ "name": format!("P{n}"), "reason": "test", "photo": "eA==" }),
+            )
+        };
+        let reply = |o: &CommandOutcome| serde_json::from_slice::<Value>(&o.reply).unwrap();
+        assert!(lanes.tx.try_send(add(1)).is_ok());
+        // Photo 1 is in the embedder (held); 2 and 3 fill the photo queue.
+        let _started = tokio::task::spawn_blocking(move || {
+            started.recv().unwrap();
+            started
+        })
+        .await
+        .unwrap();
+        for n in 2..=4 {
+            assert!(lanes.tx.try_send(add(n)).is_ok());
+        }
+        let status = incoming("status", "status-0001", Value::Null);
+        assert!(lanes.tx.try_send(status).is_ok());
+        let first = lanes.replies.recv().await.unwrap();
+        assert_eq!(reply(&first)["code"], json!("busy"), "{}", reply(&first));
+        assert_eq!(reply(&first)["nonce"], json!("add-00000004"));
+        assert!(
+            reply(&first)["error"]
+                .as_str()
+                .unwrap()
+                .contains("watch-list photos")
+        );
+        let second = lanes.replies.recv().await.unwrap();
+        assert_eq!(second.name, "status");
+        assert!(second.ok);
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for n in 1..=3 {
+            let o = lanes.replies.recv().await.unwrap();
+            assert!(o.ok, "{}", reply(&o));
+            assert_eq!(reply(&o)["nonce"], json!(format!("add-{n:08}")));
+        }
+        drop(lanes);
+        tracker.close();
+        tracker.wait().await;
+    }
 }
