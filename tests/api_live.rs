@@ -258,7 +258,10 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
         let hits = all["hits"].as_array().unwrap();
         assert!(hits.len() >= 2, "{all}");
         let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
-        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "not best first: {scores:?}");
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "not best first: {scores:?}"
+        );
         let (_, r) = search(&alex);
         assert!(
             r["hits"]
