@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use image::RgbImage;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::CameraRole;
-use crate::registry::{Priority, Registry, RegistryError, Subject};
+use crate::registry::{Priority, RegistryError, Subject};
 
 /// Payload schema version; bump on incompatible changes.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -229,18 +228,9 @@ pub struct FaceHit {
 impl EventStore {
     /// Opens (and migrates) the database, with a connection of its own.
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        drop(Registry::open(path)?);
-        let conn = Connection::open(path).map_err(sql("open events database"))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(sql("set busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql("enable WAL"))?;
-        // Event faces cascade with their events, and erased bytes are zeroed.
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(sql("enable foreign keys"))?;
-        conn.pragma_update(None, "secure_delete", true)
-            .map_err(sql("enable secure_delete"))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: crate::registry::schema::open(path)?,
+        })
     }
 
     /// Inserts a new event or replaces the stored one with the same id (an update).

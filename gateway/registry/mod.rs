@@ -28,7 +28,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
@@ -45,9 +44,8 @@ pub use gallery::Gallery;
 pub use index::{FaceIndex, IndexError, Match};
 pub use tokens::{Principal, Role, TokenInfo, split_token};
 
-/// How long a writer waits for another process (the CLI beside the gateway)
-/// to release the database before giving up with a busy error.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::db::DbError;
+
 /// Longest owner id, model id or similar key.
 const MAX_ID_CHARS: usize = 64;
 /// Longest name, staff name, unit and the like.
@@ -72,13 +70,9 @@ pub enum RegistryError {
         #[source]
         source: rusqlite::Error,
     },
-    /// `open` was given a path whose directory does not exist; we do not
-    /// create it, because a typo in the config should not scatter databases.
-    #[error(
-        "registry database {path}: directory {} does not exist; create it or fix the storage path in the config",
-        .path.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
-    )]
-    MissingDirectory { path: PathBuf },
+    /// Opening the database file failed (see [`crate::db`]).
+    #[error(transparent)]
+    Db(#[from] DbError),
     /// A file-system operation on the database file failed.
     #[error("{context}")]
     Io {
@@ -119,14 +113,11 @@ impl RegistryError {
     /// Whether retrying the same call later may succeed (another process held
     /// the database lock for longer than the busy timeout).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Sqlite { source, .. }
-                if matches!(
-                    source.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                )
-        )
+        match self {
+            RegistryError::Sqlite { source, .. } => crate::db::is_busy(source),
+            RegistryError::Db(err) => err.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -868,6 +859,9 @@ fn decode_embedding(id: i64, dim: i64, blob: &[u8]) -> Result<Vec<f32>, Registry
 #[derive(Debug)]
 pub struct Registry {
     conn: Connection,
+    /// `storage.data_dir`, where snapshot files live; see
+    /// [`Registry::with_snapshot_dir`].
+    snapshot_dir: Option<PathBuf>,
 }
 
 /// Whose templates a write is about.
@@ -883,51 +877,28 @@ impl Registry {
     /// The parent directory must exist: creating it would hide a typo in the
     /// configured path.
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-            && !parent.is_dir()
-        {
-            return Err(RegistryError::MissingDirectory {
-                path: path.to_owned(),
-            });
-        }
-        let is_new = !path.exists();
-        let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
-        if is_new {
-            restrict_permissions(path)?;
-        }
-        // WAL lets the matcher read while the CLI or API writes. Some file
-        // systems (network mounts) cannot do it; SQLite then keeps its
-        // rollback journal, which is slower but correct, so warn, not fail.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .with_context(|| format!("enable WAL on {}", path.display()))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(
-                path = %path.display(),
-                mode,
-                "registry database is not in WAL mode; the file system may not support it"
-            );
-        }
-        Self::init(conn)
+        Ok(Self {
+            conn: schema::open(path)?,
+            snapshot_dir: None,
+        })
     }
 
     /// A throwaway registry, for tests and dry runs.
     pub fn open_in_memory() -> Result<Self, RegistryError> {
-        let conn = Connection::open_in_memory().context("open in-memory database")?;
-        Self::init(conn)
+        let mut conn = crate::db::open_in_memory()?;
+        schema::migrate(&mut conn)?;
+        Ok(Self {
+            conn,
+            snapshot_dir: None,
+        })
     }
 
-    fn init(mut conn: Connection) -> Result<Self, RegistryError> {
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .context("set busy timeout")?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .context("enable foreign keys")?;
-        // Zero freed pages, so an erased face does not survive in free space.
-        conn.pragma_update(None, "secure_delete", true)
-            .context("enable secure_delete")?;
-        schema::migrate(&mut conn)?;
-        Ok(Self { conn })
+    /// Where event snapshots live (`storage.data_dir`): an erasure deletes
+    /// the erased person's snapshot files there right after its commit.
+    /// Without it they wait in `erased_files` for the retention task.
+    pub fn with_snapshot_dir(mut self, data_dir: &Path) -> Self {
+        self.snapshot_dir = Some(data_dir.to_owned());
+        self
     }
 
     /// The database's schema version (`PRAGMA user_version`).
@@ -1577,14 +1548,9 @@ impl Registry {
     /// reader in another process can keep the checkpoint from completing,
     /// and the next one will finish the job.
     fn checkpoint(&self) {
-        let result = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                row.get::<_, i64>(0)
-            });
-        match result {
-            Ok(0) => {}
-            Ok(_) => tracing::warn!("WAL checkpoint after an erasure was blocked by a reader"),
+        match crate::db::checkpoint(&self.conn) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("WAL checkpoint after an erasure was blocked by a reader"),
             Err(err) => tracing::warn!(error = %err, "WAL checkpoint after an erasure failed"),
         }
     }
@@ -1746,27 +1712,6 @@ fn audit(
     )
     .context("write audit row")
     .map(drop)
-}
-
-/// New database files hold face data: readable by the service user only.
-/// SQLite gives the -wal and -shm files the same permissions.
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) -> Result<(), RegistryError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        RegistryError::Io {
-            context: format!(
-                "registry database {}: restrict permissions to 0600",
-                path.display()
-            ),
-            source,
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) -> Result<(), RegistryError> {
-    Ok(())
 }
 
 #[cfg(test)]
