@@ -10,8 +10,8 @@ use time::format_description::well_known::Rfc3339;
 use facegate::config::Config;
 use facegate::identify::{self, FaceResult};
 use facegate::registry::{
-    Consent, ConsentMethod, FaceTemplate, Gallery, NewOwner, NewWatchEntry, OwnerFilter,
-    OwnerStatus, Priority, Registry,
+    Consent, ConsentMethod, ErasureReason, FaceTemplate, Gallery, NewOwner, NewWatchEntry,
+    OwnerFilter, OwnerStatus, Priority, Registry,
 };
 use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
 use facegate::vision::{Checks, FaceEngine};
@@ -248,11 +248,16 @@ enum OwnersCmd {
     },
     /// One owner with consents and templates, as JSON.
     Show { owner_id: String },
-    /// Erase an owner: their record, consents and face data (audited).
+    /// Erase an owner: their record, consents, face data, the events naming
+    /// them, their event faces, queued messages and snapshots (audited).
     Remove {
         owner_id: String,
         #[arg(long, default_value = "cli")]
         by: String,
+        /// The owner withdrew their consent (recorded as the reason; the
+        /// erasure is the same).
+        #[arg(long)]
+        consent_withdrawn: bool,
     },
     /// Stop recognising an owner without erasing them.
     Suspend {
@@ -810,7 +815,7 @@ fn run() -> Result<()> {
 }
 
 fn owners(cmd: OwnersCmd, config: &Config, db: Option<&Path>, now: OffsetDateTime) -> Result<()> {
-    let mut reg = open_registry(config, db)?;
+    let mut reg = open_registry(config, db)?.with_snapshot_dir(&config.storage.data_dir);
     match cmd {
         OwnersCmd::List {
             search,
@@ -844,9 +849,27 @@ fn owners(cmd: OwnersCmd, config: &Config, db: Option<&Path>, now: OffsetDateTim
         OwnersCmd::Show { owner_id } => {
             println!("{}", serde_json::to_string_pretty(&reg.owner(&owner_id)?)?);
         }
-        OwnersCmd::Remove { owner_id, by } => {
-            reg.remove_owner(&owner_id, &by, now)?;
-            println!("owner {owner_id} erased (record, consents and face data)");
+        OwnersCmd::Remove {
+            owner_id,
+            by,
+            consent_withdrawn,
+        } => {
+            let reason = if consent_withdrawn {
+                ErasureReason::ConsentWithdrawn
+            } else {
+                ErasureReason::Request
+            };
+            let e = reg.erase_owner(&owner_id, reason, &by, now)?;
+            println!(
+                "owner {owner_id} erased (record, consents, face data; {} event(s), {} event face(s), {} queued message(s), {} snapshot file(s))",
+                e.events, e.event_faces, e.outbox_messages, e.snapshot_files_deleted
+            );
+            if e.snapshot_files_pending > 0 {
+                eprintln!(
+                    "{} snapshot file(s) could not be deleted yet; the retention task retries",
+                    e.snapshot_files_pending
+                );
+            }
         }
         OwnersCmd::Suspend { owner_id, by } => {
             reg.set_status(&owner_id, OwnerStatus::Suspended, &by, now)?;

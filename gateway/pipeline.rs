@@ -779,7 +779,7 @@ pub async fn run_live(
         camera: "*".into(),
         source,
     })?;
-    let gallery = open_gallery(db, &first)?;
+    let gallery = open_gallery_in(db, data_dir, &first)?;
     let live = Arc::new(crate::live::Live::new());
     run_live_with(config, db, data_dir, Some(first), gallery, live, cancel).await
 }
@@ -789,8 +789,28 @@ pub fn open_gallery(
     db: &std::path::Path,
     engine: &FaceEngine,
 ) -> Result<Arc<Mutex<Gallery>>, PipelineError> {
+    open_gallery_with(crate::registry::Registry::open(db)?, engine)
+}
+
+/// [`open_gallery`], with the data directory, so that an erasure deletes
+/// the erased person's snapshot files at once.
+pub fn open_gallery_in(
+    db: &std::path::Path,
+    data_dir: &std::path::Path,
+    engine: &FaceEngine,
+) -> Result<Arc<Mutex<Gallery>>, PipelineError> {
+    open_gallery_with(
+        crate::registry::Registry::open(db)?.with_snapshot_dir(data_dir),
+        engine,
+    )
+}
+
+fn open_gallery_with(
+    registry: crate::registry::Registry,
+    engine: &FaceEngine,
+) -> Result<Arc<Mutex<Gallery>>, PipelineError> {
     let gallery = Gallery::open(
-        crate::registry::Registry::open(db)?,
+        registry,
         engine.model_id(),
         engine.dim(),
         OffsetDateTime::now_utc(),

@@ -647,6 +647,30 @@ pub struct AuditEntry {
     pub detail: Option<serde_json::Value>,
 }
 
+text_enum! {
+    /// Why a person is erased; recorded in the audit trail. A withdrawal of
+    /// consent is an erasure (PIPL Art. 15, 47): same path, same result.
+    ErasureReason, "erasure reason" {
+        Request => "request",
+        ConsentWithdrawn => "consent_withdrawn",
+    }
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Erasure {
+    /// Events that named the person (with their face embeddings).
+    pub events: usize,
+    pub event_faces: usize,
+    /// Messages of those events still waiting for the broker.
+    pub outbox_messages: usize,
+    /// Snapshot files deleted after the commit...
+    pub snapshot_files_deleted: usize,
+    /// ...and those left for the retention task (data directory unknown to
+    /// this registry, or the deletion failed).
+    pub snapshot_files_pending: usize,
+}
+
 // ---------------------------------------------------------------------------
 // Validation (pure)
 // ---------------------------------------------------------------------------
@@ -1279,15 +1303,41 @@ impl Registry {
         tx.commit().context("commit owner update")
     }
 
-    /// Erases an owner: their row, consents, templates and photos go in one
-    /// transaction (foreign keys cascade). The audit trail keeps an
-    /// `owner.remove` row with the id and counts only.
+    /// Erases an owner on request; see [`Registry::erase_owner`].
     pub fn remove_owner(
         &mut self,
         id: &str,
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<(), RegistryError> {
+        self.erase_owner(id, ErasureReason::Request, actor, now)
+            .map(drop)
+    }
+
+    /// Erases an owner and every trace of them, in one transaction: their
+    /// row, consents, templates and photos (foreign keys cascade); every
+    /// event naming them with its face embedding (search by photo no longer
+    /// finds them); the outbox messages of those events still waiting for
+    /// the broker; and the events' snapshot files, which are queued in
+    /// `erased_files` inside the transaction and deleted right after the
+    /// commit (or by the retention task, if this registry does not know the
+    /// data directory or the deletion fails). Then the WAL is checkpointed,
+    /// so with `secure_delete` no byte of them stays in the file.
+    ///
+    /// Events are deleted, not anonymised: a pass with the person's name
+    /// taken out still ties a time and a gate to them, and its snapshot is
+    /// their face. Undelivered outbox messages are deleted, not rewritten,
+    /// for the same reason (and a gate open is void after seconds anyway).
+    ///
+    /// The audit trail keeps an `owner.remove` row with the id, the reason
+    /// and counts only.
+    pub fn erase_owner(
+        &mut self,
+        id: &str,
+        reason: ErasureReason,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Erasure, RegistryError> {
         check_actor(actor)?;
         let tx = self.write("begin owner erasure")?;
         if !owner_exists(&tx, id)? {
@@ -1307,6 +1357,7 @@ impl Registry {
                 |row| row.get(0),
             )
             .context("count owner's consents")?;
+        let events = erase_owner_events(&tx, id, now)?;
         tx.execute("DELETE FROM owners WHERE id = ?1", [id])
             .context("delete owner")?;
         audit(
@@ -1316,14 +1367,76 @@ impl Registry {
             "owner.remove",
             id,
             json!({
+                "reason": reason,
                 "templates_erased": templates,
                 "photos_erased": photos,
                 "consents_erased": consents,
+                "events_erased": events.events,
+                "event_faces_erased": events.faces,
+                "outbox_erased": events.outbox,
+                "snapshot_files": events.files.len(),
             }),
         )?;
         tx.commit().context("commit owner erasure")?;
+        let mut erasure = Erasure {
+            events: events.events,
+            event_faces: events.faces,
+            outbox_messages: events.outbox,
+            snapshot_files_deleted: 0,
+            snapshot_files_pending: events.files.len(),
+        };
+        if let Some(dir) = self.snapshot_dir.clone() {
+            let deleted = self.delete_erased_files(&dir)?;
+            erasure.snapshot_files_deleted = deleted;
+            erasure.snapshot_files_pending = erasure.snapshot_files_pending.saturating_sub(deleted);
+        }
         self.checkpoint();
-        Ok(())
+        tracing::info!(
+            reason = reason.as_str(),
+            events = erasure.events,
+            snapshot_files_pending = erasure.snapshot_files_pending,
+            "owner erased"
+        );
+        Ok(erasure)
+    }
+
+    /// Deletes the files queued in `erased_files` (paths relative to
+    /// `data_dir`) and their queue rows; a file already gone counts as
+    /// deleted. Returns how many were deleted. A file that cannot be deleted
+    /// stays queued (and is logged) for the next call.
+    pub fn delete_erased_files(&mut self, data_dir: &Path) -> Result<usize, RegistryError> {
+        let paths: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT path FROM erased_files ORDER BY path")
+                .context("prepare erased file query")?;
+            stmt.query_map([], |row| row.get(0))
+                .and_then(Iterator::collect)
+                .context("read erased files")?
+        };
+        let mut deleted = 0;
+        for rel in paths {
+            let Some(full) = inside(data_dir, &rel) else {
+                tracing::warn!(path = %rel, "erased file path leaves the data directory; dropped");
+                self.conn
+                    .execute("DELETE FROM erased_files WHERE path = ?1", [&rel])
+                    .context("drop erased file row")?;
+                continue;
+            };
+            match std::fs::remove_file(&full) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(path = %full.display(), error = %err, "erased snapshot not deleted yet; will retry");
+                    continue;
+                }
+            }
+            self.conn
+                .execute("DELETE FROM erased_files WHERE path = ?1", [&rel])
+                .context("drop erased file row")?;
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 
     /// Adds a person to the watch list with at least one face. Returns the
@@ -1609,6 +1722,86 @@ fn subject_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Subject> {
             rusqlite::types::Type::Null,
         )),
     }
+}
+
+/// What [`erase_owner_events`] removed.
+struct ErasedEvents {
+    events: usize,
+    faces: usize,
+    outbox: usize,
+    files: Vec<String>,
+}
+
+/// Events naming owner `id` (by column, or in the body of an event whose
+/// columns were rewritten by a later revision): deleted with their faces
+/// and undelivered outbox messages (`<event id>`, `<event id>.r<n>`,
+/// `<event id>.open`); their snapshot paths queued in `erased_files`.
+fn erase_owner_events(
+    tx: &Connection,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<ErasedEvents, RegistryError> {
+    let needle = format!("\"kind\":\"owner\",\"id\":{}", serde_json::Value::from(id));
+    let rows: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT id, body FROM events
+                 WHERE (subject_kind = 'owner' AND subject_id = ?1) OR instr(body, ?2) > 0",
+            )
+            .context("prepare owner event query")?;
+        stmt.query_map(params![id, needle], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(Iterator::collect)
+            .context("find owner's events")?
+    };
+    let mut erased = ErasedEvents {
+        events: 0,
+        faces: 0,
+        outbox: 0,
+        files: Vec::new(),
+    };
+    for (event_id, body) in rows {
+        erased.files.extend(snapshot_paths(&body));
+        erased.faces += tx
+            .execute("DELETE FROM event_faces WHERE event_id = ?1", [&event_id])
+            .context("delete event face")?;
+        erased.outbox += tx
+            .execute(
+                "DELETE FROM outbox WHERE message_id = ?1
+                    OR substr(message_id, 1, length(?1) + 1) = ?1 || '.'",
+                [&event_id],
+            )
+            .context("delete event's outbox messages")?;
+        erased.events += tx
+            .execute("DELETE FROM events WHERE id = ?1", [&event_id])
+            .context("delete event")?;
+    }
+    for path in &erased.files {
+        tx.execute(
+            "INSERT OR IGNORE INTO erased_files (path, queued_at) VALUES (?1, ?2)",
+            params![path, Millis(now)],
+        )
+        .context("queue snapshot for deletion")?;
+    }
+    Ok(erased)
+}
+
+/// The snapshot files (`snapshot.face`, `snapshot.scene`) an event body names.
+pub(crate) fn snapshot_paths(body: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    ["face", "scene"]
+        .iter()
+        .filter_map(|k| value["snapshot"][k].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `rel` under `dir`, if it is a plain relative path (no `..`, not absolute).
+fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
+    let rel = Path::new(rel);
+    rel.components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+        .then(|| dir.join(rel))
 }
 
 /// Escapes `%`, `_` and `\` so a search for "10_1" does not match "1041".
