@@ -490,7 +490,8 @@ impl SnapshotWriter {
             ts.day()
         );
         let rel = Path::new("snapshots").join(day);
-        std::fs::create_dir_all(self.data_dir.join(&rel))?;
+        private_dir(&self.data_dir.join("snapshots"))?;
+        private_dir(&self.data_dir.join(&rel))?;
         let face_rel = rel.join(format!("{event_id}-face.jpg"));
         let scene_rel = rel.join(format!("{event_id}-scene.jpg"));
         write_jpeg(&self.data_dir.join(&face_rel), face)?;
@@ -527,10 +528,44 @@ impl SnapshotWriter {
     }
 }
 
+/// Creates `dir` (and missing parents) readable by the service user only
+/// (0700), or tightens an existing one: snapshot folders list who passed
+/// when, and hold their faces.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        match std::fs::metadata(dir) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            }
+            Ok(_) => Ok(()),
+            Err(_) => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir),
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// A new file readable and writable by the service user only (0600): a
+/// face JPEG is sensitive personal information.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 fn write_jpeg(path: &Path, img: &RgbImage) -> std::io::Result<()> {
     let tmp = path.with_extension("jpg.tmp");
+    // A leftover temp file keeps its old mode when reopened: start afresh.
+    let _ = std::fs::remove_file(&tmp);
     {
-        let file = std::fs::File::create(&tmp)?;
+        let file = create_private(&tmp)?;
         let mut w = std::io::BufWriter::new(file);
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 85)
             .encode_image(img)

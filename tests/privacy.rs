@@ -289,3 +289,47 @@ fn erasing_an_owner_who_passed_a_gate_leaves_nothing() {
     assert_eq!(row["detail"]["events_erased"], 1);
     assert_eq!(row["detail"]["snapshot_files"], 2);
 }
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Finding 8: snapshot folders 0700, face JPEGs 0600, the database files
+/// 0600, and looser ones left by an older version are tightened.
+#[cfg(unix)]
+#[test]
+fn files_holding_faces_are_readable_by_the_service_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(env) = Env::new() else { return };
+    let loose =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+
+    env.ok(&["owners", "list"]);
+    assert_eq!(mode(&env.db()), 0o600, "database file");
+    loose(&env.db(), 0o644);
+    env.ok(&["owners", "list"]);
+    assert_eq!(mode(&env.db()), 0o600, "an old 0644 database is tightened");
+    for suffix in ["-wal", "-shm"] {
+        let mut p = env.db().into_os_string();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+
+    // The snapshot writer the pipeline uses; an old 0755 folder is tightened.
+    std::fs::create_dir(env.data().join("snapshots")).unwrap();
+    loose(&env.data().join("snapshots"), 0o755);
+    let img = image::RgbImage::new(16, 16);
+    let ts = time::macros::datetime!(2026-12-01 10:00 UTC);
+    let s = SnapshotWriter::new(&env.data())
+        .save("ev-perm", ts, &img, &img)
+        .unwrap();
+    assert_eq!(mode(&env.data().join("snapshots")), 0o700);
+    assert_eq!(mode(&env.data().join("snapshots/2026-12-01")), 0o700);
+    assert_eq!(mode(&env.data().join(&s.face)), 0o600);
+    assert_eq!(mode(&env.data().join(&s.scene)), 0o600);
+}
