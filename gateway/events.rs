@@ -55,19 +55,20 @@ impl EventKind {
         !matches!(self, EventKind::OwnerPass | EventKind::Undecided)
     }
 
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 8] = [
+        EventKind::OwnerPass,
+        EventKind::Stranger,
+        EventKind::Watchlist,
+        EventKind::Spoof,
+        EventKind::Loitering,
+        EventKind::Undecided,
+        EventKind::CameraOffline,
+        EventKind::CameraOnline,
+    ];
+
     pub fn parse(s: &str) -> Option<EventKind> {
-        [
-            EventKind::OwnerPass,
-            EventKind::Stranger,
-            EventKind::Watchlist,
-            EventKind::Spoof,
-            EventKind::Loitering,
-            EventKind::Undecided,
-            EventKind::CameraOffline,
-            EventKind::CameraOnline,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

@@ -131,6 +131,9 @@ enum Command {
     /// Decided events.
     #[command(subcommand)]
     Events(EventsCmd),
+    /// Personal data held and its retention.
+    #[command(subcommand)]
+    Privacy(PrivacyCmd),
     /// The gateway's own benches.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -259,6 +262,16 @@ enum OwnersCmd {
         #[arg(long)]
         consent_withdrawn: bool,
     },
+    /// One owner's data (record, consents, audit rows, events naming them)
+    /// as JSON, with the photos they gave, into a new folder (audited).
+    Export {
+        owner_id: String,
+        /// The folder to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
     /// Stop recognising an owner without erasing them.
     Suspend {
         owner_id: String,
@@ -270,6 +283,17 @@ enum OwnersCmd {
         owner_id: String,
         #[arg(long, default_value = "cli")]
         by: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCmd {
+    /// What is held (owners, faces, events by kind, snapshots, audit,
+    /// outbox) and until when; warns near the filing threshold.
+    Report {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -804,6 +828,19 @@ fn run() -> Result<()> {
             }
         }
         Command::Watchlist(cmd) => watchlist(cmd, &config, db, now)?,
+        Command::Privacy(PrivacyCmd::Report { json }) => {
+            let reg = open_registry(&config, db)?;
+            let policy = facegate::registry::RetentionPolicy::from_config(&config);
+            let report = reg.privacy_report(&policy, Some(&config.storage.data_dir), now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if let Some(w) = &report.warning {
+                eprintln!("facegate: warning: {w}");
+            }
+        }
         Command::Audit { limit } => {
             let reg = open_registry(&config, db)?;
             for e in reg.audit(limit)? {
@@ -870,6 +907,16 @@ fn owners(cmd: OwnersCmd, config: &Config, db: Option<&Path>, now: OffsetDateTim
                     e.snapshot_files_pending
                 );
             }
+        }
+        OwnersCmd::Export { owner_id, out, by } => {
+            let e = reg.export_owner(&owner_id, &out, &by, now)?;
+            println!(
+                "owner {owner_id} exported to {}: owner.json ({} event(s), {} audit row(s)) and {} file(s)",
+                out.display(),
+                e.events.len(),
+                e.audit.len(),
+                e.files.len()
+            );
         }
         OwnersCmd::Suspend { owner_id, by } => {
             reg.set_status(&owner_id, OwnerStatus::Suspended, &by, now)?;

@@ -5,6 +5,9 @@
 //! - `mod.rs`: the domain types, [`RegistryError`], and [`Registry`], the
 //!   SQLite store (one file, WAL, foreign keys on).
 //! - [`schema`]: the versioned migrations.
+//! - `retention.rs`: [`Registry::enforce_retention`], each kind of data
+//!   deleted after its period; `report.rs`: [`Registry::privacy_report`],
+//!   what is held and until when.
 //! - [`index`]: [`FaceIndex`], the in-memory exact 1:N cosine index.
 //! - `gallery.rs`: [`Gallery`], which owns a registry and an index and keeps
 //!   the index in step with every committed change.
@@ -35,13 +38,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
+mod export;
 mod gallery;
 pub mod index;
+mod report;
+mod retention;
 pub mod schema;
 mod tokens;
 
+pub use export::OwnerExport;
 pub use gallery::Gallery;
 pub use index::{FaceIndex, IndexError, Match};
+pub use report::{FILING_THRESHOLD, Held, PrivacyReport, SnapshotsHeld, filing_warning};
+pub use retention::{Purged, RetentionPolicy};
 pub use tokens::{Principal, Role, TokenInfo, split_token};
 
 use crate::db::DbError;
@@ -1724,6 +1733,15 @@ fn subject_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Subject> {
     }
 }
 
+/// Events naming owner `?1`: by column, or in the body (`?2`, see
+/// [`owner_needle`]) of an event whose columns a later revision rewrote.
+const NAMES_OWNER: &str = "(subject_kind = 'owner' AND subject_id = ?1) OR instr(body, ?2) > 0";
+
+/// How an event body names owner `id` (`Subject`'s JSON: tag, then id).
+fn owner_needle(id: &str) -> String {
+    format!("\"kind\":\"owner\",\"id\":{}", serde_json::Value::from(id))
+}
+
 /// What [`erase_owner_events`] removed.
 struct ErasedEvents {
     events: usize,
@@ -1741,17 +1759,15 @@ fn erase_owner_events(
     id: &str,
     now: OffsetDateTime,
 ) -> Result<ErasedEvents, RegistryError> {
-    let needle = format!("\"kind\":\"owner\",\"id\":{}", serde_json::Value::from(id));
     let rows: Vec<(String, String)> = {
         let mut stmt = tx
-            .prepare(
-                "SELECT id, body FROM events
-                 WHERE (subject_kind = 'owner' AND subject_id = ?1) OR instr(body, ?2) > 0",
-            )
+            .prepare(&format!("SELECT id, body FROM events WHERE {NAMES_OWNER}"))
             .context("prepare owner event query")?;
-        stmt.query_map(params![id, needle], |row| Ok((row.get(0)?, row.get(1)?)))
-            .and_then(Iterator::collect)
-            .context("find owner's events")?
+        stmt.query_map(params![id, owner_needle(id)], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .and_then(Iterator::collect)
+        .context("find owner's events")?
     };
     let mut erased = ErasedEvents {
         events: 0,
