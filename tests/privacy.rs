@@ -32,7 +32,7 @@ impl Env {
         std::fs::write(
             env.config(),
             format!(
-                "[storage]\ndb = \"{}\"\ndata_dir = \"{}\"\n",
+                "[storage]\ndb = \"{}\"\ndata_dir = \"{}\"\n\n[privacy]\nstore_enrolment_photos = true\n",
                 env.db().display(),
                 env.data().display()
             ),
@@ -332,4 +332,217 @@ fn files_holding_faces_are_readable_by_the_service_user_only() {
     assert_eq!(mode(&env.data().join("snapshots/2026-12-01")), 0o700);
     assert_eq!(mode(&env.data().join(&s.face)), 0o600);
     assert_eq!(mode(&env.data().join(&s.scene)), 0o600);
+}
+
+/// A stranger event at `ts` with its face and snapshots, as the pipeline
+/// records it.
+fn record_stranger(sink: &EventSink, ts: OffsetDateTime) -> Event {
+    let mut e = Event::new(
+        EventKind::Stranger,
+        ts,
+        "gate-1",
+        CameraRole::Gate,
+        &Place::default(),
+    );
+    e.stranger_id = Some("S-old".into());
+    let img = image::RgbImage::new(16, 16);
+    e.snapshot = Some(sink.snapshots().save(&e.id, e.ts, &img, &img).unwrap());
+    sink.emit_with_face(&e, Some(&[1.0, 0.0]));
+    e
+}
+
+/// 90% of the filing threshold, straight into the owners table.
+fn add_people(db: &Path, n: usize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO owners (id, name, status, created_at, updated_at)
+         SELECT 'P-' || i, 'Person ' || i, 'active', 0, 0 FROM n",
+        [n as i64],
+    )
+    .unwrap();
+}
+
+fn report(env: &Env) -> serde_json::Value {
+    serde_json::from_str(&env.ok(&["privacy", "report", "--json"])).unwrap()
+}
+
+/// Item 3: `privacy report` says what is held, the oldest of each kind and
+/// when retention removes it; it warns at 90% of the filing threshold.
+#[test]
+fn privacy_report_says_what_is_held_and_until_when() {
+    let Some(env) = Env::new() else { return };
+    let photo = env.photo("Angelina_Jolie", 1);
+    env.enroll("A-1", "Report Person", &photo);
+    let mut engine = common::engine();
+    let sink = sink(&env, engine.model_id());
+    let t = OffsetDateTime::now_utc() - time::Duration::days(3);
+    let t = t.replace_nanosecond(0).unwrap();
+    record_pass(&sink, &mut engine, "A-1", "Report Person", &photo, t);
+    record_stranger(&sink, t);
+
+    let r = report(&env);
+    assert_eq!(r["owners"]["count"], 1);
+    assert_eq!(r["templates"], 1);
+    assert_eq!(
+        r["photos"], 1,
+        "store_enrolment_photos is on in this config"
+    );
+    let pass = &r["events"]["owner_pass"];
+    assert_eq!(pass["count"], 1);
+    assert_eq!(pass["retention_days"], 30);
+    let oldest = OffsetDateTime::parse(
+        pass["oldest"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let removed = OffsetDateTime::parse(
+        pass["oldest_removed_by"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(oldest, t);
+    assert_eq!(removed - oldest, time::Duration::days(30));
+    assert_eq!(r["events"]["stranger"]["retention_days"], 90);
+    assert_eq!(r["event_faces"]["count"], 1);
+    assert_eq!(r["stranger_faces"]["count"], 1);
+    assert_eq!(r["stranger_faces"]["retention_days"], 7);
+    assert_eq!(r["snapshots"]["files"], 4);
+    assert!(r["snapshots"]["bytes"].as_u64().unwrap() > 0);
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let queued: u64 = conn
+        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert!(queued >= 2);
+    assert_eq!(r["outbox_pending"], queued);
+    assert!(r["audit"]["count"].as_u64().unwrap() >= 1);
+    assert!(r["warning"].is_null());
+    let text = env.ok(&["privacy", "report"]);
+    assert!(text.contains("events owner_pass"), "{text}");
+
+    add_people(&env.db(), 89_999);
+    let r = report(&env);
+    assert_eq!(r["people_with_faces"], 90_000);
+    assert!(r["warning"].as_str().unwrap().contains("filing"), "{r}");
+    let o = env.run(&["privacy", "report"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: faces of 90000 people"));
+}
+
+/// Item 3 in `facegate run`: the retention task deletes what is past its
+/// period at start (then hourly), with its snapshot files, and the start-up
+/// log warns near the filing threshold.
+#[test]
+fn facegate_run_expires_old_data_and_warns_near_the_filing_threshold() {
+    let Some(env) = Env::new() else { return };
+    let engine = common::engine();
+    let sink = sink(&env, engine.model_id());
+    let old = record_stranger(&sink, OffsetDateTime::now_utc() - time::Duration::days(100));
+    let fresh = record_stranger(&sink, OffsetDateTime::now_utc());
+    drop(sink);
+    add_people(&env.db(), 90_000);
+    let old_face = env.data().join(&old.snapshot.as_ref().unwrap().face);
+    assert!(old_face.is_file());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("FACEGATE_LOG", "warn,facegate=info")
+        .args(["--config"])
+        .arg(env.config())
+        .args(["run", "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.dir.path().join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let store = EventStore::open(&env.db()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while store.get(&old.id).unwrap().is_some() || old_face.exists() {
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the retention task did not expire the 100-day-old event: {}",
+                std::fs::read_to_string(env.dir.path().join("run.log")).unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(env.dir.path().join("run.log")).unwrap();
+    assert!(
+        store.get(&fresh.id).unwrap().is_some(),
+        "a fresh event was deleted"
+    );
+    assert!(env.data().join(&fresh.snapshot.unwrap().face).is_file());
+    assert!(log.contains("faces of 90000 people"), "{log}");
+    assert!(log.contains("retention: expired data deleted"), "{log}");
+}
+
+/// Item 4: an owner's data on request: record, consents, audit rows, the
+/// events naming them, the photos they gave and their face snapshots, and
+/// nothing of anyone else.
+#[test]
+fn owners_export_writes_one_owners_data_and_photos() {
+    let Some(env) = Env::new() else { return };
+    let photo = env.photo("Angelina_Jolie", 1);
+    env.enroll("A-1", "Export Person", &photo);
+    env.enroll("B-2", "Someone Else", &env.photo("Ariel_Sharon", 1));
+    let mut engine = common::engine();
+    let sink = sink(&env, engine.model_id());
+    let now = OffsetDateTime::now_utc();
+    let (mine, _) = record_pass(&sink, &mut engine, "A-1", "Export Person", &photo, now);
+    record_pass(
+        &sink,
+        &mut engine,
+        "B-2",
+        "Someone Else",
+        &env.photo("Ariel_Sharon", 1),
+        now,
+    );
+
+    let out = env.dir.path().join("export-A-1");
+    let msg = env.ok(&[
+        "owners",
+        "export",
+        "A-1",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(msg.contains("1 event(s)"), "{msg}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("owner.json")).unwrap()).unwrap();
+    assert_eq!(json["owner"]["id"], "A-1");
+    assert_eq!(json["owner"]["name"], "Export Person");
+    assert_eq!(json["owner"]["consents"][0]["taken_by"], "staff-wang");
+    assert_eq!(json["audit"][0]["action"], "owner.enroll");
+    assert_eq!(json["events"].as_array().unwrap().len(), 1);
+    assert_eq!(json["events"][0]["id"], mine.id.as_str());
+    let text = std::fs::read_to_string(out.join("owner.json")).unwrap();
+    assert!(!text.contains("Someone Else") && !text.contains("B-2"));
+    // The photo they gave, byte for byte, and their face snapshot.
+    let template = json["owner"]["templates"][0]["id"].as_i64().unwrap();
+    let given = std::fs::read(out.join(format!("photos/template-{template}.jpg"))).unwrap();
+    assert_eq!(given, std::fs::read(&photo).unwrap());
+    let face = out.join("snapshots").join(format!("{}-face.jpg", mine.id));
+    assert!(face.is_file());
+    assert_eq!(json["files"].as_array().unwrap().len(), 2);
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&out), 0o700);
+        assert_eq!(mode(&out.join("owner.json")), 0o600);
+    }
+    // Audited; an existing folder or an unknown owner is a clear error.
+    let audit = env.ok(&["audit", "--limit", "1"]);
+    assert!(audit.contains("owner.export"), "{audit}");
+    let o = env.run(&[
+        "owners",
+        "export",
+        "A-1",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let o = env.run(&["owners", "export", "Z-9", "--out", "/tmp/never-written"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no owner with id 'Z-9'"));
+    assert!(!Path::new("/tmp/never-written").exists());
 }
