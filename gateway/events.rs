@@ -429,17 +429,6 @@ impl EventStore {
         Ok((hits, searched))
     }
 
-    /// Deletes event faces older than `before` (they expire with the
-    /// snapshots); returns how many.
-    pub fn purge_faces(&self, before: OffsetDateTime) -> Result<usize, RegistryError> {
-        self.conn
-            .execute(
-                "DELETE FROM event_faces WHERE ts < ?1",
-                [(before.unix_timestamp_nanos() / 1_000_000) as i64],
-            )
-            .map_err(sql("expire event faces"))
-    }
-
     /// Outbox messages not yet acknowledged by the broker.
     pub fn outbox_depth(&self) -> Result<u64, RegistryError> {
         self.conn
@@ -633,8 +622,16 @@ mod tests {
         assert!(hits[0].score > hits[1].score);
         // Another model's vectors are not comparable: not searched.
         assert_eq!(store.search_faces("m2", &q, t0, -1.0, 10).unwrap().1, 0);
-        // Retention: faces before the cutoff go; their events stay.
-        assert_eq!(store.purge_faces(t0 + time::Duration::days(10)).unwrap(), 1);
+        // Faces before `since` are not searched (retention deletes them:
+        // registry::retention).
+        let (hits, searched) = store
+            .search_faces("m1", &q, t0 + time::Duration::days(10), 0.5, 10)
+            .unwrap();
+        assert_eq!((hits.len(), searched), (1, 2));
+        store
+            .connection()
+            .execute("DELETE FROM event_faces WHERE event_id = ?1", [&ids[0]])
+            .unwrap();
         let (hits, searched) = store.search_faces("m1", &q, t0, 0.5, 10).unwrap();
         assert_eq!((hits.len(), searched), (1, 2));
         assert!(store.get(&ids[0]).unwrap().is_some());
