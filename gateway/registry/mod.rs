@@ -1394,10 +1394,19 @@ impl Registry {
             snapshot_files_deleted: 0,
             snapshot_files_pending: events.files.len(),
         };
+        // The erasure is committed: a failure here leaves the files queued
+        // for the retention task, it does not undo or fail the erasure.
         if let Some(dir) = self.snapshot_dir.clone() {
-            let deleted = self.delete_erased_files(&dir)?;
-            erasure.snapshot_files_deleted = deleted;
-            erasure.snapshot_files_pending = erasure.snapshot_files_pending.saturating_sub(deleted);
+            match self.delete_erased_files(&dir) {
+                Ok(deleted) => {
+                    erasure.snapshot_files_deleted = deleted;
+                    erasure.snapshot_files_pending =
+                        erasure.snapshot_files_pending.saturating_sub(deleted);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "erased snapshots left for the retention task")
+                }
+            }
         }
         self.checkpoint();
         tracing::info!(

@@ -358,4 +358,44 @@ mod tests {
             .unwrap();
         assert_eq!(left, "b");
     }
+
+    /// An erasure by a registry that does not know the data directory (the
+    /// HTTP API's own connection, say) queues the snapshot files; the
+    /// retention task deletes them.
+    #[test]
+    fn snapshots_of_an_erasure_are_finished_by_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        let data = dir.path().join("data");
+        let store = EventStore::open(&db).unwrap();
+        let mut plain = Registry::open(&db).unwrap();
+        plain
+            .enroll(
+                &crate::registry::NewOwner {
+                    id: "A-1".into(),
+                    name: "Li".into(),
+                    building: None,
+                    unit: None,
+                    grid_code: None,
+                    minor_under_14: false,
+                },
+                &crate::registry::Consent::new(T0, crate::registry::ConsentMethod::Written, "s"),
+                &[face()],
+                "staff",
+                T0,
+            )
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let e = event(&store, &data, EventKind::OwnerPass, now, true);
+        let erased = plain
+            .erase_owner("A-1", crate::registry::ErasureReason::Request, "staff", now)
+            .unwrap();
+        assert_eq!((erased.events, erased.snapshot_files_pending), (1, 2));
+        let face = data.join(e.snapshot.unwrap().face);
+        assert!(face.exists(), "no data directory: queued, not deleted");
+        let mut with_dir = Registry::open(&db).unwrap().with_snapshot_dir(&data);
+        let p = with_dir.enforce_retention(&policy(), now).unwrap();
+        assert_eq!(p.snapshot_files, 2);
+        assert!(!face.exists());
+    }
 }
