@@ -38,6 +38,8 @@ pub struct Config {
     pub matching: MatchingConfig,
     pub storage: StorageConfig,
     pub privacy: PrivacyConfig,
+    /// How long each kind of personal data is kept.
+    pub retention: RetentionConfig,
     /// Publishing to the command centre; an empty `url` turns it off.
     pub mqtt: crate::publish::MqttConfig,
     /// The HTTP API and web console.
@@ -847,7 +849,10 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
-    /// Event snapshots (face crops, scenes) are deleted after this many days.
+    /// Event snapshots (face crops, scenes) are deleted after this many
+    /// days. Legacy spelling of `retention.snapshots_days`, which wins when
+    /// set; [`Config::parse`] copies the effective value here, so readers
+    /// of this field see it.
     pub snapshot_retention_days: u32,
     /// Keep the enrolment photo in the registry (off by default: only the
     /// embedding is needed to recognise someone).
@@ -856,6 +861,109 @@ pub struct PrivacyConfig {
     /// so staff can search "where has this person been seen". Off: events
     /// carry no face data beyond their snapshots.
     pub event_face_search: bool,
+}
+
+/// How long each kind of personal data is kept, in days; enforced by the
+/// retention task of `facegate run` (hourly, on the blocking pool). PIPL
+/// Art. 19: no longer than the shortest period necessary for the purpose;
+/// the 2025 Measures on face recognition (Art. 9) say the same of face
+/// information. `config/facegate.toml` gives the reason for each default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the retention task runs, seconds.
+    pub interval_s: u64,
+    /// Events of every kind not named in `event_kinds`.
+    pub events_days: u32,
+    /// Per event kind (`owner_pass`, `stranger`, ...), overriding `events_days`.
+    pub event_kinds: std::collections::BTreeMap<String, u32>,
+    /// Face embeddings of events about no enrolled person (strangers, who
+    /// never consented), for search by photo.
+    pub stranger_faces_days: u32,
+    /// Face embeddings of events about enrolled people.
+    pub event_faces_days: u32,
+    /// Snapshot JPEGs (face crops and scenes). Unset: the legacy
+    /// `privacy.snapshot_retention_days` (30 by default).
+    pub snapshots_days: Option<u32>,
+    /// Audit rows (who changed what; no face data, no names).
+    pub audit_days: u32,
+    /// Watch-list entries past their expiry: rows and templates deleted
+    /// this many days after it.
+    pub expired_watchlist_days: u32,
+    /// Outbox rows marked delivered.
+    pub delivered_outbox_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 3600,
+            events_days: 90,
+            event_kinds: [("owner_pass", 30), ("undecided", 7)]
+                .into_iter()
+                .map(|(k, d)| (k.to_owned(), d))
+                .collect(),
+            stranger_faces_days: 7,
+            event_faces_days: 30,
+            snapshots_days: None,
+            audit_days: 1095,
+            expired_watchlist_days: 0,
+            delivered_outbox_days: 0,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Days an event of `kind` is kept.
+    pub fn event_days(&self, kind: &str) -> u32 {
+        self.event_kinds
+            .get(kind)
+            .copied()
+            .unwrap_or(self.events_days)
+    }
+
+    /// Days snapshots are kept: `snapshots_days`, else the legacy key.
+    pub fn snapshot_days(&self, privacy: &PrivacyConfig) -> u32 {
+        self.snapshots_days
+            .unwrap_or(privacy.snapshot_retention_days)
+    }
+
+    fn validate(&self, privacy: &PrivacyConfig) -> Result<(), (String, String)> {
+        if self.interval_s == 0 {
+            return Err((
+                "retention.interval_s".into(),
+                "must be at least 1 second".into(),
+            ));
+        }
+        for kind in self.event_kinds.keys() {
+            if crate::events::EventKind::parse(kind).is_none() {
+                return Err((
+                    format!("retention.event_kinds.{kind}"),
+                    format!(
+                        "unknown event kind (known: {})",
+                        crate::events::EventKind::ALL
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(days) = self.snapshots_days
+            && privacy.snapshot_retention_days != PrivacyConfig::default().snapshot_retention_days
+            && privacy.snapshot_retention_days != days
+        {
+            return Err((
+                "retention.snapshots_days".into(),
+                format!(
+                    "{days} disagrees with privacy.snapshot_retention_days = {}: set only retention.snapshots_days",
+                    privacy.snapshot_retention_days
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for PrivacyConfig {
@@ -879,11 +987,12 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
         config.validate(path)?;
+        config.privacy.snapshot_retention_days = config.retention.snapshot_days(&config.privacy);
         Ok(config)
     }
 
@@ -1062,6 +1171,9 @@ impl Config {
                 return Err(bad(key, "must be at least 1".into()));
             }
         }
+        self.retention
+            .validate(&self.privacy)
+            .map_err(|(key, reason)| bad(&key, reason))?;
         if self.storage.max_photo_bytes == 0 || self.storage.max_photo_pixels == 0 {
             return Err(bad("storage", "photo limits must be positive".into()));
         }

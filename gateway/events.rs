@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use image::RgbImage;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::CameraRole;
-use crate::registry::{Priority, Registry, RegistryError, Subject};
+use crate::registry::{Priority, RegistryError, Subject};
 
 /// Payload schema version; bump on incompatible changes.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -56,19 +55,20 @@ impl EventKind {
         !matches!(self, EventKind::OwnerPass | EventKind::Undecided)
     }
 
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 8] = [
+        EventKind::OwnerPass,
+        EventKind::Stranger,
+        EventKind::Watchlist,
+        EventKind::Spoof,
+        EventKind::Loitering,
+        EventKind::Undecided,
+        EventKind::CameraOffline,
+        EventKind::CameraOnline,
+    ];
+
     pub fn parse(s: &str) -> Option<EventKind> {
-        [
-            EventKind::OwnerPass,
-            EventKind::Stranger,
-            EventKind::Watchlist,
-            EventKind::Spoof,
-            EventKind::Loitering,
-            EventKind::Undecided,
-            EventKind::CameraOffline,
-            EventKind::CameraOnline,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -229,18 +229,9 @@ pub struct FaceHit {
 impl EventStore {
     /// Opens (and migrates) the database, with a connection of its own.
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        drop(Registry::open(path)?);
-        let conn = Connection::open(path).map_err(sql("open events database"))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(sql("set busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql("enable WAL"))?;
-        // Event faces cascade with their events, and erased bytes are zeroed.
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(sql("enable foreign keys"))?;
-        conn.pragma_update(None, "secure_delete", true)
-            .map_err(sql("enable secure_delete"))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: crate::registry::schema::open(path)?,
+        })
     }
 
     /// Inserts a new event or replaces the stored one with the same id (an update).
@@ -438,17 +429,6 @@ impl EventStore {
         Ok((hits, searched))
     }
 
-    /// Deletes event faces older than `before` (they expire with the
-    /// snapshots); returns how many.
-    pub fn purge_faces(&self, before: OffsetDateTime) -> Result<usize, RegistryError> {
-        self.conn
-            .execute(
-                "DELETE FROM event_faces WHERE ts < ?1",
-                [(before.unix_timestamp_nanos() / 1_000_000) as i64],
-            )
-            .map_err(sql("expire event faces"))
-    }
-
     /// Outbox messages not yet acknowledged by the broker.
     pub fn outbox_depth(&self) -> Result<u64, RegistryError> {
         self.conn
@@ -500,7 +480,8 @@ impl SnapshotWriter {
             ts.day()
         );
         let rel = Path::new("snapshots").join(day);
-        std::fs::create_dir_all(self.data_dir.join(&rel))?;
+        private_dir(&self.data_dir.join("snapshots"))?;
+        private_dir(&self.data_dir.join(&rel))?;
         let face_rel = rel.join(format!("{event_id}-face.jpg"));
         let scene_rel = rel.join(format!("{event_id}-scene.jpg"));
         write_jpeg(&self.data_dir.join(&face_rel), face)?;
@@ -537,10 +518,44 @@ impl SnapshotWriter {
     }
 }
 
+/// Creates `dir` (and missing parents) readable by the service user only
+/// (0700), or tightens an existing one: snapshot folders list who passed
+/// when, and hold their faces.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        match std::fs::metadata(dir) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            }
+            Ok(_) => Ok(()),
+            Err(_) => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir),
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// A new file readable and writable by the service user only (0600): a
+/// face JPEG is sensitive personal information.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 fn write_jpeg(path: &Path, img: &RgbImage) -> std::io::Result<()> {
     let tmp = path.with_extension("jpg.tmp");
+    // A leftover temp file keeps its old mode when reopened: start afresh.
+    let _ = std::fs::remove_file(&tmp);
     {
-        let file = std::fs::File::create(&tmp)?;
+        let file = create_private(&tmp)?;
         let mut w = std::io::BufWriter::new(file);
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 85)
             .encode_image(img)
@@ -607,8 +622,16 @@ mod tests {
         assert!(hits[0].score > hits[1].score);
         // Another model's vectors are not comparable: not searched.
         assert_eq!(store.search_faces("m2", &q, t0, -1.0, 10).unwrap().1, 0);
-        // Retention: faces before the cutoff go; their events stay.
-        assert_eq!(store.purge_faces(t0 + time::Duration::days(10)).unwrap(), 1);
+        // Faces before `since` are not searched (retention deletes them:
+        // registry::retention).
+        let (hits, searched) = store
+            .search_faces("m1", &q, t0 + time::Duration::days(10), 0.5, 10)
+            .unwrap();
+        assert_eq!((hits.len(), searched), (1, 2));
+        store
+            .connection()
+            .execute("DELETE FROM event_faces WHERE event_id = ?1", [&ids[0]])
+            .unwrap();
         let (hits, searched) = store.search_faces("m1", &q, t0, 0.5, 10).unwrap();
         assert_eq!((hits.len(), searched), (1, 2));
         assert!(store.get(&ids[0]).unwrap().is_some());

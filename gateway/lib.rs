@@ -5,6 +5,7 @@
 //! decode → detect → align → quality (liveness, pose, size) → embed → match.
 //!
 //! - [`config`]: the TOML configuration, defaults and validation.
+//! - [`db`]: the one place that opens the SQLite file (pragmas, errors).
 //! - [`vision`]: ONNX Runtime, photo decoding, detectors (YuNet,
 //!   RetinaFace), alignment, liveness and head pose, embedders; the
 //!   [`vision::FaceEngine`] that ties them together.
@@ -20,6 +21,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod db;
 pub mod decide;
 pub mod doctor;
 pub mod eval;

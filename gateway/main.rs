@@ -10,8 +10,8 @@ use time::format_description::well_known::Rfc3339;
 use facegate::config::Config;
 use facegate::identify::{self, FaceResult};
 use facegate::registry::{
-    Consent, ConsentMethod, FaceTemplate, Gallery, NewOwner, NewWatchEntry, OwnerFilter,
-    OwnerStatus, Priority, Registry,
+    Consent, ConsentMethod, ErasureReason, FaceTemplate, Gallery, NewOwner, NewWatchEntry,
+    OwnerFilter, OwnerStatus, Priority, Registry,
 };
 use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
 use facegate::vision::{Checks, FaceEngine};
@@ -151,6 +151,9 @@ enum Command {
     /// Decided events.
     #[command(subcommand)]
     Events(EventsCmd),
+    /// Personal data held and its retention.
+    #[command(subcommand)]
+    Privacy(PrivacyCmd),
     /// The gateway's own benches.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -285,9 +288,24 @@ enum OwnersCmd {
     },
     /// One owner with consents and templates, as JSON.
     Show { owner_id: String },
-    /// Erase an owner: their record, consents and face data (audited).
+    /// Erase an owner: their record, consents, face data, the events naming
+    /// them, their event faces, queued messages and snapshots (audited).
     Remove {
         owner_id: String,
+        #[arg(long, default_value = "cli")]
+        by: String,
+        /// The owner withdrew their consent (recorded as the reason; the
+        /// erasure is the same).
+        #[arg(long)]
+        consent_withdrawn: bool,
+    },
+    /// One owner's data (record, consents, audit rows, events naming them)
+    /// as JSON, with the photos they gave, into a new folder (audited).
+    Export {
+        owner_id: String,
+        /// The folder to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
         #[arg(long, default_value = "cli")]
         by: String,
     },
@@ -302,6 +320,17 @@ enum OwnersCmd {
         owner_id: String,
         #[arg(long, default_value = "cli")]
         by: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCmd {
+    /// What is held (owners, faces, events by kind, snapshots, audit,
+    /// outbox) and until when; warns near the filing threshold.
+    Report {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -958,6 +987,19 @@ fn run() -> Result<()> {
             }
         }
         Command::Watchlist(cmd) => watchlist(cmd, &config, db, now)?,
+        Command::Privacy(PrivacyCmd::Report { json }) => {
+            let reg = open_registry(&config, db)?;
+            let policy = facegate::registry::RetentionPolicy::from_config(&config);
+            let report = reg.privacy_report(&policy, Some(&config.storage.data_dir), now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if let Some(w) = &report.warning {
+                eprintln!("facegate: warning: {w}");
+            }
+        }
         Command::Audit { limit } => {
             let reg = open_registry(&config, db)?;
             for e in reg.audit(limit)? {
@@ -969,7 +1011,7 @@ fn run() -> Result<()> {
 }
 
 fn owners(cmd: OwnersCmd, config: &Config, db: Option<&Path>, now: OffsetDateTime) -> Result<()> {
-    let mut reg = open_registry(config, db)?;
+    let mut reg = open_registry(config, db)?.with_snapshot_dir(&config.storage.data_dir);
     match cmd {
         OwnersCmd::List {
             search,
@@ -1003,9 +1045,37 @@ fn owners(cmd: OwnersCmd, config: &Config, db: Option<&Path>, now: OffsetDateTim
         OwnersCmd::Show { owner_id } => {
             println!("{}", serde_json::to_string_pretty(&reg.owner(&owner_id)?)?);
         }
-        OwnersCmd::Remove { owner_id, by } => {
-            reg.remove_owner(&owner_id, &by, now)?;
-            println!("owner {owner_id} erased (record, consents and face data)");
+        OwnersCmd::Remove {
+            owner_id,
+            by,
+            consent_withdrawn,
+        } => {
+            let reason = if consent_withdrawn {
+                ErasureReason::ConsentWithdrawn
+            } else {
+                ErasureReason::Request
+            };
+            let e = reg.erase_owner(&owner_id, reason, &by, now)?;
+            println!(
+                "owner {owner_id} erased (record, consents, face data; {} event(s), {} event face(s), {} queued message(s), {} snapshot file(s))",
+                e.events, e.event_faces, e.outbox_messages, e.snapshot_files_deleted
+            );
+            if e.snapshot_files_pending > 0 {
+                eprintln!(
+                    "{} snapshot file(s) could not be deleted yet; the retention task retries",
+                    e.snapshot_files_pending
+                );
+            }
+        }
+        OwnersCmd::Export { owner_id, out, by } => {
+            let e = reg.export_owner(&owner_id, &out, &by, now)?;
+            println!(
+                "owner {owner_id} exported to {}: owner.json ({} event(s), {} audit row(s)) and {} file(s)",
+                out.display(),
+                e.events.len(),
+                e.audit.len(),
+                e.files.len()
+            );
         }
         OwnersCmd::Suspend { owner_id, by } => {
             reg.set_status(&owner_id, OwnerStatus::Suspended, &by, now)?;

@@ -780,7 +780,7 @@ pub async fn run_live(
         camera: "*".into(),
         source,
     })?;
-    let gallery = open_gallery(db, &first)?;
+    let gallery = open_gallery_in(db, data_dir, &first)?;
     let live = Arc::new(crate::live::Live::new());
     run_live_with(config, db, data_dir, Some(first), gallery, live, cancel).await
 }
@@ -790,8 +790,28 @@ pub fn open_gallery(
     db: &std::path::Path,
     engine: &FaceEngine,
 ) -> Result<Arc<Mutex<Gallery>>, PipelineError> {
+    open_gallery_with(crate::registry::Registry::open(db)?, engine)
+}
+
+/// [`open_gallery`], with the data directory, so that an erasure deletes
+/// the erased person's snapshot files at once.
+pub fn open_gallery_in(
+    db: &std::path::Path,
+    data_dir: &std::path::Path,
+    engine: &FaceEngine,
+) -> Result<Arc<Mutex<Gallery>>, PipelineError> {
+    open_gallery_with(
+        crate::registry::Registry::open(db)?.with_snapshot_dir(data_dir),
+        engine,
+    )
+}
+
+fn open_gallery_with(
+    registry: crate::registry::Registry,
+    engine: &FaceEngine,
+) -> Result<Arc<Mutex<Gallery>>, PipelineError> {
     let gallery = Gallery::open(
-        crate::registry::Registry::open(db)?,
+        registry,
         engine.model_id(),
         engine.dim(),
         OffsetDateTime::now_utc(),
@@ -934,8 +954,15 @@ pub async fn run_live_with(
         building: None,
     };
     let mut reload = tokio::time::interval(Duration::from_secs(30));
-    let mut purge = tokio::time::interval(Duration::from_secs(3600));
-    let keep_days = config.privacy.snapshot_retention_days;
+    // Its own child token: the loop below also ends when every camera has
+    // ended, and the task must stop then too.
+    let retention_cancel = cancel.child_token();
+    let retention = tokio::spawn(retention_task(
+        config.clone(),
+        db.to_owned(),
+        data_dir.to_owned(),
+        retention_cancel.clone(),
+    ));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -948,22 +975,6 @@ pub async fn run_live_with(
                     && let Err(e) = g.reload(OffsetDateTime::now_utc())
                 {
                     tracing::error!(error = %e, "gallery reload failed; keeping the previous one");
-                }
-            }
-            _ = purge.tick() => {
-                let now = OffsetDateTime::now_utc();
-                match sink.snapshots().purge(now, keep_days) {
-                    Ok(n) if n > 0 => tracing::info!(files = n, "expired snapshots deleted"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "snapshot purge failed"),
-                }
-                let cutoff = now - time::Duration::days(i64::from(keep_days));
-                if let Ok(store) = sink.store().lock() {
-                    match store.purge_faces(cutoff) {
-                        Ok(n) if n > 0 => tracing::info!(faces = n, "expired event faces deleted"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "event face expiry failed"),
-                    }
                 }
             }
         }
@@ -986,7 +997,73 @@ pub async fn run_live_with(
     if let Some(p) = publisher {
         p.shutdown().await;
     }
+    retention_cancel.cancel();
+    let _ = retention.await;
     Ok(())
+}
+
+/// Retention (`[retention]`): every `interval_s`, and once at start, each
+/// kind of personal data older than its period is deleted, with the
+/// snapshot files of deleted events and of erasures. SQLite and file work
+/// run on the blocking pool, never on the runtime's threads; a failure is
+/// logged and retried at the next tick. Ends with `cancel`.
+async fn retention_task(
+    config: Config,
+    db: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+    cancel: CancellationToken,
+) {
+    let policy = crate::registry::RetentionPolicy::from_config(&config);
+    let opened = tokio::task::spawn_blocking(move || {
+        let registry = crate::registry::Registry::open(&db)?.with_snapshot_dir(&data_dir);
+        let people = registry.people_with_faces()?;
+        Ok::<_, crate::registry::RegistryError>((registry, people))
+    })
+    .await;
+    let mut registry = match opened {
+        Ok(Ok((registry, people))) => {
+            if let Some(warning) = crate::registry::filing_warning(people) {
+                tracing::warn!(people, "{warning}");
+            }
+            registry
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "retention disabled: cannot open the database");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(config.retention.interval_s.max(1)));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let policy = policy.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            let purged = registry.enforce_retention(&policy, OffsetDateTime::now_utc());
+            (registry, purged)
+        })
+        .await;
+        let Ok((back, purged)) = run else {
+            tracing::error!("retention task panicked; retention stopped");
+            return;
+        };
+        registry = back;
+        match purged {
+            Ok(p) if !p.is_empty() => tracing::info!(
+                events = p.events.values().sum::<usize>(),
+                event_faces = p.event_faces + p.stranger_faces,
+                snapshot_files = p.snapshot_files,
+                audit = p.audit,
+                watchlist = p.watchlist,
+                delivered_outbox = p.delivered_outbox,
+                "retention: expired data deleted"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention run failed; retrying at the next tick"),
+        }
+    }
 }
 
 /// What a replay did.

@@ -398,7 +398,7 @@ pub async fn run_gateway(
         camera: "*".into(),
         source,
     })?;
-    let gallery = crate::pipeline::open_gallery(db, &engine)?;
+    let gallery = crate::pipeline::open_gallery_in(db, data_dir, &engine)?;
     let live = Arc::new(Live::new());
     let server = if config.http.listen.is_empty() {
         None

@@ -2,11 +2,12 @@
 //! rows in `seq` order, deleted once the broker acknowledged them, bounded
 //! by age and count.
 //!
-//! The publisher has a connection of its own on the registry's file (WAL:
-//! the event writer is never blocked by our reads). Its writes are deletes
-//! of delivered rows, so this connection runs with `synchronous = NORMAL`:
-//! a power cut may undo the last deletes, which only means duplicates with
-//! the same id, never a loss.
+//! The publisher has a connection of its own on the registry's file, opened
+//! by [`crate::db::open`] like every other (WAL: the event writer is never
+//! blocked by our reads; `secure_delete`: a delivered gate open or face crop
+//! is overwritten when its row is deleted, not left in free pages;
+//! `synchronous = NORMAL`: a power cut may undo the last deletes, which only
+//! means duplicates with the same id, never a loss).
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +17,6 @@ use time::OffsetDateTime;
 
 use super::PublishError;
 use crate::events::OutboxMessage;
-use crate::registry::Registry;
 
 /// One undelivered message.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,15 +61,9 @@ fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> PublishError {
 impl Outbox {
     /// Opens (and migrates) the database with a connection of our own.
     pub fn open(path: &Path) -> Result<Self, PublishError> {
-        drop(Registry::open(path)?);
-        let conn = Connection::open(path).map_err(db("open the outbox database"))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(db("set busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db("enable WAL"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db("set synchronous"))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: crate::registry::schema::open(path)?,
+        })
     }
 
     /// Queues messages that belong to no event (a remote gate open).
@@ -273,6 +267,29 @@ mod tests {
         assert_eq!(left, ["n2", "n3", "n4"]);
         let d = o.enforce_limits(3, Duration::from_secs(3600), now).unwrap();
         assert_eq!(d, Dropped::default());
+    }
+
+    /// Finding 12: a delivered gate open (or face crop) must not stay in the
+    /// file's free pages once its row is deleted.
+    #[test]
+    fn delivered_rows_leave_no_bytes_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let o = Outbox::open(&path).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut m = msg("gate", None);
+        m.payload = b"{\"kind\":\"gate_open\",\"nonce\":\"NONCE-7f3a9c-UNIQUE\"}".to_vec();
+        o.enqueue(&[m], now).unwrap();
+        crate::db::checkpoint(&o.conn).unwrap();
+        let seqs: Vec<i64> = o.next_after(0, 10).unwrap().iter().map(|r| r.seq).collect();
+        o.remove(&seqs).unwrap();
+        assert!(crate::db::checkpoint(&o.conn).unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        let needle = b"NONCE-7f3a9c-UNIQUE";
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "a delivered message survives in the database file"
+        );
     }
 }
 

@@ -5,6 +5,9 @@
 //! - `mod.rs`: the domain types, [`RegistryError`], and [`Registry`], the
 //!   SQLite store (one file, WAL, foreign keys on).
 //! - [`schema`]: the versioned migrations.
+//! - `retention.rs`: [`Registry::enforce_retention`], each kind of data
+//!   deleted after its period; `report.rs`: [`Registry::privacy_report`],
+//!   what is held and until when.
 //! - [`index`]: [`FaceIndex`], the in-memory exact 1:N cosine index.
 //! - `gallery.rs`: [`Gallery`], which owns a registry and an index and keeps
 //!   the index in step with every committed change.
@@ -28,7 +31,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
@@ -36,18 +38,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
+mod export;
 mod gallery;
 pub mod index;
+mod report;
+mod retention;
 pub mod schema;
 mod tokens;
 
+pub use export::OwnerExport;
 pub use gallery::Gallery;
 pub use index::{FaceIndex, IndexError, Match};
+pub use report::{FILING_THRESHOLD, Held, PrivacyReport, SnapshotsHeld, filing_warning};
+pub use retention::{Purged, RetentionPolicy};
 pub use tokens::{Principal, Role, StoredToken, TokenInfo, TokenRefusal, split_token};
 
-/// How long a writer waits for another process (the CLI beside the gateway)
-/// to release the database before giving up with a busy error.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::db::DbError;
+
 /// Longest owner id, model id or similar key.
 const MAX_ID_CHARS: usize = 64;
 /// Longest name, staff name, unit and the like.
@@ -72,13 +79,9 @@ pub enum RegistryError {
         #[source]
         source: rusqlite::Error,
     },
-    /// `open` was given a path whose directory does not exist; we do not
-    /// create it, because a typo in the config should not scatter databases.
-    #[error(
-        "registry database {path}: directory {} does not exist; create it or fix the storage path in the config",
-        .path.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
-    )]
-    MissingDirectory { path: PathBuf },
+    /// Opening the database file failed (see [`crate::db`]).
+    #[error(transparent)]
+    Db(#[from] DbError),
     /// A file-system operation on the database file failed.
     #[error("{context}")]
     Io {
@@ -119,14 +122,11 @@ impl RegistryError {
     /// Whether retrying the same call later may succeed (another process held
     /// the database lock for longer than the busy timeout).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Sqlite { source, .. }
-                if matches!(
-                    source.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                )
-        )
+        match self {
+            RegistryError::Sqlite { source, .. } => crate::db::is_busy(source),
+            RegistryError::Db(err) => err.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -656,6 +656,30 @@ pub struct AuditEntry {
     pub detail: Option<serde_json::Value>,
 }
 
+text_enum! {
+    /// Why a person is erased; recorded in the audit trail. A withdrawal of
+    /// consent is an erasure (PIPL Art. 15, 47): same path, same result.
+    ErasureReason, "erasure reason" {
+        Request => "request",
+        ConsentWithdrawn => "consent_withdrawn",
+    }
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Erasure {
+    /// Events that named the person (with their face embeddings).
+    pub events: usize,
+    pub event_faces: usize,
+    /// Messages of those events still waiting for the broker.
+    pub outbox_messages: usize,
+    /// Snapshot files deleted after the commit...
+    pub snapshot_files_deleted: usize,
+    /// ...and those left for the retention task (data directory unknown to
+    /// this registry, or the deletion failed).
+    pub snapshot_files_pending: usize,
+}
+
 // ---------------------------------------------------------------------------
 // Validation (pure)
 // ---------------------------------------------------------------------------
@@ -868,6 +892,9 @@ fn decode_embedding(id: i64, dim: i64, blob: &[u8]) -> Result<Vec<f32>, Registry
 #[derive(Debug)]
 pub struct Registry {
     conn: Connection,
+    /// `storage.data_dir`, where snapshot files live; see
+    /// [`Registry::with_snapshot_dir`].
+    snapshot_dir: Option<PathBuf>,
 }
 
 /// Whose templates a write is about.
@@ -883,51 +910,28 @@ impl Registry {
     /// The parent directory must exist: creating it would hide a typo in the
     /// configured path.
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-            && !parent.is_dir()
-        {
-            return Err(RegistryError::MissingDirectory {
-                path: path.to_owned(),
-            });
-        }
-        let is_new = !path.exists();
-        let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
-        if is_new {
-            restrict_permissions(path)?;
-        }
-        // WAL lets the matcher read while the CLI or API writes. Some file
-        // systems (network mounts) cannot do it; SQLite then keeps its
-        // rollback journal, which is slower but correct, so warn, not fail.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .with_context(|| format!("enable WAL on {}", path.display()))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(
-                path = %path.display(),
-                mode,
-                "registry database is not in WAL mode; the file system may not support it"
-            );
-        }
-        Self::init(conn)
+        Ok(Self {
+            conn: schema::open(path)?,
+            snapshot_dir: None,
+        })
     }
 
     /// A throwaway registry, for tests and dry runs.
     pub fn open_in_memory() -> Result<Self, RegistryError> {
-        let conn = Connection::open_in_memory().context("open in-memory database")?;
-        Self::init(conn)
+        let mut conn = crate::db::open_in_memory()?;
+        schema::migrate(&mut conn)?;
+        Ok(Self {
+            conn,
+            snapshot_dir: None,
+        })
     }
 
-    fn init(mut conn: Connection) -> Result<Self, RegistryError> {
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .context("set busy timeout")?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .context("enable foreign keys")?;
-        // Zero freed pages, so an erased face does not survive in free space.
-        conn.pragma_update(None, "secure_delete", true)
-            .context("enable secure_delete")?;
-        schema::migrate(&mut conn)?;
-        Ok(Self { conn })
+    /// Where event snapshots live (`storage.data_dir`): an erasure deletes
+    /// the erased person's snapshot files there right after its commit.
+    /// Without it they wait in `erased_files` for the retention task.
+    pub fn with_snapshot_dir(mut self, data_dir: &Path) -> Self {
+        self.snapshot_dir = Some(data_dir.to_owned());
+        self
     }
 
     /// The database's schema version (`PRAGMA user_version`).
@@ -1308,15 +1312,41 @@ impl Registry {
         tx.commit().context("commit owner update")
     }
 
-    /// Erases an owner: their row, consents, templates and photos go in one
-    /// transaction (foreign keys cascade). The audit trail keeps an
-    /// `owner.remove` row with the id and counts only.
+    /// Erases an owner on request; see [`Registry::erase_owner`].
     pub fn remove_owner(
         &mut self,
         id: &str,
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<(), RegistryError> {
+        self.erase_owner(id, ErasureReason::Request, actor, now)
+            .map(drop)
+    }
+
+    /// Erases an owner and every trace of them, in one transaction: their
+    /// row, consents, templates and photos (foreign keys cascade); every
+    /// event naming them with its face embedding (search by photo no longer
+    /// finds them); the outbox messages of those events still waiting for
+    /// the broker; and the events' snapshot files, which are queued in
+    /// `erased_files` inside the transaction and deleted right after the
+    /// commit (or by the retention task, if this registry does not know the
+    /// data directory or the deletion fails). Then the WAL is checkpointed,
+    /// so with `secure_delete` no byte of them stays in the file.
+    ///
+    /// Events are deleted, not anonymised: a pass with the person's name
+    /// taken out still ties a time and a gate to them, and its snapshot is
+    /// their face. Undelivered outbox messages are deleted, not rewritten,
+    /// for the same reason (and a gate open is void after seconds anyway).
+    ///
+    /// The audit trail keeps an `owner.remove` row with the id, the reason
+    /// and counts only.
+    pub fn erase_owner(
+        &mut self,
+        id: &str,
+        reason: ErasureReason,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Erasure, RegistryError> {
         check_actor(actor)?;
         let tx = self.write("begin owner erasure")?;
         if !owner_exists(&tx, id)? {
@@ -1336,6 +1366,7 @@ impl Registry {
                 |row| row.get(0),
             )
             .context("count owner's consents")?;
+        let events = erase_owner_events(&tx, id, now)?;
         tx.execute("DELETE FROM owners WHERE id = ?1", [id])
             .context("delete owner")?;
         audit(
@@ -1345,14 +1376,85 @@ impl Registry {
             "owner.remove",
             id,
             json!({
+                "reason": reason,
                 "templates_erased": templates,
                 "photos_erased": photos,
                 "consents_erased": consents,
+                "events_erased": events.events,
+                "event_faces_erased": events.faces,
+                "outbox_erased": events.outbox,
+                "snapshot_files": events.files.len(),
             }),
         )?;
         tx.commit().context("commit owner erasure")?;
+        let mut erasure = Erasure {
+            events: events.events,
+            event_faces: events.faces,
+            outbox_messages: events.outbox,
+            snapshot_files_deleted: 0,
+            snapshot_files_pending: events.files.len(),
+        };
+        // The erasure is committed: a failure here leaves the files queued
+        // for the retention task, it does not undo or fail the erasure.
+        if let Some(dir) = self.snapshot_dir.clone() {
+            match self.delete_erased_files(&dir) {
+                Ok(deleted) => {
+                    erasure.snapshot_files_deleted = deleted;
+                    erasure.snapshot_files_pending =
+                        erasure.snapshot_files_pending.saturating_sub(deleted);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "erased snapshots left for the retention task")
+                }
+            }
+        }
         self.checkpoint();
-        Ok(())
+        tracing::info!(
+            reason = reason.as_str(),
+            events = erasure.events,
+            snapshot_files_pending = erasure.snapshot_files_pending,
+            "owner erased"
+        );
+        Ok(erasure)
+    }
+
+    /// Deletes the files queued in `erased_files` (paths relative to
+    /// `data_dir`) and their queue rows; a file already gone counts as
+    /// deleted. Returns how many were deleted. A file that cannot be deleted
+    /// stays queued (and is logged) for the next call.
+    pub fn delete_erased_files(&mut self, data_dir: &Path) -> Result<usize, RegistryError> {
+        let paths: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT path FROM erased_files ORDER BY path")
+                .context("prepare erased file query")?;
+            stmt.query_map([], |row| row.get(0))
+                .and_then(Iterator::collect)
+                .context("read erased files")?
+        };
+        let mut deleted = 0;
+        for rel in paths {
+            let Some(full) = inside(data_dir, &rel) else {
+                tracing::warn!(path = %rel, "erased file path leaves the data directory; dropped");
+                self.conn
+                    .execute("DELETE FROM erased_files WHERE path = ?1", [&rel])
+                    .context("drop erased file row")?;
+                continue;
+            };
+            match std::fs::remove_file(&full) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(path = %full.display(), error = %err, "erased snapshot not deleted yet; will retry");
+                    continue;
+                }
+            }
+            self.conn
+                .execute("DELETE FROM erased_files WHERE path = ?1", [&rel])
+                .context("drop erased file row")?;
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 
     /// Adds a person to the watch list with at least one face. Returns the
@@ -1577,14 +1679,9 @@ impl Registry {
     /// reader in another process can keep the checkpoint from completing,
     /// and the next one will finish the job.
     fn checkpoint(&self) {
-        let result = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                row.get::<_, i64>(0)
-            });
-        match result {
-            Ok(0) => {}
-            Ok(_) => tracing::warn!("WAL checkpoint after an erasure was blocked by a reader"),
+        match crate::db::checkpoint(&self.conn) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("WAL checkpoint after an erasure was blocked by a reader"),
             Err(err) => tracing::warn!(error = %err, "WAL checkpoint after an erasure failed"),
         }
     }
@@ -1643,6 +1740,93 @@ fn subject_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Subject> {
             rusqlite::types::Type::Null,
         )),
     }
+}
+
+/// Events naming owner `?1`: by column, or in the body (`?2`, see
+/// [`owner_needle`]) of an event whose columns a later revision rewrote.
+const NAMES_OWNER: &str = "(subject_kind = 'owner' AND subject_id = ?1) OR instr(body, ?2) > 0";
+
+/// How an event body names owner `id` (`Subject`'s JSON: tag, then id).
+fn owner_needle(id: &str) -> String {
+    format!("\"kind\":\"owner\",\"id\":{}", serde_json::Value::from(id))
+}
+
+/// What [`erase_owner_events`] removed.
+struct ErasedEvents {
+    events: usize,
+    faces: usize,
+    outbox: usize,
+    files: Vec<String>,
+}
+
+/// Events naming owner `id` (by column, or in the body of an event whose
+/// columns were rewritten by a later revision): deleted with their faces
+/// and undelivered outbox messages (`<event id>`, `<event id>.r<n>`,
+/// `<event id>.open`); their snapshot paths queued in `erased_files`.
+fn erase_owner_events(
+    tx: &Connection,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<ErasedEvents, RegistryError> {
+    let rows: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare(&format!("SELECT id, body FROM events WHERE {NAMES_OWNER}"))
+            .context("prepare owner event query")?;
+        stmt.query_map(params![id, owner_needle(id)], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .and_then(Iterator::collect)
+        .context("find owner's events")?
+    };
+    let mut erased = ErasedEvents {
+        events: 0,
+        faces: 0,
+        outbox: 0,
+        files: Vec::new(),
+    };
+    for (event_id, body) in rows {
+        erased.files.extend(snapshot_paths(&body));
+        erased.faces += tx
+            .execute("DELETE FROM event_faces WHERE event_id = ?1", [&event_id])
+            .context("delete event face")?;
+        erased.outbox += tx
+            .execute(
+                "DELETE FROM outbox WHERE message_id = ?1
+                    OR substr(message_id, 1, length(?1) + 1) = ?1 || '.'",
+                [&event_id],
+            )
+            .context("delete event's outbox messages")?;
+        erased.events += tx
+            .execute("DELETE FROM events WHERE id = ?1", [&event_id])
+            .context("delete event")?;
+    }
+    for path in &erased.files {
+        tx.execute(
+            "INSERT OR IGNORE INTO erased_files (path, queued_at) VALUES (?1, ?2)",
+            params![path, Millis(now)],
+        )
+        .context("queue snapshot for deletion")?;
+    }
+    Ok(erased)
+}
+
+/// The snapshot files (`snapshot.face`, `snapshot.scene`) an event body names.
+pub(crate) fn snapshot_paths(body: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    ["face", "scene"]
+        .iter()
+        .filter_map(|k| value["snapshot"][k].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `rel` under `dir`, if it is a plain relative path (no `..`, not absolute).
+fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
+    let rel = Path::new(rel);
+    rel.components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+        .then(|| dir.join(rel))
 }
 
 /// Escapes `%`, `_` and `\` so a search for "10_1" does not match "1041".
@@ -1746,27 +1930,6 @@ fn audit(
     )
     .context("write audit row")
     .map(drop)
-}
-
-/// New database files hold face data: readable by the service user only.
-/// SQLite gives the -wal and -shm files the same permissions.
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) -> Result<(), RegistryError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        RegistryError::Io {
-            context: format!(
-                "registry database {}: restrict permissions to 0600",
-                path.display()
-            ),
-            source,
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) -> Result<(), RegistryError> {
-    Ok(())
 }
 
 #[cfg(test)]

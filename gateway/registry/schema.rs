@@ -158,14 +158,42 @@ CREATE TABLE event_faces (
 CREATE INDEX event_faces_by_ts ON event_faces (ts);
 "#;
 
+/// Migration 5: files an erasure has removed from the database but not yet
+/// from the disk (snapshots of an erased person's events). Written in the
+/// erasure's transaction, deleted once the file is gone, so a crash between
+/// the commit and the deletion cannot leave a snapshot behind: the retention
+/// task finishes the job. Paths are relative to `storage.data_dir` and name
+/// event ids only, never a person.
+const MIGRATION_5: &str = r#"
+CREATE TABLE erased_files (
+    path      TEXT    NOT NULL PRIMARY KEY,
+    queued_at INTEGER NOT NULL
+) STRICT;
+"#;
+
 /// All migrations, in order; migration `n` (1-based) brings a database to
 /// `user_version = n`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+pub const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// The schema version this code writes and understands.
 pub fn known_version() -> u32 {
     // MIGRATIONS is a short literal list; it cannot exceed u32.
     MIGRATIONS.len() as u32
+}
+
+/// Opens the database through [`crate::db::open`] (the one set of pragmas)
+/// and brings it up to date: what the registry, the event store and the
+/// outbox each do for their own connection.
+pub fn open(path: &std::path::Path) -> Result<Connection, RegistryError> {
+    let mut conn = crate::db::open(path)?;
+    migrate(&mut conn)?;
+    Ok(conn)
 }
 
 /// Reads `PRAGMA user_version`.

@@ -139,7 +139,10 @@ fn missing_directory_is_refused_naming_the_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("no-such-dir").join("registry.sqlite");
     let err = Registry::open(&path).expect_err("must refuse");
-    assert!(matches!(err, RegistryError::MissingDirectory { .. }));
+    assert!(matches!(
+        err,
+        RegistryError::Db(crate::db::DbError::MissingDirectory { .. })
+    ));
     assert!(
         err.to_string().contains(&path.display().to_string()),
         "{err}"
