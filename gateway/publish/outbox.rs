@@ -317,12 +317,9 @@ pub enum NonceClaim {
 impl NonceStore {
     /// Opens the table in the outbox database (created if missing).
     pub fn open(path: &Path) -> Result<Self, PublishError> {
-        drop(Registry::open(path)?);
-        let conn = Connection::open(path).map_err(db("open the nonce store"))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(db("set busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db("enable WAL"))?;
+        // The one opener (db.rs: WAL, busy timeout, secure_delete, schema),
+        // then FULL sync: a nonce must be on disk before its command acts.
+        let conn = crate::registry::schema::open(path)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db("set synchronous"))?;
         conn.execute_batch(
