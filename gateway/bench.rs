@@ -568,6 +568,186 @@ fn worker(
     Ok(r)
 }
 
+/// The template size `facegate run` would match at: the embedder's
+/// dimension plus the fusion embedder's when fusion is enabled (as shipped).
+pub fn template_dim(config: &Config) -> usize {
+    let v = &config.vision;
+    let fused = v
+        .fusion
+        .as_ref()
+        .filter(|f| f.enabled)
+        .and_then(|f| v.embedders.get(&f.embedder))
+        .map_or(0, |e| e.dim);
+    config.embedder().dim + fused
+}
+
+/// `facegate bench search`: 1:N search latency over a synthetic index.
+#[derive(Debug, Clone)]
+pub struct SearchBench {
+    pub templates: usize,
+    pub dim: usize,
+    /// Timed searches (half returning owners, half strangers).
+    pub queries: usize,
+    /// Matches asked for, as the pipeline asks.
+    pub k: usize,
+    /// Time the plain f32 scan of every row (the search before the 4-bit
+    /// pass), for before/after figures in one build.
+    pub exhaustive: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchReport {
+    pub templates: usize,
+    pub dim: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Resident memory of the whole process with the index built, MiB.
+    pub rss_mib: f64,
+    /// The index's rows (f32 for rescoring plus the 4-bit scan codes), MiB.
+    pub index_mib: f64,
+    pub queries: usize,
+    pub k: usize,
+    /// "coarse+exact" (the gateway's search) or "exhaustive-f32".
+    pub scan: &'static str,
+    /// Searches also run as a full f32 scan and found identical (ids and
+    /// scores), before the timing.
+    pub checked_exact: usize,
+}
+
+/// Builds an index of `templates` random unit vectors (one owner each, a
+/// fixed seed), checks the search against a full f32 scan, then times
+/// `queries` searches one after another on this thread.
+pub fn search(b: &SearchBench) -> Result<SearchReport, String> {
+    use crate::registry::{FaceIndex, Subject};
+    if b.templates == 0 || b.dim == 0 || b.queries == 0 {
+        return Err(
+            "bench search: --templates, the dimension and --queries must be positive".into(),
+        );
+    }
+    let mut index = FaceIndex::new(b.dim);
+    for i in 0..b.templates {
+        let subject = Subject::Owner {
+            id: format!("owner-{i:06}"),
+            name: format!("Owner {i}"),
+        };
+        index
+            .insert(i as i64, subject, &template_of(i, b.dim))
+            .map_err(|e| e.to_string())?;
+    }
+    let rss_mib = resident_mib().unwrap_or(f64::NAN);
+    let mut rng = SplitMix64(0x5eed_face_0002);
+    // Owner probes: an enrolled template seen again (cosine ≈ 0.7 to it,
+    // as a genuine match scores); stranger probes: fresh random vectors.
+    let probes: Vec<(Option<i64>, Vec<f32>)> = (0..b.queries)
+        .map(|q| {
+            if q % 2 == 0 {
+                let id = (rng.next_u64() % b.templates as u64) as usize;
+                let noise = random_unit(&mut rng, b.dim);
+                let probe = template_of(id, b.dim)
+                    .iter()
+                    .zip(&noise)
+                    .map(|(t, e)| 0.7 * t + 0.714 * e)
+                    .collect();
+                (Some(id as i64), probe)
+            } else {
+                (None, random_unit(&mut rng, b.dim))
+            }
+        })
+        .collect();
+    let checked_exact = probes.len().min(20);
+    for (owner, probe) in &probes[..checked_exact] {
+        let fast = index.search(probe, b.k).map_err(|e| e.to_string())?;
+        let full = index
+            .search_exhaustive(probe, b.k)
+            .map_err(|e| e.to_string())?;
+        if fast != full {
+            return Err(format!(
+                "bench search: the scan disagrees with a full f32 scan: {fast:?} vs {full:?}"
+            ));
+        }
+        if let Some(id) = owner
+            && fast.first().map(|m| m.template_id) != Some(*id)
+        {
+            return Err(format!("bench search: owner probe {id} found {fast:?}"));
+        }
+    }
+    let mut times = Vec::with_capacity(probes.len());
+    for (_, probe) in &probes {
+        let t = Instant::now();
+        let hits = if b.exhaustive {
+            index.search_exhaustive(std::hint::black_box(probe), b.k)
+        } else {
+            index.search(std::hint::black_box(probe), b.k)
+        };
+        times.push(t.elapsed().as_secs_f64());
+        hits.map_err(|e| e.to_string())?;
+    }
+    Ok(SearchReport {
+        templates: b.templates,
+        dim: b.dim,
+        p50_ms: percentile(&mut times, 0.5).unwrap_or(f64::NAN),
+        p99_ms: percentile(&mut times, 0.99).unwrap_or(f64::NAN),
+        rss_mib,
+        index_mib: index.embedding_bytes() as f64 / (1024.0 * 1024.0),
+        queries: probes.len(),
+        k: b.k,
+        scan: if b.exhaustive {
+            "exhaustive-f32"
+        } else {
+            "coarse+exact"
+        },
+        checked_exact,
+    })
+}
+
+/// VmRSS of this process, MiB.
+fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A small fixed-seed PRNG (SplitMix64), as in `benches/search.rs`.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Standard normal (Box–Muller): normal coordinates give directions
+    /// uniform on the sphere.
+    fn next_normal(&mut self) -> f32 {
+        let mut unit = || ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        let (u, v) = (unit(), unit());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+fn random_unit(rng: &mut SplitMix64, dim: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim).map(|_| rng.next_normal()).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// Template `i`, seeded by its position so a probe can be made from it
+/// again without keeping every template around.
+fn template_of(i: usize, dim: usize) -> Vec<f32> {
+    random_unit(&mut SplitMix64(0x7e3a_0000_0000_0000 ^ i as u64), dim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +782,34 @@ mod tests {
         }
         assert!(x > 0);
         assert!(own_cpu() > a, "CPU time did not grow");
+    }
+
+    #[test]
+    fn search_bench_reports_the_shipped_template_size() {
+        let config = Config::default();
+        assert_eq!(
+            template_dim(&config),
+            704,
+            "arcface 512 + mobilefacenet 192"
+        );
+        let r = search(&SearchBench {
+            templates: 3000,
+            dim: 704,
+            queries: 40,
+            k: 5,
+            exhaustive: false,
+        })
+        .expect("bench search");
+        assert_eq!(
+            (r.templates, r.dim, r.queries, r.checked_exact),
+            (3000, 704, 40, 20)
+        );
+        assert!(r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms, "{r:?}");
+        assert!(r.rss_mib > r.index_mib && r.index_mib > 0.0, "{r:?}");
+        let json = serde_json::to_value(&r).expect("json");
+        for key in ["templates", "dim", "p50_ms", "p99_ms", "rss_mib"] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
     }
 
     #[test]

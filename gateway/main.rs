@@ -163,6 +163,25 @@ enum BenchCmd {
     /// CPU per stream (looped file in real time, or an RTSP stream) against
     /// a bare gst-launch decode, missed detection slots, frame → decision
     /// latency. One JSON line.
+    /// 1:N search latency over N random templates at the configured
+    /// template size, one thread; checked against a full f32 scan first.
+    /// One JSON line: templates, dim, p50_ms, p99_ms, rss_mib, ….
+    Search {
+        #[arg(long, default_value_t = 100_000)]
+        templates: usize,
+        /// Template size (default: the config's embedder, plus fusion's).
+        #[arg(long)]
+        dim: Option<usize>,
+        #[arg(long, default_value_t = 400)]
+        queries: usize,
+        /// Time the plain f32 scan of every row instead (the search as it
+        /// was before the 4-bit pass).
+        #[arg(long)]
+        exhaustive: bool,
+        /// Accepted for the command line; the output is always JSON.
+        #[arg(long)]
+        json: bool,
+    },
     Ingest {
         /// A video file, or an rtsp:// URL (camera source over TCP).
         #[arg(long)]
@@ -736,6 +755,23 @@ fn run() -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Bench(BenchCmd::Search {
+            templates,
+            dim,
+            queries,
+            exhaustive,
+            json: _,
+        }) => {
+            let b = facegate::bench::SearchBench {
+                templates,
+                dim: dim.unwrap_or_else(|| facegate::bench::template_dim(&config)),
+                queries,
+                k: 5,
+                exhaustive,
+            };
+            let r = facegate::bench::search(&b).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench(BenchCmd::Ingest {
             video,
