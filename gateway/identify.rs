@@ -88,6 +88,18 @@ impl Matcher for Gallery {
     }
 }
 
+/// A gallery the caller has locked already (it holds the lock throughout).
+impl Matcher for std::sync::MutexGuard<'_, Gallery> {
+    fn best(
+        &self,
+        query: &[f32],
+        k: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Match>, RegistryError> {
+        self.search(query, k, now)
+    }
+}
+
 impl Matcher for Mutex<Gallery> {
     fn best(
         &self,

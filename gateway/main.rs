@@ -182,6 +182,23 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A camera's match latency (p50/p99) on a quiet gallery, during
+    /// reloads and during four concurrent enrolments, each also with the
+    /// old behaviour (work under the gallery lock). One JSON line.
+    Lock {
+        #[arg(long, default_value_t = 100_000)]
+        templates: usize,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// `<dir>/<person>/*.jpg` for the enrolment phases (real models);
+        /// without it only the reload phases run.
+        #[arg(long)]
+        photos: Option<PathBuf>,
+        /// A new SQLite file for the bench's gallery.
+        #[arg(long)]
+        bench_db: PathBuf,
+    },
     Ingest {
         /// A video file, or an rtsp:// URL (camera source over TCP).
         #[arg(long)]
@@ -771,6 +788,21 @@ fn run() -> Result<()> {
                 exhaustive,
             };
             let r = facegate::bench::search(&b).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Bench(BenchCmd::Lock {
+            templates,
+            seconds,
+            photos,
+            bench_db,
+        }) => {
+            let b = facegate::bench::LockBench {
+                templates,
+                seconds,
+                photos,
+            };
+            let r = facegate::bench::lock_contention(&config, &b, &bench_db)
+                .map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench(BenchCmd::Ingest {
