@@ -323,30 +323,52 @@ impl FaceIndex {
         let coarse = CoarseQuery::new(&query);
         let widest = coarse.margin(self.max_code_error);
         let stride = coarse::row_bytes(self.dim);
-        let mut dots = [0i32; SCAN_BATCH];
-        for first in (0..self.rows.len()).step_by(SCAN_BATCH) {
-            let n = SCAN_BATCH.min(self.rows.len() - first);
-            let codes = &self.codes[first * stride..(first + n) * stride];
-            self.kernel.dots(codes, stride, &coarse, &mut dots[..n]);
-            for (offset, &code_dot) in dots[..n].iter().enumerate() {
-                let i = first + offset;
-                let estimate = coarse.score(code_dot, self.code_scales[i]);
+        ESTIMATES.with_borrow_mut(|estimates| {
+            // Pass 1: every row's coarse score (the SIMD kernel over batches),
+            // noting the best few to seed the floor.
+            estimates.clear();
+            estimates.reserve(self.rows.len());
+            let mut seeds = Seeds::default();
+            let mut dots = [0i32; SCAN_BATCH];
+            for first in (0..self.rows.len()).step_by(SCAN_BATCH) {
+                let n = SCAN_BATCH.min(self.rows.len() - first);
+                let codes = &self.codes[first * stride..(first + n) * stride];
+                self.kernel.dots(codes, stride, &coarse, &mut dots[..n]);
+                for (offset, (&code_dot, &scale)) in
+                    dots[..n].iter().zip(&self.code_scales[first..]).enumerate()
+                {
+                    let estimate = coarse.score(code_dot, scale);
+                    seeds.offer(first + offset, estimate);
+                    estimates.push(estimate);
+                }
+            }
+            // The rows that look best, scored exactly first, raise the floor
+            // to about its final height before pass 2.
+            let rescore = |i: usize, top: &mut TopK| {
+                let score = dot(&query, &self.data[i * self.dim..(i + 1) * self.dim]);
+                if score <= top.floor {
+                    return;
+                }
+                let row = self.rows[i];
+                if self.subject_at(row.slot).is_some_and(&keep) {
+                    top.offer(row.slot, row.template_id, score);
+                }
+            };
+            for &(i, _) in &seeds.best {
+                rescore(i, &mut top);
+            }
+            // Pass 2: a row is scored exactly only when its coarse score
+            // plus its error margin could beat the floor. Seeds come round
+            // again and change nothing (same template, same score).
+            for (i, &estimate) in estimates.iter().enumerate() {
                 if estimate + widest <= top.floor
                     || estimate + coarse.margin(self.code_errors[i]) <= top.floor
                 {
                     continue;
                 }
-                let score = dot(&query, &self.data[i * self.dim..(i + 1) * self.dim]);
-                if score <= top.floor {
-                    continue;
-                }
-                let row = self.rows[i];
-                if !self.subject_at(row.slot).is_some_and(&keep) {
-                    continue;
-                }
-                top.offer(row.slot, row.template_id, score);
+                rescore(i, &mut top);
             }
-        }
+        });
         Ok(self.matches(top))
     }
 
@@ -440,6 +462,49 @@ impl FaceIndex {
             self.slot_of_subject.remove(&key);
             self.free_slots.push(slot);
         }
+    }
+}
+
+thread_local! {
+    /// Pass 1's coarse scores, kept per thread so a search does not
+    /// allocate (400 KB at 100k templates).
+    static ESTIMATES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many of the best coarse scores are rescored before the full pass 2.
+const SEEDS: usize = 32;
+
+/// The best [`SEEDS`] coarse scores of pass 1 and their rows.
+#[derive(Default)]
+struct Seeds {
+    best: Vec<(usize, f32)>,
+    /// The lowest kept score once full.
+    floor: f32,
+}
+
+impl Seeds {
+    #[inline]
+    fn offer(&mut self, row: usize, estimate: f32) {
+        if self.best.len() < SEEDS {
+            self.best.push((row, estimate));
+            if self.best.len() == SEEDS {
+                self.floor = self.lowest().1;
+            }
+        } else if estimate > self.floor {
+            let (at, _) = self.lowest();
+            self.best[at] = (row, estimate);
+            self.floor = self.lowest().1;
+        }
+    }
+
+    /// Position and score of the lowest kept entry.
+    fn lowest(&self) -> (usize, f32) {
+        self.best
+            .iter()
+            .enumerate()
+            .map(|(at, &(_, e))| (at, e))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, f32::NEG_INFINITY))
     }
 }
 
