@@ -334,12 +334,17 @@ impl FaceIndex {
                 let n = SCAN_BATCH.min(self.rows.len() - first);
                 let codes = &self.codes[first * stride..(first + n) * stride];
                 self.kernel.dots(codes, stride, &coarse, &mut dots[..n]);
-                for (offset, (&code_dot, &scale)) in
-                    dots[..n].iter().zip(&self.code_scales[first..]).enumerate()
-                {
-                    let estimate = coarse.score(code_dot, scale);
-                    seeds.offer(first + offset, estimate);
-                    estimates.push(estimate);
+                // Two loops: the first vectorises, the second rarely acts.
+                estimates.extend(
+                    dots[..n]
+                        .iter()
+                        .zip(&self.code_scales[first..first + n])
+                        .map(|(&code_dot, &scale)| coarse.score(code_dot, scale)),
+                );
+                for (offset, &estimate) in estimates[first..].iter().enumerate() {
+                    if estimate > seeds.floor || seeds.best.len() < SEEDS {
+                        seeds.offer(first + offset, estimate);
+                    }
                 }
             }
             // The rows that look best, scored exactly first, raise the floor
