@@ -568,6 +568,525 @@ fn worker(
     Ok(r)
 }
 
+/// The template size `facegate run` would match at: the embedder's
+/// dimension plus the fusion embedder's when fusion is enabled (as shipped).
+pub fn template_dim(config: &Config) -> usize {
+    let v = &config.vision;
+    let fused = v
+        .fusion
+        .as_ref()
+        .filter(|f| f.enabled)
+        .and_then(|f| v.embedders.get(&f.embedder))
+        .map_or(0, |e| e.dim);
+    config.embedder().dim + fused
+}
+
+/// `facegate bench search`: 1:N search latency over a synthetic index.
+#[derive(Debug, Clone)]
+pub struct SearchBench {
+    pub templates: usize,
+    pub dim: usize,
+    /// Timed searches (half returning owners, half strangers).
+    pub queries: usize,
+    /// Matches asked for, as the pipeline asks.
+    pub k: usize,
+    /// Time the plain f32 scan of every row (the search before the 4-bit
+    /// pass), for before/after figures in one build.
+    pub exhaustive: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchReport {
+    pub templates: usize,
+    pub dim: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// CPU time (user + system) of the timed searches over their count, ms:
+    /// less sensitive than the wall-clock percentiles to other processes
+    /// taking the core (10 ms tick resolution over the whole run).
+    pub cpu_ms_per_query: f64,
+    /// Resident memory of the whole process with the index built, MiB.
+    pub rss_mib: f64,
+    /// The index's rows (f32 for rescoring plus the 4-bit scan codes), MiB.
+    pub index_mib: f64,
+    pub queries: usize,
+    pub k: usize,
+    /// "coarse+exact" (the gateway's search) or "exhaustive-f32".
+    pub scan: &'static str,
+    /// Searches also run as a full f32 scan and found identical (ids and
+    /// scores), before the timing.
+    pub checked_exact: usize,
+}
+
+/// Builds an index of `templates` random unit vectors (one owner each, a
+/// fixed seed), checks the search against a full f32 scan, then times
+/// `queries` searches one after another on this thread.
+pub fn search(b: &SearchBench) -> Result<SearchReport, String> {
+    use crate::registry::{FaceIndex, Subject};
+    if b.templates == 0 || b.dim == 0 || b.queries == 0 {
+        return Err(
+            "bench search: --templates, the dimension and --queries must be positive".into(),
+        );
+    }
+    let mut index = FaceIndex::new(b.dim);
+    for i in 0..b.templates {
+        let subject = Subject::Owner {
+            id: format!("owner-{i:06}"),
+            name: format!("Owner {i}"),
+        };
+        index
+            .insert(i as i64, subject, &template_of(i, b.dim))
+            .map_err(|e| e.to_string())?;
+    }
+    let rss_mib = resident_mib().unwrap_or(f64::NAN);
+    let mut rng = SplitMix64(0x5eed_face_0002);
+    // Owner probes: an enrolled template seen again (cosine ≈ 0.7 to it,
+    // as a genuine match scores); stranger probes: fresh random vectors.
+    let probes: Vec<(Option<i64>, Vec<f32>)> = (0..b.queries)
+        .map(|q| {
+            if q % 2 == 0 {
+                let id = (rng.next_u64() % b.templates as u64) as usize;
+                let noise = random_unit(&mut rng, b.dim);
+                let probe = template_of(id, b.dim)
+                    .iter()
+                    .zip(&noise)
+                    .map(|(t, e)| 0.7 * t + 0.714 * e)
+                    .collect();
+                (Some(id as i64), probe)
+            } else {
+                (None, random_unit(&mut rng, b.dim))
+            }
+        })
+        .collect();
+    let checked_exact = probes.len().min(20);
+    for (owner, probe) in &probes[..checked_exact] {
+        let fast = index.search(probe, b.k).map_err(|e| e.to_string())?;
+        let full = index
+            .search_exhaustive(probe, b.k)
+            .map_err(|e| e.to_string())?;
+        if fast != full {
+            return Err(format!(
+                "bench search: the scan disagrees with a full f32 scan: {fast:?} vs {full:?}"
+            ));
+        }
+        if let Some(id) = owner
+            && fast.first().map(|m| m.template_id) != Some(*id)
+        {
+            return Err(format!("bench search: owner probe {id} found {fast:?}"));
+        }
+    }
+    let mut times = Vec::with_capacity(probes.len());
+    let cpu0 = own_cpu();
+    for (_, probe) in &probes {
+        let t = Instant::now();
+        let hits = if b.exhaustive {
+            index.search_exhaustive(std::hint::black_box(probe), b.k)
+        } else {
+            index.search(std::hint::black_box(probe), b.k)
+        };
+        times.push(t.elapsed().as_secs_f64());
+        hits.map_err(|e| e.to_string())?;
+    }
+    let cpu = own_cpu().saturating_sub(cpu0);
+    Ok(SearchReport {
+        templates: b.templates,
+        dim: b.dim,
+        p50_ms: percentile(&mut times, 0.5).unwrap_or(f64::NAN),
+        p99_ms: percentile(&mut times, 0.99).unwrap_or(f64::NAN),
+        cpu_ms_per_query: cpu.as_secs_f64() * 1000.0 / probes.len() as f64,
+        rss_mib,
+        index_mib: index.embedding_bytes() as f64 / (1024.0 * 1024.0),
+        queries: probes.len(),
+        k: b.k,
+        scan: if b.exhaustive {
+            "exhaustive-f32"
+        } else {
+            "coarse+exact"
+        },
+        checked_exact,
+    })
+}
+
+/// `facegate bench lock`: how long a camera's match waits while the gallery
+/// is reloaded or owners are enrolled, against a quiet gallery, and the same
+/// with the old behaviour (reload and model work under the gallery lock) in
+/// the same run.
+#[derive(Debug, Clone)]
+pub struct LockBench {
+    pub templates: usize,
+    /// Seconds per phase.
+    pub seconds: f64,
+    /// A folder of identity folders (`<dir>/<person>/*.jpg`): four people
+    /// are enrolled concurrently, up to 10 photos each (2× enlarged in
+    /// memory), with the real models. None: reload phases only.
+    pub photos: Option<PathBuf>,
+}
+
+/// Match latency (lock wait + search) of a camera thread matching every
+/// 10 ms, per phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub matches: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LockReport {
+    pub templates: usize,
+    pub dim: usize,
+    pub quiet: Latency,
+    /// Reloads as the gateway does them now (built off the lock, swapped).
+    pub reload: Latency,
+    /// Reloads rebuilt under the gallery lock (before this change).
+    pub reload_under_lock: Latency,
+    /// Four concurrent enrolments as the API does them now.
+    pub enrol: Option<Latency>,
+    /// The same with decoding and the models under the gallery lock.
+    pub enrol_under_lock: Option<Latency>,
+    pub enrolments_done: usize,
+    /// p99 during the phase / p99 quiet.
+    pub ratio_reload_p99: f64,
+    pub ratio_reload_under_lock_p99: f64,
+    pub ratio_enrol_p99: Option<f64>,
+    pub ratio_enrol_under_lock_p99: Option<f64>,
+}
+
+fn latency(mut v: Vec<f64>) -> Latency {
+    Latency {
+        matches: v.len(),
+        p50_ms: percentile(&mut v, 0.5).unwrap_or(f64::NAN),
+        p99_ms: percentile(&mut v, 0.99).unwrap_or(f64::NAN),
+        max_ms: v.last().map_or(f64::NAN, |x| x * 1000.0),
+    }
+}
+
+/// Matches on `shared` every 10 ms while `load` runs on other threads for
+/// `seconds`; returns the match latencies in seconds.
+fn camera_while(
+    shared: &Mutex<Gallery>,
+    dim: usize,
+    seconds: f64,
+    load: impl Fn(&std::sync::atomic::AtomicBool) + Sync,
+) -> Vec<f64> {
+    use crate::identify::Matcher;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    let mut rng = SplitMix64(0x5eed_face_0003);
+    std::thread::scope(|s| {
+        s.spawn(|| load(&stop));
+        let mut lat = Vec::new();
+        let t0 = Instant::now();
+        while t0.elapsed().as_secs_f64() < seconds {
+            let probe = random_unit(&mut rng, dim);
+            let t = Instant::now();
+            let _ = std::hint::black_box(shared.best(&probe, 5, OffsetDateTime::now_utc()));
+            lat.push(t.elapsed().as_secs_f64());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::SeqCst);
+        lat
+    })
+}
+
+pub fn lock_contention(config: &Config, b: &LockBench, db: &Path) -> Result<LockReport, String> {
+    use crate::identify::{EnrolRules, PhotoUpload, enrolment_templates};
+    use crate::registry::{Consent, ConsentMethod, NewOwner};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let now = OffsetDateTime::now_utc();
+    let engine = match &b.photos {
+        Some(_) => Some(Mutex::new(FaceEngine::new(config).map_err(|e| err(&e))?)),
+        None => None,
+    };
+    let (model_id, dim) = match &engine {
+        Some(e) => {
+            let e = e.lock().map_err(|_| "engine lock".to_string())?;
+            (e.model_id().to_owned(), e.dim())
+        }
+        None => ("bench".to_owned(), template_dim(config)),
+    };
+    // The gallery: 1000 owners × (templates / 1000) random templates, in a
+    // fresh file.
+    if db.exists() {
+        return Err(format!(
+            "bench lock: {} exists; give a new path (the bench fills it)",
+            db.display()
+        ));
+    }
+    let mut reg = Registry::open(db).map_err(|e| err(&e))?;
+    let per = b.templates.div_ceil(1000).max(1);
+    let consent = Consent::new(now, ConsentMethod::Written, "bench");
+    let owner = |i: usize| NewOwner {
+        id: format!("bench-{i:05}"),
+        name: format!("Bench {i}"),
+        building: None,
+        unit: None,
+        grid_code: None,
+        minor_under_14: false,
+    };
+    let (mut made, mut owners) = (0, 0);
+    while made < b.templates {
+        let n = per.min(b.templates - made);
+        let faces: Vec<crate::registry::FaceTemplate> = (0..n)
+            .map(|j| crate::registry::FaceTemplate {
+                model_id: model_id.clone(),
+                embedding: template_of(made + j, dim),
+                quality: 0.9,
+                photo: None,
+            })
+            .collect();
+        reg.enroll(&owner(owners), &consent, &faces, "bench", now)
+            .map_err(|e| err(&e))?;
+        made += n;
+        owners += 1;
+    }
+    let gallery = Gallery::open(reg, &model_id, dim, now).map_err(|e| err(&e))?;
+    let shared = Mutex::new(gallery);
+    let mut other = Registry::open(db).map_err(|e| err(&e))?;
+    let quiet = camera_while(&shared, dim, b.seconds, |_| {});
+    // A change by another connection (the CLI), then a reload, in a loop.
+    let touch = |other: &mut Registry, k: usize| {
+        let patch = crate::registry::OwnerPatch {
+            name: Some(format!("Bench renamed {k}")),
+            ..Default::default()
+        };
+        let _ = other.update_owner("bench-00000", &patch, "bench", OffsetDateTime::now_utc());
+    };
+    let other = Mutex::new(&mut other);
+    let reloads = AtomicUsize::new(0);
+    let reload = camera_while(&shared, dim, b.seconds, |stop| {
+        while !stop.load(Ordering::SeqCst) {
+            let k = reloads.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut o) = other.lock() {
+                touch(&mut o, k);
+            }
+            let _ = Gallery::reload_if_changed(&shared, db, OffsetDateTime::now_utc());
+        }
+    });
+    let reload_under_lock = camera_while(&shared, dim, b.seconds, |stop| {
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(mut g) = shared.lock() {
+                let _ = g.reload(OffsetDateTime::now_utc());
+            }
+        }
+    });
+    let done = AtomicUsize::new(0);
+    let (enrol, enrol_under_lock) = match (&engine, &b.photos) {
+        (Some(engine), Some(dir)) => {
+            let people = enrolment_people(dir)?;
+            let rules = EnrolRules {
+                limits: crate::vision::image::PhotoLimits {
+                    max_bytes: config.storage.max_photo_bytes,
+                    max_pixels: config.storage.max_photo_pixels,
+                },
+                threshold: config.matching.threshold,
+                keep_photo: false,
+            };
+            let run = |under_lock: bool, round: usize| {
+                camera_while(&shared, dim, b.seconds, |stop| {
+                    std::thread::scope(|s| {
+                        for (p, photos) in people.iter().enumerate() {
+                            let done = &done;
+                            let shared = &shared;
+                            let consent = &consent;
+                            s.spawn(move || {
+                                let mut k = 0;
+                                while !stop.load(Ordering::SeqCst) {
+                                    let uploads: Vec<PhotoUpload> = photos
+                                        .iter()
+                                        .enumerate()
+                                        .map(|(i, bytes)| PhotoUpload {
+                                            name: format!("{p}-{i}.jpg"),
+                                            bytes: bytes.clone(),
+                                        })
+                                        .collect();
+                                    let id = format!("enrol-{round}-{p}-{k}");
+                                    k += 1;
+                                    let now = OffsetDateTime::now_utc();
+                                    let Ok(mut engine) = engine.lock() else {
+                                        return;
+                                    };
+                                    let ok = if under_lock {
+                                        // Before: the gallery locked through decoding and models.
+                                        let Ok(mut g) = shared.lock() else { return };
+                                        enrolment_templates(
+                                            &mut engine,
+                                            &*g,
+                                            uploads,
+                                            Some(&id),
+                                            rules,
+                                            now,
+                                        )
+                                        .ok()
+                                        .and_then(|t| {
+                                            g.enroll(&owner_named(&id), consent, &t, "bench", now)
+                                                .ok()
+                                        })
+                                    } else {
+                                        let t = enrolment_templates(
+                                            &mut engine,
+                                            shared,
+                                            uploads,
+                                            Some(&id),
+                                            rules,
+                                            now,
+                                        );
+                                        drop(engine);
+                                        t.ok().and_then(|t| {
+                                            shared
+                                                .lock()
+                                                .ok()?
+                                                .enroll(
+                                                    &owner_named(&id),
+                                                    consent,
+                                                    &t,
+                                                    "bench",
+                                                    now,
+                                                )
+                                                .ok()
+                                        })
+                                    };
+                                    if ok.is_some() {
+                                        done.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                }
+                            });
+                        }
+                    });
+                })
+            };
+            (Some(run(false, 0)), Some(run(true, 1)))
+        }
+        _ => (None, None),
+    };
+    let quiet = latency(quiet);
+    let ratio = |l: &Latency| l.p99_ms / quiet.p99_ms;
+    let reload = latency(reload);
+    let reload_under_lock = latency(reload_under_lock);
+    let enrol = enrol.map(latency);
+    let enrol_under_lock = enrol_under_lock.map(latency);
+    Ok(LockReport {
+        templates: b.templates,
+        dim,
+        ratio_reload_p99: ratio(&reload),
+        ratio_reload_under_lock_p99: ratio(&reload_under_lock),
+        ratio_enrol_p99: enrol.as_ref().map(ratio),
+        ratio_enrol_under_lock_p99: enrol_under_lock.as_ref().map(ratio),
+        quiet,
+        reload,
+        reload_under_lock,
+        enrol,
+        enrol_under_lock,
+        enrolments_done: done.load(Ordering::SeqCst),
+    })
+}
+
+fn owner_named(id: &str) -> crate::registry::NewOwner {
+    crate::registry::NewOwner {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        building: None,
+        unit: None,
+        grid_code: None,
+        minor_under_14: false,
+    }
+}
+
+/// Four people's photos (up to 10 each, enlarged 2× in memory, never
+/// written anywhere) from `<dir>/<person>/*.jpg`.
+fn enrolment_people(dir: &Path) -> Result<Vec<Vec<Vec<u8>>>, String> {
+    let mut people: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    people.sort();
+    let mut out = Vec::new();
+    for person in people.into_iter().take(4) {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&person)
+            .map_err(|e| format!("{}: {e}", person.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+            .collect();
+        files.sort();
+        let mut photos = Vec::new();
+        for i in 0..10 {
+            let Some(f) = files.get(i % files.len().max(1)) else {
+                break;
+            };
+            let img = image::open(f)
+                .map_err(|e| format!("{}: {e}", f.display()))?
+                .to_rgb8();
+            let big = image::imageops::resize(
+                &img,
+                img.width() * 2,
+                img.height() * 2,
+                image::imageops::FilterType::Triangle,
+            );
+            let mut bytes = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
+                .encode_image(&big)
+                .map_err(|e| e.to_string())?;
+            photos.push(bytes);
+        }
+        out.push(photos);
+    }
+    if out.len() < 4 {
+        return Err(format!("{}: four people's folders needed", dir.display()));
+    }
+    Ok(out)
+}
+
+/// VmRSS of this process, MiB.
+fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A small fixed-seed PRNG (SplitMix64), as in `benches/search.rs`.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Standard normal (Box–Muller): normal coordinates give directions
+    /// uniform on the sphere.
+    fn next_normal(&mut self) -> f32 {
+        let mut unit = || ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        let (u, v) = (unit(), unit());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+fn random_unit(rng: &mut SplitMix64, dim: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim).map(|_| rng.next_normal()).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// Template `i`, seeded by its position so a probe can be made from it
+/// again without keeping every template around.
+fn template_of(i: usize, dim: usize) -> Vec<f32> {
+    random_unit(&mut SplitMix64(0x7e3a_0000_0000_0000 ^ i as u64), dim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +1121,34 @@ mod tests {
         }
         assert!(x > 0);
         assert!(own_cpu() > a, "CPU time did not grow");
+    }
+
+    #[test]
+    fn search_bench_reports_the_shipped_template_size() {
+        let config = Config::default();
+        assert_eq!(
+            template_dim(&config),
+            704,
+            "arcface 512 + mobilefacenet 192"
+        );
+        let r = search(&SearchBench {
+            templates: 3000,
+            dim: 704,
+            queries: 40,
+            k: 5,
+            exhaustive: false,
+        })
+        .expect("bench search");
+        assert_eq!(
+            (r.templates, r.dim, r.queries, r.checked_exact),
+            (3000, 704, 40, 20)
+        );
+        assert!(r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms, "{r:?}");
+        assert!(r.rss_mib > r.index_mib && r.index_mib > 0.0, "{r:?}");
+        let json = serde_json::to_value(&r).expect("json");
+        for key in ["templates", "dim", "p50_ms", "p99_ms", "rss_mib"] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::registry::{FaceTemplate, Gallery, RegistryError, Subject};
+use std::sync::Mutex;
+
+use crate::registry::{FaceTemplate, Gallery, Match, RegistryError, Subject};
 use crate::vision::detect::Detection;
 use crate::vision::image::RgbView;
 use crate::vision::liveness::NotJudged;
@@ -63,6 +65,54 @@ pub enum IdentifyError {
     Registry(#[from] RegistryError),
 }
 
+/// Where a face is matched: a [`Gallery`] of one's own (the command line),
+/// or the gallery the cameras share, locked for each search only, so the
+/// decoding and the models run before any lock is taken.
+pub trait Matcher {
+    fn best(
+        &self,
+        query: &[f32],
+        k: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Match>, RegistryError>;
+}
+
+impl Matcher for Gallery {
+    fn best(
+        &self,
+        query: &[f32],
+        k: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Match>, RegistryError> {
+        self.search(query, k, now)
+    }
+}
+
+/// A gallery the caller has locked already (it holds the lock throughout).
+impl Matcher for std::sync::MutexGuard<'_, Gallery> {
+    fn best(
+        &self,
+        query: &[f32],
+        k: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Match>, RegistryError> {
+        self.search(query, k, now)
+    }
+}
+
+impl Matcher for Mutex<Gallery> {
+    fn best(
+        &self,
+        query: &[f32],
+        k: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Match>, RegistryError> {
+        self.lock()
+            .map_err(|_| RegistryError::Invalid("the face gallery's lock is poisoned".into()))?
+            .search(query, k, now)
+    }
+}
+
 /// Decides for a face given its rejection (if any) and best match.
 pub fn decide(rejection: Option<&Rejection>, best: Option<&BestMatch>, threshold: f32) -> Decision {
     if rejection.is_some() {
@@ -77,10 +127,11 @@ pub fn decide(rejection: Option<&Rejection>, best: Option<&BestMatch>, threshold
     }
 }
 
-/// Detects, checks, embeds and matches every face of an image.
+/// Detects, checks, embeds and matches every face of an image; the gallery
+/// is consulted only after the models ran.
 pub fn identify(
     engine: &mut FaceEngine,
-    gallery: &Gallery,
+    gallery: &impl Matcher,
     img: RgbView<'_>,
     checks: Checks,
     threshold: f32,
@@ -91,7 +142,7 @@ pub fn identify(
     for f in faces {
         let best = match &f.embedding {
             Some(e) => gallery
-                .search(e, 1, now)?
+                .best(e, 1, now)?
                 .into_iter()
                 .next()
                 .map(|m| BestMatch {
@@ -220,14 +271,14 @@ pub fn enrolment_template(
 
 /// Refuses a template that already belongs to someone other than `owner_id`.
 pub fn check_not_enrolled_elsewhere(
-    gallery: &Gallery,
+    gallery: &impl Matcher,
     template: &FaceTemplate,
     owner_id: Option<&str>,
     threshold: f32,
     photo: &str,
     now: OffsetDateTime,
 ) -> Result<(), EnrolPhotoError> {
-    for m in gallery.search(&template.embedding, 3, now)? {
+    for m in gallery.best(&template.embedding, 3, now)? {
         if m.score < threshold {
             break;
         }
@@ -261,10 +312,12 @@ pub struct EnrolRules {
 
 /// A template for every photo, or the first photo's error (so nothing is
 /// written): each must decode, show exactly one usable face, and not be
-/// someone other than `owner_id` already.
+/// someone other than `owner_id` already. With a shared gallery, each check
+/// locks it for one search; the caller repeats the checks with
+/// [`recheck_not_enrolled_elsewhere`] under the lock it writes with.
 pub fn enrolment_templates(
     engine: &mut FaceEngine,
-    gallery: &Gallery,
+    gallery: &impl Matcher,
     photos: Vec<PhotoUpload>,
     owner_id: Option<&str>,
     rules: EnrolRules,
@@ -281,6 +334,23 @@ pub fn enrolment_templates(
         out.push(t);
     }
     Ok(out)
+}
+
+/// [`check_not_enrolled_elsewhere`] for templates made earlier from
+/// `photos` (their names, in the same order), against the gallery as it is
+/// now: someone may have enrolled the same face while the models ran.
+pub fn recheck_not_enrolled_elsewhere(
+    gallery: &Gallery,
+    templates: &[FaceTemplate],
+    photos: &[String],
+    owner_id: Option<&str>,
+    threshold: f32,
+    now: OffsetDateTime,
+) -> Result<(), EnrolPhotoError> {
+    for (t, photo) in templates.iter().zip(photos) {
+        check_not_enrolled_elsewhere(gallery, t, owner_id, threshold, photo, now)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

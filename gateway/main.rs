@@ -203,6 +203,42 @@ enum BenchCmd {
     /// CPU per stream (looped file in real time, or an RTSP stream) against
     /// a bare gst-launch decode, missed detection slots, frame → decision
     /// latency. One JSON line.
+    /// 1:N search latency over N random templates at the configured
+    /// template size, one thread; checked against a full f32 scan first.
+    /// One JSON line: templates, dim, p50_ms, p99_ms, rss_mib, ….
+    Search {
+        #[arg(long, default_value_t = 100_000)]
+        templates: usize,
+        /// Template size (default: the config's embedder, plus fusion's).
+        #[arg(long)]
+        dim: Option<usize>,
+        #[arg(long, default_value_t = 400)]
+        queries: usize,
+        /// Time the plain f32 scan of every row instead (the search as it
+        /// was before the 4-bit pass).
+        #[arg(long)]
+        exhaustive: bool,
+        /// Accepted for the command line; the output is always JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A camera's match latency (p50/p99) on a quiet gallery, during
+    /// reloads and during four concurrent enrolments, each also with the
+    /// old behaviour (work under the gallery lock). One JSON line.
+    Lock {
+        #[arg(long, default_value_t = 100_000)]
+        templates: usize,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// `<dir>/<person>/*.jpg` for the enrolment phases (real models);
+        /// without it only the reload phases run.
+        #[arg(long)]
+        photos: Option<PathBuf>,
+        /// A new SQLite file for the bench's gallery.
+        #[arg(long)]
+        bench_db: PathBuf,
+    },
     Ingest {
         /// A video file, or an rtsp:// URL (camera source over TCP).
         #[arg(long)]
@@ -924,6 +960,38 @@ fn run() -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Bench(BenchCmd::Search {
+            templates,
+            dim,
+            queries,
+            exhaustive,
+            json: _,
+        }) => {
+            let b = facegate::bench::SearchBench {
+                templates,
+                dim: dim.unwrap_or_else(|| facegate::bench::template_dim(&config)),
+                queries,
+                k: 5,
+                exhaustive,
+            };
+            let r = facegate::bench::search(&b).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Bench(BenchCmd::Lock {
+            templates,
+            seconds,
+            photos,
+            bench_db,
+        }) => {
+            let b = facegate::bench::LockBench {
+                templates,
+                seconds,
+                photos,
+            };
+            let r = facegate::bench::lock_contention(&config, &b, &bench_db)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench(BenchCmd::Ingest {
             video,

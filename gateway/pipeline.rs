@@ -963,6 +963,7 @@ pub async fn run_live_with(
         data_dir.to_owned(),
         retention_cancel.clone(),
     ));
+    let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -971,15 +972,23 @@ pub async fn run_live_with(
                 None => break,
             },
             _ = reload.tick() => {
-                if let Ok(mut g) = gallery.lock()
-                    && let Err(e) = g.reload(OffsetDateTime::now_utc())
-                {
-                    tracing::error!(error = %e, "gallery reload failed; keeping the previous one");
+                // On the blocking pool, one at a time; the gallery is locked
+                // only to swap the new index in.
+                if reloading.as_ref().is_none_or(|r| r.is_finished()) {
+                    let (g, db) = (gallery.clone(), db.to_owned());
+                    reloading = Some(tokio::task::spawn_blocking(move || {
+                        if let Err(e) = Gallery::reload_if_changed(&g, &db, OffsetDateTime::now_utc()) {
+                            tracing::error!(error = %e, "gallery reload failed; keeping the previous one");
+                        }
+                    }));
                 }
             }
         }
     }
     tracing::info!("stopping: sources first, then in-flight tracks");
+    if let Some(r) = reloading {
+        let _ = r.await;
+    }
     for h in &handles {
         h.stop();
     }

@@ -125,10 +125,13 @@ impl AppState {
     }
 
     /// Runs `f` with the face engine (loading it the first time) and the
-    /// gallery. Blocking: call from the blocking pool.
+    /// shared gallery, *unlocked*: `f` runs the models first and locks the
+    /// gallery only to search ([`crate::identify::Matcher`]) or to write
+    /// ([`AppState::lock_gallery`]), so cameras never wait behind an upload.
+    /// Blocking: call from the blocking pool.
     pub fn with_engine_and_gallery<T>(
         &self,
-        f: impl FnOnce(&mut FaceEngine, &mut Gallery) -> Result<T, ApiError>,
+        f: impl FnOnce(&mut FaceEngine, &Mutex<Gallery>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let mut engine = self
             .engine
@@ -141,8 +144,7 @@ impl AppState {
                 })?);
         }
         let engine = engine.as_mut().expect("set above");
-        let mut gallery = self.lock_gallery()?;
-        f(engine, &mut gallery)
+        f(engine, &self.gallery)
     }
 }
 

@@ -233,21 +233,38 @@ pub async fn create(
     let actor = auth.actor();
     let body = blocking(&state, move |s| {
         let rules = rules(s);
-        s.with_engine_and_gallery(|engine, gallery| {
-            if gallery.registry().owner(&owner.id).is_ok() {
-                return Err(crate::registry::RegistryError::OwnerExists(owner.id.clone()).into());
+        let exists = |g: &crate::registry::Gallery| -> Result<(), ApiError> {
+            match g.registry().owner(&owner.id) {
+                Ok(_) => Err(crate::registry::RegistryError::OwnerExists(owner.id.clone()).into()),
+                Err(_) => Ok(()),
             }
-            let t = identify::enrolment_templates(
+        };
+        exists(&*s.lock_gallery()?)?;
+        let names: Vec<String> = photos.iter().map(|p| p.name.clone()).collect();
+        // The models run with the gallery unlocked; the checks are repeated
+        // under the lock that writes.
+        let t = s.with_engine_and_gallery(|engine, gallery| {
+            Ok(identify::enrolment_templates(
                 engine,
                 gallery,
                 photos,
                 Some(&owner.id),
                 rules,
                 now,
-            )?;
-            gallery.enroll(&owner, &consent, &t, &actor, now)?;
-            Ok(())
+            )?)
         })?;
+        let mut g = s.lock_gallery()?;
+        exists(&g)?;
+        identify::recheck_not_enrolled_elsewhere(
+            &g,
+            &t,
+            &names,
+            Some(&owner.id),
+            rules.threshold,
+            now,
+        )?;
+        g.enroll(&owner, &consent, &t, &actor, now)?;
+        drop(g);
         owner_json(s, &owner.id)
     })
     .await?;
@@ -434,12 +451,24 @@ pub async fn add_faces(
     let body = blocking(&state, move |s| {
         let rules = rules(s);
         let now = OffsetDateTime::now_utc();
-        s.with_engine_and_gallery(|engine, gallery| {
-            gallery.registry().owner(&id)?;
-            let t = identify::enrolment_templates(engine, gallery, photos, Some(&id), rules, now)?;
-            gallery.add_faces(&id, &t, &actor, now)?;
-            Ok(())
+        s.lock_gallery()?.registry().owner(&id)?;
+        let names: Vec<String> = photos.iter().map(|p| p.name.clone()).collect();
+        // The models run with the gallery unlocked; the checks are repeated
+        // under the lock that writes.
+        let t = s.with_engine_and_gallery(|engine, gallery| {
+            Ok(identify::enrolment_templates(
+                engine,
+                gallery,
+                photos,
+                Some(&id),
+                rules,
+                now,
+            )?)
         })?;
+        let mut g = s.lock_gallery()?;
+        identify::recheck_not_enrolled_elsewhere(&g, &t, &names, Some(&id), rules.threshold, now)?;
+        g.add_faces(&id, &t, &actor, now)?;
+        drop(g);
         owner_json(s, &id)
     })
     .await?;
@@ -511,7 +540,7 @@ pub async fn watch_add(
     let actor = auth.actor();
     let body = blocking(&state, move |s| {
         let rules = rules(s);
-        let id = s.with_engine_and_gallery(|engine, gallery| {
+        let t = s.with_engine_and_gallery(|engine, _| {
             let mut t = Vec::new();
             for p in photos {
                 let img = decode_photo(&p.bytes, &p.name, rules.limits)?;
@@ -519,8 +548,9 @@ pub async fn watch_add(
                     identify::enrolment_template(engine, RgbView::from_image(&img), &p.name)?;
                 t.push(tpl);
             }
-            Ok(gallery.watchlist_add(&entry, &t, &actor, now)?)
+            Ok(t)
         })?;
+        let id = s.lock_gallery()?.watchlist_add(&entry, &t, &actor, now)?;
         let g = s.lock_gallery()?;
         let e = g
             .registry()

@@ -6,8 +6,16 @@
 //! than patched by hand, so the index shows exactly what a fresh start would.
 //! The subject is dropped from the index *before* that reload: if the reload
 //! fails, a just-suspended owner is missing rather than still opening doors.
+//!
+//! Changes made by another process (the CLI beside the gateway) arrive by
+//! [`Gallery::reload_if_changed`]: it asks SQLite whether anything changed
+//! (`PRAGMA data_version`), builds the new index on its own connection
+//! *outside* the gallery lock, and takes the lock only to swap it in, so a
+//! camera's match never waits behind a reload.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
 
 use time::OffsetDateTime;
 
@@ -25,6 +33,68 @@ pub struct Gallery {
     /// Expiry of watch-list entries that have one. Search hides an entry
     /// whose time has come even before [`Gallery::prune_expired`] drops it.
     watch_expiry: HashMap<i64, OffsetDateTime>,
+    /// `PRAGMA data_version` of the registry's connection when the index
+    /// was last built from SQLite: it changes when another connection
+    /// commits (this connection's own writes are in the index already).
+    synced_version: i64,
+    /// Bumped by every change made through this gallery, so that an index
+    /// built meanwhile from an older read is not swapped in over it.
+    generation: u64,
+}
+
+/// What a reload reads from SQLite: the new index and the watch-list expiry.
+type Loaded = (FaceIndex, HashMap<i64, OffsetDateTime>);
+
+/// Where a reload started: the version it will have caught up with and the
+/// gallery's generation at the time.
+#[derive(Debug, Clone)]
+struct ReloadTicket {
+    version: i64,
+    generation: u64,
+    model_id: String,
+    dim: usize,
+}
+
+/// Reads the active templates and builds an index from them; touches no
+/// gallery, so it runs outside the gallery lock.
+fn load(
+    registry: &Registry,
+    model_id: &str,
+    dim: usize,
+    now: OffsetDateTime,
+) -> Result<Loaded, RegistryError> {
+    let found = registry.foreign_templates(model_id)?;
+    if !found.is_empty() {
+        return Err(RegistryError::ForeignTemplates {
+            model_id: model_id.to_owned(),
+            found,
+        });
+    }
+    let templates = registry.active_templates(now)?;
+    let index = FaceIndex::from_templates(dim, templates)?;
+    let watch_expiry = registry
+        .watchlist(now)?
+        .into_iter()
+        .filter_map(|entry| entry.expires_at.map(|at| (entry.id, at)))
+        .collect();
+    Ok((index, watch_expiry))
+}
+
+/// `PRAGMA data_version` of a registry's connection.
+fn data_version(registry: &Registry) -> Result<i64, RegistryError> {
+    registry
+        .conn
+        .query_row("PRAGMA data_version", [], |row| row.get(0))
+        .map_err(|source| RegistryError::Sqlite {
+            context: "reading PRAGMA data_version".into(),
+            source,
+        })
+}
+
+fn lock(shared: &Mutex<Gallery>) -> Result<std::sync::MutexGuard<'_, Gallery>, RegistryError> {
+    shared
+        .lock()
+        .map_err(|_| invalid("the face gallery's lock is poisoned (a thread panicked holding it)"))
 }
 
 impl Gallery {
@@ -48,37 +118,86 @@ impl Gallery {
             index: FaceIndex::new(dim),
             model_id: model_id.to_owned(),
             watch_expiry: HashMap::new(),
+            synced_version: 0,
+            generation: 0,
         };
         gallery.reload(now)?;
         Ok(gallery)
     }
 
-    /// Rebuilds the index from SQLite, for changes made by another process
-    /// (the CLI run beside the gateway). On error the old index stays.
+    /// Rebuilds the index from SQLite in place (at start-up, and for a
+    /// gallery nobody else shares). On error the old index stays. A shared
+    /// gallery uses [`Gallery::reload_if_changed`] instead.
     pub fn reload(&mut self, now: OffsetDateTime) -> Result<(), RegistryError> {
-        let found = self.registry.foreign_templates(&self.model_id)?;
-        if !found.is_empty() {
-            return Err(RegistryError::ForeignTemplates {
-                model_id: self.model_id.clone(),
-                found,
-            });
+        let version = data_version(&self.registry)?;
+        let loaded = load(&self.registry, &self.model_id, self.index.dim(), now)?;
+        drop(self.install(loaded, version));
+        Ok(())
+    }
+
+    /// Brings a shared gallery up to date with changes other connections
+    /// committed (the CLI beside the gateway), if there are any; returns
+    /// whether it reloaded. Blocking (SQLite and the index build): call it
+    /// from the blocking pool.
+    ///
+    /// The gallery lock is held only to compare versions and to swap the
+    /// new index in; the read and the build run on a connection of their
+    /// own to `db`. A change made through the gallery while the build ran
+    /// wins: that build is dropped and the reload tried again (three
+    /// times, then left to the next call). On error the old index stays.
+    pub fn reload_if_changed(
+        shared: &Mutex<Gallery>,
+        db: &Path,
+        now: OffsetDateTime,
+    ) -> Result<bool, RegistryError> {
+        for _ in 0..3 {
+            let Some(ticket) = lock(shared)?.reload_ticket()? else {
+                return Ok(false);
+            };
+            let reader = Registry::open(db)?;
+            let loaded = load(&reader, &ticket.model_id, ticket.dim, now)?;
+            let old = lock(shared)?.finish_reload(&ticket, loaded);
+            // The old index (hundreds of MB at 100k) is freed out here,
+            // not under the lock.
+            if old.is_some() {
+                return Ok(true);
+            }
         }
-        let templates = self.registry.active_templates(now)?;
-        let index = FaceIndex::from_templates(self.index.dim(), templates)?;
-        let watch_expiry = self
-            .registry
-            .watchlist(now)?
-            .into_iter()
-            .filter_map(|entry| entry.expires_at.map(|at| (entry.id, at)))
-            .collect();
-        self.index = index;
-        self.watch_expiry = watch_expiry;
+        Ok(false)
+    }
+
+    /// Whether another connection committed since the index was built; if
+    /// so, what a reload needs to know.
+    fn reload_ticket(&self) -> Result<Option<ReloadTicket>, RegistryError> {
+        let version = data_version(&self.registry)?;
+        Ok((version != self.synced_version).then(|| ReloadTicket {
+            version,
+            generation: self.generation,
+            model_id: self.model_id.clone(),
+            dim: self.index.dim(),
+        }))
+    }
+
+    /// Swaps in an index built for `ticket` unless the gallery changed
+    /// since; returns the old one (for the caller to drop), or `None` when
+    /// the build is stale.
+    fn finish_reload(&mut self, ticket: &ReloadTicket, loaded: Loaded) -> Option<Loaded> {
+        (self.generation == ticket.generation).then(|| self.install(loaded, ticket.version))
+    }
+
+    fn install(&mut self, (index, watch_expiry): Loaded, version: i64) -> Loaded {
+        let old = (
+            std::mem::replace(&mut self.index, index),
+            std::mem::replace(&mut self.watch_expiry, watch_expiry),
+        );
+        self.synced_version = version;
+        self.generation += 1;
         tracing::info!(
             templates = self.index.len(),
             subjects = self.index.subject_count(),
             "face gallery loaded"
         );
-        Ok(())
+        old
     }
 
     /// Reads go straight to the registry.
@@ -128,6 +247,7 @@ impl Gallery {
             self.index.remove_subject(&SubjectKey::Watch(*id));
             self.watch_expiry.remove(id);
         }
+        self.generation += 1;
         expired.len()
     }
 
@@ -169,6 +289,7 @@ impl Gallery {
         now: OffsetDateTime,
     ) -> Result<SubjectKey, RegistryError> {
         let key = self.registry.remove_face(template_id, actor, now)?;
+        self.generation += 1;
         self.index.remove_template(template_id);
         Ok(key)
     }
@@ -206,6 +327,7 @@ impl Gallery {
         now: OffsetDateTime,
     ) -> Result<(), RegistryError> {
         self.registry.remove_owner(id, actor, now)?;
+        self.generation += 1;
         self.index.remove_subject(&SubjectKey::Owner(id.to_owned()));
         Ok(())
     }
@@ -220,6 +342,7 @@ impl Gallery {
     ) -> Result<i64, RegistryError> {
         self.check_model(faces)?;
         let id = self.registry.watchlist_add(entry, faces, actor, now)?;
+        self.generation += 1;
         if let Some(at) = entry.expires_at {
             self.watch_expiry.insert(id, at);
         }
@@ -235,6 +358,7 @@ impl Gallery {
         now: OffsetDateTime,
     ) -> Result<(), RegistryError> {
         self.registry.watchlist_remove(id, actor, now)?;
+        self.generation += 1;
         self.index.remove_subject(&SubjectKey::Watch(id));
         self.watch_expiry.remove(&id);
         Ok(())
@@ -267,6 +391,7 @@ impl Gallery {
 
     /// Replaces a subject's rows with what SQLite says is active now.
     fn resync(&mut self, key: &SubjectKey, now: OffsetDateTime) -> Result<(), RegistryError> {
+        self.generation += 1;
         self.index.remove_subject(key);
         for template in self.registry.subject_templates(key, now)? {
             if template.model_id != self.model_id {
@@ -529,6 +654,80 @@ mod tests {
             top(&gallery, &[1.0, 0.0, 0.0, 0.0], t0()),
             Some(owner_key("A-101"))
         );
+    }
+
+    /// Another connection's enrolment reaches a shared gallery through
+    /// `reload_if_changed`, once; with nothing new it does not rebuild.
+    #[test]
+    fn reload_if_changed_picks_up_other_connections_only_when_they_commit() {
+        let (_dir, registry, path) = file_registry();
+        let shared = Mutex::new(Gallery::open(registry, MODEL, 4, t0()).expect("open"));
+        assert!(!Gallery::reload_if_changed(&shared, &path, t0()).expect("reload"));
+
+        let mut cli = Registry::open(&path).expect("second connection");
+        cli.enroll(
+            &adult("A-101"),
+            &consent(),
+            &[face(MODEL, &[1.0, 0.0, 0.0, 0.0])],
+            "cli",
+            t0(),
+        )
+        .expect("enrol elsewhere");
+        assert_eq!(
+            top(&shared.lock().unwrap(), &[1.0, 0.0, 0.0, 0.0], t0()),
+            None
+        );
+        assert!(Gallery::reload_if_changed(&shared, &path, t0()).expect("reload"));
+        assert_eq!(
+            top(&shared.lock().unwrap(), &[1.0, 0.0, 0.0, 0.0], t0()),
+            Some(owner_key("A-101"))
+        );
+        assert!(
+            !Gallery::reload_if_changed(&shared, &path, t0()).expect("reload"),
+            "nothing changed since"
+        );
+    }
+
+    /// An index built from a read older than a change made through the
+    /// gallery is not swapped in over that change.
+    #[test]
+    fn a_reload_built_before_a_local_change_is_dropped() {
+        let (_dir, registry, path) = file_registry();
+        let mut gallery = Gallery::open(registry, MODEL, 4, t0()).expect("open");
+        let mut cli = Registry::open(&path).expect("second connection");
+        cli.enroll(
+            &adult("A-101"),
+            &consent(),
+            &[face(MODEL, &[1.0, 0.0, 0.0, 0.0])],
+            "cli",
+            t0(),
+        )
+        .expect("enrol elsewhere");
+        let ticket = gallery.reload_ticket().expect("version").expect("changed");
+        let stale = load(&Registry::open(&path).unwrap(), MODEL, 4, t0()).expect("load");
+        gallery
+            .enroll(
+                &adult("B-202"),
+                &consent(),
+                &[face(MODEL, &[0.0, 1.0, 0.0, 0.0])],
+                "staff",
+                t0(),
+            )
+            .expect("local enrolment");
+        assert!(gallery.finish_reload(&ticket, stale).is_none());
+        assert_eq!(
+            top(&gallery, &[0.0, 1.0, 0.0, 0.0], t0()),
+            Some(owner_key("B-202")),
+            "the local enrolment must survive"
+        );
+        // The next attempt catches up with both.
+        let ticket = gallery
+            .reload_ticket()
+            .expect("version")
+            .expect("still behind");
+        let fresh = load(&Registry::open(&path).unwrap(), MODEL, 4, t0()).expect("load");
+        assert!(gallery.finish_reload(&ticket, fresh).is_some());
+        assert_eq!(gallery.index().len(), 2);
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! The in-memory 1:N face index: every active template, L2-normalised, in one
-//! contiguous row-major `Vec<f32>`, scanned in full for each query.
+//! contiguous row-major `Vec<f32>`, and again as 4-bit codes that the scan
+//! reads first.
 //!
-//! Why a flat scan and not an approximate index: an estate has thousands to a
-//! few ten-thousand templates, and a linear scan over normalised rows is exact,
-//! has no build step, supports removal in O(dim), and at 100k × 512 runs in
-//! tens of milliseconds on one core. Exactness matters here because a miss
-//! turns a resident into a "stranger" alert.
+//! Why an exhaustive scan and not an approximate index: an estate has
+//! thousands to a few ten-thousand templates, and a scan over normalised rows
+//! has no build step and supports removal in O(dim). Exactness matters here
+//! because a miss turns a resident into a "stranger" alert: the 4-bit pass
+//! ([`coarse`]) only decides which rows are rescored with the f32 dot
+//! product, with an error margin of 8 standard deviations, so the results
+//! are those of the full f32 scan ([`FaceIndex::search_exhaustive`]).
 //!
-//! Memory: `dim × 4` bytes per template plus ~40 bytes of bookkeeping, so
-//! 100k templates of dim 512 take 100 000 × 512 × 4 B ≈ 205 MB. Size the edge
-//! box accordingly.
+//! Speed: a 704-d template is 352 bytes of codes instead of 2816 bytes of
+//! floats; 100k templates are ~35 MB read per search (about 1 ms of one
+//! core's memory bandwidth here) instead of 282 MB. See BENCHMARKS.md.
+//!
+//! Memory per template: `dim × 4` bytes (f32 rows) + `⌈dim/64⌉ × 32` bytes
+//! (codes) + 8 bytes (scale, error) + ~150 bytes of bookkeeping when every
+//! template is its own owner: 100k × 704-d ≈ 326 MB in all.
 //!
 //! Search is owner-level: a subject (owner or watch-list entry) scores the best
 //! cosine over all of its templates, so enrolling more photos of a person can
@@ -18,6 +25,9 @@
 use std::collections::HashMap;
 
 use super::{Subject, SubjectKey};
+
+mod coarse;
+use coarse::{CoarseQuery, Kernel};
 
 /// Why the index refused an embedding or a query.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -78,6 +88,16 @@ pub struct FaceIndex {
     dim: usize,
     /// Row-major, `rows.len() * dim` values, each row of unit length.
     data: Vec<f32>,
+    /// The same rows as 4-bit codes, `coarse::row_bytes(dim)` bytes a row:
+    /// what the scan reads (see [`coarse`]).
+    codes: Vec<u8>,
+    /// Per row: the codes' scale and the norm of their rounding error.
+    code_scales: Vec<f32>,
+    code_errors: Vec<f32>,
+    /// The largest `code_errors` ever inserted (never lowered on removal,
+    /// which only makes the scan's first filter more cautious).
+    max_code_error: f32,
+    kernel: Kernel,
     rows: Vec<RowMeta>,
     row_of_template: HashMap<i64, usize>,
     subjects: Vec<Option<SubjectEntry>>,
@@ -104,6 +124,11 @@ impl FaceIndex {
         Self {
             dim,
             data: Vec::new(),
+            codes: Vec::new(),
+            code_scales: Vec::new(),
+            code_errors: Vec::new(),
+            max_code_error: 0.0,
+            kernel: Kernel::detect(),
             rows: Vec::new(),
             row_of_template: HashMap::new(),
             subjects: Vec::new(),
@@ -121,6 +146,9 @@ impl FaceIndex {
     ) -> Result<Self, IndexError> {
         let mut index = Self::new(dim);
         index.data.reserve(templates.len().saturating_mul(dim));
+        index
+            .codes
+            .reserve(templates.len().saturating_mul(coarse::row_bytes(dim)));
         index.rows.reserve(templates.len());
         for template in templates {
             index.insert(template.template_id, template.subject, &template.embedding)?;
@@ -153,9 +181,12 @@ impl FaceIndex {
         self.row_of_template.contains_key(&template_id)
     }
 
-    /// Bytes held by the embedding rows (the dominant cost), for metrics.
+    /// Bytes held by the embedding rows (the dominant cost): the f32 rows,
+    /// their 4-bit codes and per-row scales, for metrics.
     pub fn embedding_bytes(&self) -> usize {
         self.data.len() * std::mem::size_of::<f32>()
+            + self.codes.len()
+            + (self.code_scales.len() + self.code_errors.len()) * std::mem::size_of::<f32>()
     }
 
     /// Adds (or replaces) a template. The embedding is L2-normalised on the
@@ -179,8 +210,17 @@ impl FaceIndex {
         self.remove_template(template_id);
 
         let slot = self.slot_for(subject);
+        let start = self.data.len();
         self.data
             .extend(embedding.iter().map(|value| value * inverse_norm));
+        let stride = coarse::row_bytes(self.dim);
+        self.codes.resize(self.codes.len() + stride, 0);
+        let code_start = self.codes.len() - stride;
+        let (scale, error) =
+            coarse::quantise_row(&self.data[start..], &mut self.codes[code_start..]);
+        self.code_scales.push(scale);
+        self.code_errors.push(error);
+        self.max_code_error = self.max_code_error.max(error);
         self.rows.push(RowMeta { template_id, slot });
         self.row_of_template
             .insert(template_id, self.rows.len() - 1);
@@ -199,6 +239,14 @@ impl FaceIndex {
                 .copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
         }
         self.data.truncate(last * self.dim);
+        let stride = coarse::row_bytes(self.dim);
+        if row != last {
+            self.codes
+                .copy_within(last * stride..(last + 1) * stride, row * stride);
+        }
+        self.codes.truncate(last * stride);
+        self.code_scales.swap_remove(row);
+        self.code_errors.swap_remove(row);
         let removed = self.rows.swap_remove(row);
         if let Some(moved) = self.rows.get(row) {
             self.row_of_template.insert(moved.template_id, row);
@@ -269,18 +317,93 @@ impl FaceIndex {
         let query: Vec<f32> = query.iter().map(|value| value * inverse_norm).collect();
 
         let mut top = TopK::new(k.min(self.slot_of_subject.len()));
+        // Coarse pass over 4-bit codes in batches (the SIMD kernel runs over
+        // a batch); a row is rescored with the exact f32 dot product only
+        // when its coarse score plus its error margin could beat the floor.
+        let coarse = CoarseQuery::new(&query);
+        let widest = coarse.margin(self.max_code_error);
+        let stride = coarse::row_bytes(self.dim);
+        ESTIMATES.with_borrow_mut(|estimates| {
+            // Pass 1: every row's coarse score (the SIMD kernel over batches),
+            // noting the best few to seed the floor.
+            estimates.clear();
+            estimates.reserve(self.rows.len());
+            let mut seeds = Seeds::default();
+            let mut dots = [0i32; SCAN_BATCH];
+            for first in (0..self.rows.len()).step_by(SCAN_BATCH) {
+                let n = SCAN_BATCH.min(self.rows.len() - first);
+                let codes = &self.codes[first * stride..(first + n) * stride];
+                self.kernel.dots(codes, stride, &coarse, &mut dots[..n]);
+                // Two loops: the first vectorises, the second rarely acts.
+                estimates.extend(
+                    dots[..n]
+                        .iter()
+                        .zip(&self.code_scales[first..first + n])
+                        .map(|(&code_dot, &scale)| coarse.score(code_dot, scale)),
+                );
+                for (offset, &estimate) in estimates[first..].iter().enumerate() {
+                    if estimate > seeds.floor || seeds.best.len() < SEEDS {
+                        seeds.offer(first + offset, estimate);
+                    }
+                }
+            }
+            // The rows that look best, scored exactly first, raise the floor
+            // to about its final height before pass 2.
+            let rescore = |i: usize, top: &mut TopK| {
+                let score = dot(&query, &self.data[i * self.dim..(i + 1) * self.dim]);
+                if score <= top.floor {
+                    return;
+                }
+                let row = self.rows[i];
+                if self.subject_at(row.slot).is_some_and(&keep) {
+                    top.offer(row.slot, row.template_id, score);
+                }
+            };
+            for &(i, _) in &seeds.best {
+                rescore(i, &mut top);
+            }
+            // Pass 2: a row is scored exactly only when its coarse score
+            // plus its error margin could beat the floor. Seeds come round
+            // again and change nothing (same template, same score).
+            for (i, &estimate) in estimates.iter().enumerate() {
+                if estimate + widest <= top.floor
+                    || estimate + coarse.margin(self.code_errors[i]) <= top.floor
+                {
+                    continue;
+                }
+                rescore(i, &mut top);
+            }
+        });
+        Ok(self.matches(top))
+    }
+
+    /// [`search`](Self::search) as a plain f32 scan of every row, without
+    /// the coarse filter: the reference that tests and `facegate bench
+    /// search` hold the fast scan to (identical ids and scores).
+    pub fn search_exhaustive(&self, query: &[f32], k: usize) -> Result<Vec<Match>, IndexError> {
+        if query.len() != self.dim {
+            return Err(IndexError::QueryDimension {
+                expected: self.dim,
+                found: query.len(),
+            });
+        }
+        let inverse_norm = inverse_norm(query).ok_or(IndexError::DegenerateQuery)?;
+        if k == 0 || self.rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query: Vec<f32> = query.iter().map(|value| value * inverse_norm).collect();
+        let mut top = TopK::new(k.min(self.slot_of_subject.len()));
         for (row, embedding) in self.rows.iter().zip(self.data.chunks_exact(self.dim)) {
             let score = dot(&query, embedding);
-            if score <= top.floor {
-                continue;
+            if score > top.floor {
+                top.offer(row.slot, row.template_id, score);
             }
-            if !self.subject_at(row.slot).is_some_and(&keep) {
-                continue;
-            }
-            top.offer(row.slot, row.template_id, score);
         }
-        Ok(top
-            .into_sorted()
+        Ok(self.matches(top))
+    }
+
+    fn matches(&self, top: TopK) -> Vec<Match> {
+        top.into_sorted()
             .into_iter()
             .filter_map(|candidate| {
                 self.subject_at(candidate.slot).map(|subject| Match {
@@ -289,7 +412,7 @@ impl FaceIndex {
                     template_id: candidate.template_id,
                 })
             })
-            .collect())
+            .collect()
     }
 
     fn subject_at(&self, slot: u32) -> Option<&Subject> {
@@ -346,6 +469,53 @@ impl FaceIndex {
         }
     }
 }
+
+thread_local! {
+    /// Pass 1's coarse scores, kept per thread so a search does not
+    /// allocate (400 KB at 100k templates).
+    static ESTIMATES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many of the best coarse scores are rescored before the full pass 2.
+const SEEDS: usize = 32;
+
+/// The best [`SEEDS`] coarse scores of pass 1 and their rows.
+#[derive(Default)]
+struct Seeds {
+    best: Vec<(usize, f32)>,
+    /// The lowest kept score once full.
+    floor: f32,
+}
+
+impl Seeds {
+    #[inline]
+    fn offer(&mut self, row: usize, estimate: f32) {
+        if self.best.len() < SEEDS {
+            self.best.push((row, estimate));
+            if self.best.len() == SEEDS {
+                self.floor = self.lowest().1;
+            }
+        } else if estimate > self.floor {
+            let (at, _) = self.lowest();
+            self.best[at] = (row, estimate);
+            self.floor = self.lowest().1;
+        }
+    }
+
+    /// Position and score of the lowest kept entry.
+    fn lowest(&self) -> (usize, f32) {
+        self.best
+            .iter()
+            .enumerate()
+            .map(|(at, &(_, e))| (at, e))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, f32::NEG_INFINITY))
+    }
+}
+
+/// Rows per call of the coarse kernel: large enough to amortise the call,
+/// small enough that the scores stay in registers' reach on the stack.
+const SCAN_BATCH: usize = 256;
 
 /// `1 / ‖v‖`, or `None` when `v` has no direction (zero, NaN or infinite).
 fn inverse_norm(v: &[f32]) -> Option<f32> {
@@ -722,6 +892,7 @@ mod tests {
             expected.truncate(5);
 
             let hits = index.search(&q, 5).unwrap();
+            assert_eq!(hits, index.search_exhaustive(&q, 5).unwrap());
             assert_eq!(hits.len(), 5);
             for (hit, (subject, score, template)) in hits.iter().zip(&expected) {
                 assert_eq!(hit.subject.key(), owner_key(subject));

@@ -1,0 +1,180 @@
+//! Nothing slow under the gallery lock (issue 11 item 1, issue 10 finding 7):
+//! over a real socket on 127.0.0.1, with the real models, real face photos
+//! and a real SQLite file, `GET /owners` is answered while a large
+//! enrolment is still running its models.
+//!
+//! Ordering, not speed: the list is asked for after the enrolment's upload
+//! is written and the models have had time to start; an answer that does
+//! not yet show the new owner proves it was served before the enrolment
+//! wrote. When the enrolment held the gallery lock through decoding and
+//! inference, every such list request waited for the write and showed the
+//! owner.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use facegate::http::{AppState, router};
+use facegate::live::Live;
+use facegate::registry::{Registry, Role};
+use serde_json::Value;
+
+/// A multipart/form-data body: text fields, then files as `photo` parts.
+fn multipart(fields: &[(&str, &str)], photos: &[Vec<u8>]) -> (String, Vec<u8>) {
+    let boundary = "----facegate-lock-test-3b9e";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    for (i, bytes) in photos.iter().enumerate() {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p{i}.jpg\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A photo made larger (2×, re-encoded), in memory only, so that decoding
+/// and detection take long enough to ask for the list meanwhile.
+fn enlarged(path: &std::path::Path) -> Vec<u8> {
+    let img = image::open(path).expect("decode test photo").to_rgb8();
+    let big = image::imageops::resize(
+        &img,
+        img.width() * 2,
+        img.height() * 2,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+        .encode_image(&big)
+        .expect("encode");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owners_list_is_served_while_a_large_enrolment_runs_its_models() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let config = common::shipped_config();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fg.db");
+    let now = time::OffsetDateTime::now_utc();
+    let token = Registry::open(&db)
+        .unwrap()
+        .token_create("gate-desk", Role::Enroller, "test", now)
+        .unwrap();
+    let engine = facegate::vision::FaceEngine::new(&config).unwrap();
+    let gallery = facegate::pipeline::open_gallery(&db, &engine).unwrap();
+    let state = AppState::new(
+        Arc::new(config),
+        &db,
+        &dir.path().join("data"),
+        gallery,
+        Arc::new(Live::new()),
+    )
+    .unwrap()
+    .with_engine(engine);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router(Arc::new(state)))
+            .await
+            .unwrap();
+    });
+
+    // Ten photos (the most one request takes) of one person.
+    let person = faces.join("identities/Barack_Obama");
+    let mut photos = Vec::new();
+    for i in 0..10 {
+        photos.push(enlarged(&person.join(format!("{}.jpg", i % 5 + 1))));
+    }
+    let (content_type, body) = multipart(
+        &[
+            ("id", "B-0101"),
+            ("name", "Barack Obama"),
+            ("consent_method", "written"),
+        ],
+        &photos,
+    );
+
+    // The enrolment over a raw socket, so the test knows when the upload is
+    // written; its answer is read on another thread.
+    let mut post = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        post,
+        "POST /api/v1/owners HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    post.write_all(&body).unwrap();
+    post.flush().unwrap();
+    let enrolled = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let enrolled = enrolled.clone();
+        std::thread::spawn(move || {
+            let mut answer = String::new();
+            post.read_to_string(&mut answer).unwrap();
+            enrolled.store(true, Ordering::SeqCst);
+            answer
+        })
+    };
+
+    // Let the server read the upload and start the models; then ask for
+    // the list until the enrolment has answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("http://{addr}/api/v1/owners");
+    let auth = format!("Bearer {token}");
+    let (before_write, lists) = tokio::task::spawn_blocking(move || {
+        let (mut before_write, mut lists) = (0, 0);
+        while !enrolled.load(Ordering::SeqCst) {
+            let v: Value = ureq::get(&url)
+                .set("Authorization", &auth)
+                .call()
+                .expect("GET /owners")
+                .into_json()
+                .unwrap();
+            lists += 1;
+            if v["total"] == 0 {
+                before_write += 1;
+            }
+        }
+        (before_write, lists)
+    })
+    .await
+    .unwrap();
+    let answer = reader.join().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 201"),
+        "the enrolment must succeed: {answer}"
+    );
+    assert!(
+        before_write >= 1,
+        "no list answer came back while the enrolment ran its models ({lists} asked): \
+         the list waited for the enrolment's lock"
+    );
+
+    // And the owner is there once it has answered.
+    let v: Value = ureq::get(&format!("http://{addr}/api/v1/owners"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(v["total"], 1, "{v}");
+    assert_eq!(v["items"][0]["template_count"], 10, "{v}");
+    server.abort();
+}
