@@ -458,15 +458,28 @@ fn parse_body(id: &str, body: &str) -> Result<Event, RegistryError> {
         .map_err(|e| RegistryError::Invalid(format!("event {id}: stored body unreadable: {e}")))
 }
 
-/// Writes snapshot JPEGs under `<data_dir>/snapshots/<YYYY-MM-DD>/`.
+/// Writes snapshot JPEGs under `<data_dir>/snapshots/<YYYY-MM-DD>/`;
+/// with a key ([`crate::crypto::installed`]) each is sealed
+/// (ChaCha20-Poly1305) as `<name>.jpg.enc`, and the event records that name.
 pub struct SnapshotWriter {
     data_dir: PathBuf,
+    key: Option<crate::crypto::SnapshotKey>,
 }
 
 impl SnapshotWriter {
+    /// A writer that encrypts when the process has a key.
     pub fn new(data_dir: &Path) -> Self {
+        Self::with_key(
+            data_dir,
+            crate::crypto::installed().map(|k| k.snapshot_key()),
+        )
+    }
+
+    /// A writer with an explicit snapshot key (`None`: plain JPEGs).
+    pub fn with_key(data_dir: &Path, key: Option<crate::crypto::SnapshotKey>) -> Self {
         Self {
             data_dir: data_dir.to_owned(),
+            key,
         }
     }
 
@@ -493,14 +506,40 @@ impl SnapshotWriter {
         let rel = Path::new("snapshots").join(day);
         private_dir(&self.data_dir.join("snapshots"))?;
         private_dir(&self.data_dir.join(&rel))?;
-        let face_rel = rel.join(format!("{event_id}-face.jpg"));
-        let scene_rel = rel.join(format!("{event_id}-scene.jpg"));
-        write_jpeg(&self.data_dir.join(&face_rel), face)?;
-        write_jpeg(&self.data_dir.join(&scene_rel), scene)?;
+        let ext = if self.key.is_some() {
+            ".jpg.enc"
+        } else {
+            ".jpg"
+        };
+        let face_rel = rel.join(format!("{event_id}-face{ext}"));
+        let scene_rel = rel.join(format!("{event_id}-scene{ext}"));
+        self.write(&face_rel, face)?;
+        self.write(&scene_rel, scene)?;
         Ok(Snapshot {
             face: face_rel.to_string_lossy().into_owned(),
             scene: scene_rel.to_string_lossy().into_owned(),
         })
+    }
+
+    fn write(&self, rel: &Path, img: &RgbImage) -> std::io::Result<()> {
+        let path = self.data_dir.join(rel);
+        let Some(key) = &self.key else {
+            return write_jpeg(&path, img);
+        };
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+            .encode_image(img)
+            .map_err(std::io::Error::other)?;
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let name = name
+            .strip_suffix(crate::crypto::SEALED_EXT)
+            .unwrap_or(&name);
+        let sealed = key.seal(name, &jpeg).map_err(std::io::Error::other)?;
+        jpeg.fill(0);
+        crate::crypto::write_private_atomic(&path, &sealed).map_err(std::io::Error::other)
     }
 
     /// Deletes snapshot day folders older than `keep_days` (privacy: stranger

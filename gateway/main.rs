@@ -137,6 +137,29 @@ enum Command {
     /// The gateway's own benches.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The database file: encryption at rest.
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Converts the plain database into one encrypted (SQLCipher) with the
+    /// configured key (storage.key_file or FACEGATE_DB_KEY). Stop the
+    /// gateway first. The plain file is removed, not overwritten (flash
+    /// storage gives no such guarantee); its old snapshots stay plain until
+    /// retention removes them.
+    Encrypt,
+    /// Re-encrypts the database, and the sealed snapshots, from the
+    /// configured key to the key in NEW_KEY_FILE (0600). Stop the gateway
+    /// first, then point storage.key_file at the new file.
+    Rekey {
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
+    /// Writes a new random key (64 hex characters) to FILE, mode 0600; FILE
+    /// must not exist.
+    Keygen { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -475,6 +498,9 @@ fn run() -> Result<()> {
         )
         .init();
     let config = load_config(&cli.config)?;
+    // Before anything opens the database: db::open keys every connection.
+    let key = facegate::crypto::load_key(config.storage.key_file.as_deref())?;
+    facegate::crypto::install(key)?;
     let now = OffsetDateTime::now_utc();
     let db = cli.db.as_deref();
     match cli.command {
@@ -828,6 +854,7 @@ fn run() -> Result<()> {
             }
         }
         Command::Watchlist(cmd) => watchlist(cmd, &config, db, now)?,
+        Command::Db(cmd) => db_command(&config, db, cmd)?,
         Command::Privacy(PrivacyCmd::Report { json }) => {
             let reg = open_registry(&config, db)?;
             let policy = facegate::registry::RetentionPolicy::from_config(&config);
@@ -1000,6 +1027,50 @@ fn watchlist(cmd: WatchCmd, config: &Config, db: Option<&Path>, now: OffsetDateT
             let mut reg = open_registry(config, db)?;
             reg.watchlist_remove(id, &by, now)?;
             println!("watch-list entry {id} removed");
+        }
+    }
+    Ok(())
+}
+
+/// `facegate db …`: encryption at rest.
+fn db_command(config: &Config, db: Option<&Path>, cmd: DbCmd) -> Result<()> {
+    use facegate::crypto;
+    let path = db.map(Path::to_owned).unwrap_or(config.storage.db.clone());
+    let need_key = || {
+        crypto::installed().with_context(|| {
+            format!(
+                "no key configured: set storage.key_file or {} (make one with `facegate db keygen FILE`)",
+                crypto::KEY_ENV
+            )
+        })
+    };
+    match cmd {
+        DbCmd::Keygen { file } => {
+            crypto::write_key_file(&file, &crypto::MasterKey::generate()?)?;
+            eprintln!("wrote a new key to {} (mode 0600)", file.display());
+        }
+        DbCmd::Encrypt => {
+            let key = need_key()?;
+            let tables = facegate::db::encrypt_plain(&path, key)?;
+            eprintln!(
+                "{}: encrypted ({tables} tables); the plain file was removed (not overwritten: \
+                 flash storage may keep old blocks). Snapshots written from now on are encrypted.",
+                path.display()
+            );
+        }
+        DbCmd::Rekey { new_key_file } => {
+            let old = need_key()?;
+            let new = crypto::read_key_file(&new_key_file)?;
+            if &new == old {
+                bail!("{}: holds the current key", new_key_file.display());
+            }
+            facegate::db::rekey(&path, old, &new)?;
+            let n = crypto::rekey_snapshots(&config.storage.data_dir.join("snapshots"), old, &new)?;
+            eprintln!(
+                "{}: re-encrypted, and {n} snapshot files; set storage.key_file to {} now",
+                path.display(),
+                new_key_file.display()
+            );
         }
     }
     Ok(())
