@@ -276,6 +276,12 @@ async fn snapshots_are_sealed_on_disk_and_served_as_jpeg() {
         CameraRole::Gate,
         &Place::default(),
     );
+    let photo = faces.join("identities/Barack_Obama/1.jpg");
+    common::enrol(&common::shipped_config(), &db, "Q-1", NAME, &photo);
+    e.subject = Some(facegate::registry::Subject::Owner {
+        id: "Q-1".into(),
+        name: NAME.into(),
+    });
     let snap = SnapshotWriter::new(&data)
         .save(&e.id, now, &img, &img)
         .unwrap();
@@ -288,6 +294,20 @@ async fn snapshots_are_sealed_on_disk_and_served_as_jpeg() {
         assert!(image::load_from_memory(&on_disk).is_err());
     }
     assert_ne!(&std::fs::read(&db).unwrap()[..16], PLAIN_HEADER);
+    // The owner's export (a right of the person) holds the face as JPEG.
+    let out = dir.path().join("export");
+    let export = Registry::open(&db)
+        .unwrap()
+        .with_snapshot_dir(&data)
+        .export_owner("Q-1", &out, "test", now)
+        .unwrap();
+    let face = export
+        .files
+        .iter()
+        .find(|f| f.starts_with("snapshots/"))
+        .expect("the face crop is exported");
+    assert!(face.ends_with("-face.jpg"), "{face}");
+    image::load_from_memory(&std::fs::read(out.join(face)).unwrap()).expect("a JPEG");
 
     let mut config = common::shipped_config();
     let port = free_port();
