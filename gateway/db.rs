@@ -280,12 +280,7 @@ pub fn encrypt_plain(path: &Path, key: &MasterKey) -> Result<usize, DbError> {
         let conn = Connection::open(path).map_err(sqlite(path, "open"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sqlite(path, "set busy timeout"))?;
-        if !checkpoint(&conn).map_err(sqlite(path, "checkpoint the WAL"))? {
-            return Err(DbError::Refused {
-                path: path.to_owned(),
-                why: "another process is using it: stop the gateway first".into(),
-            });
-        }
+        sole_user(&conn, path)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sqlite(path, "read user_version"))?;
@@ -338,6 +333,28 @@ pub fn encrypt_plain(path: &Path, key: &MasterKey) -> Result<usize, DbError> {
     Ok(tables)
 }
 
+/// Checkpoints the WAL into the file and leaves WAL mode, which SQLite
+/// allows only to the one connection on the file: so no gateway (or other
+/// CLI) is using it while the file is rewritten or replaced.
+fn sole_user(conn: &Connection, path: &Path) -> Result<(), DbError> {
+    let in_use = || DbError::Refused {
+        path: path.to_owned(),
+        why: "another process is using it: stop the gateway first".into(),
+    };
+    match checkpoint(conn) {
+        Ok(true) => {}
+        Ok(false) => return Err(in_use()),
+        Err(e) if is_busy(&e) => return Err(in_use()),
+        Err(e) => return Err(sqlite(path, "checkpoint the WAL")(e)),
+    }
+    match conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0)) {
+        Ok(mode) if mode.eq_ignore_ascii_case("delete") => Ok(()),
+        Ok(_) => Err(in_use()),
+        Err(e) if is_busy(&e) => Err(in_use()),
+        Err(e) => Err(sqlite(path, "leave WAL mode")(e)),
+    }
+}
+
 /// `facegate db rekey`: re-encrypts the database from `old` to `new`
 /// (`PRAGMA rekey`, in rollback-journal mode, then WAL again).
 pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey) -> Result<(), DbError> {
@@ -348,17 +365,7 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey) -> Result<(), DbErro
         });
     }
     let conn = open_with_key(path, Some(old))?;
-    if !checkpoint(&conn).map_err(sqlite(path, "checkpoint the WAL"))? {
-        return Err(DbError::Refused {
-            path: path.to_owned(),
-            why: "another process is using it: stop the gateway first".into(),
-        });
-    }
-    conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0))
-        .map_err(sqlite(
-            path,
-            "leave WAL mode (another process is using it?)",
-        ))?;
+    sole_user(&conn, path)?;
     conn.execute_batch(&format!("PRAGMA rekey = {};", new.sqlcipher_pragma_value()))
         .map_err(sqlite(path, "rekey"))?;
     drop(conn);
@@ -589,5 +596,23 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn encrypt_and_rekey_refuse_a_database_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let gateway = open_with_key(&path, None).unwrap();
+        gateway.execute_batch("CREATE TABLE t (x)").unwrap();
+        let e = encrypt_plain(&path, &key(1)).unwrap_err();
+        assert!(e.to_string().contains("stop the gateway"), "{e}");
+        assert_eq!(file_kind(&path).unwrap(), FileKind::Plain);
+        drop(gateway);
+        encrypt_plain(&path, &key(1)).unwrap();
+        let gateway = open_with_key(&path, Some(&key(1))).unwrap();
+        let e = rekey(&path, &key(1), &key(2)).unwrap_err();
+        assert!(e.to_string().contains("stop the gateway"), "{e}");
+        drop(gateway);
+        rekey(&path, &key(1), &key(2)).unwrap();
     }
 }
