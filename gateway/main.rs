@@ -146,9 +146,8 @@ enum Command {
 enum DbCmd {
     /// Converts the plain database into one encrypted (SQLCipher) with the
     /// configured key (storage.key_file or FACEGATE_DB_KEY). Stop the
-    /// gateway first. The plain file is removed, not overwritten (flash
-    /// storage gives no such guarantee); its old snapshots stay plain until
-    /// retention removes them.
+    /// gateway first. The events' snapshots are sealed too. The plain files
+    /// are removed, not overwritten (flash storage gives no such guarantee).
     Encrypt,
     /// Re-encrypts the database, and the sealed snapshots, from the
     /// configured key to the key in NEW_KEY_FILE (0600). Stop the gateway
@@ -1052,9 +1051,15 @@ fn db_command(config: &Config, db: Option<&Path>, cmd: DbCmd) -> Result<()> {
         DbCmd::Encrypt => {
             let key = need_key()?;
             let tables = facegate::db::encrypt_plain(&path, key)?;
+            let mut conn = facegate::db::open_with_key(&path, Some(key))?;
+            let sealed = facegate::events::seal_plain_snapshots(
+                &mut conn,
+                &config.storage.data_dir,
+                &key.snapshot_key(),
+            )?;
             eprintln!(
-                "{}: encrypted ({tables} tables); the plain file was removed (not overwritten: \
-                 flash storage may keep old blocks). Snapshots written from now on are encrypted.",
+                "{}: encrypted ({tables} tables), {sealed} snapshot files sealed; the plain files \
+                 were removed, not overwritten (flash storage may keep old blocks)",
                 path.display()
             );
         }
