@@ -22,8 +22,8 @@
 //! connection and checked by reading the schema. A wrong key, a missing key
 //! for an encrypted file, or a key for a plain file are start-up errors that
 //! name the fix; none of them ever creates a new, empty database in place of
-//! the real one. Without a key the database is plain, as before, with a
-//! warning. [`encrypt_plain`] and [`rekey`] back `facegate db encrypt` and
+//! the real one. Without a key the database is plain, as before (`facegate
+//! run` warns at start-up). [`encrypt_plain`] and [`rekey`] back `facegate db encrypt` and
 //! `facegate db rekey`.
 
 use std::path::{Path, PathBuf};
@@ -176,7 +176,6 @@ pub fn open_with_key(path: &Path, key: Option<&MasterKey>) -> Result<Connection,
                 path: path.to_owned(),
             });
         }
-        (_, None) => warn_plain_once(path),
         _ => {}
     }
     create_private(path)?;
@@ -234,19 +233,6 @@ fn apply_key(conn: &Connection, path: &Path, key: &MasterKey) -> Result<(), DbEr
         }
         Err(e) => Err(sqlite(path, "read with the key")(e)),
     }
-}
-
-/// Face data without encryption at rest is allowed (as before) but said,
-/// once per process.
-fn warn_plain_once(path: &Path) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        tracing::warn!(
-            path = %path.display(),
-            "face data is not encrypted at rest: set storage.key_file (or {}) and run `facegate db encrypt`",
-            crate::crypto::KEY_ENV
-        );
-    });
 }
 
 /// `facegate db encrypt`: replaces the plain database at `path` with an

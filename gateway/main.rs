@@ -641,6 +641,12 @@ fn run() -> Result<()> {
             mqtt,
             http,
         } => {
+            if facegate::crypto::installed().is_none() {
+                tracing::warn!(
+                    "face data is not encrypted at rest: set storage.key_file (or {}) and run `facegate db encrypt`",
+                    facegate::crypto::KEY_ENV
+                );
+            }
             let mut config = config;
             for c in &cameras {
                 config.cameras.push(parse_camera_arg(c)?);
