@@ -64,13 +64,15 @@ host_tools() {
 # The arm64 packages the link needs: GStreamer's and GLib's development files and everything they
 # pull in, minus what only their tools need (Python, LLVM, Mesa's drivers, ICU).
 sysroot() {
-  if [ -f "$SYSROOT/.complete" ]; then return; fi
+  # .complete holds the package list it was made for: a new list rebuilds it.
+  local want="gstreamer gst-plugins-base libc6 libssl"
+  if [ "$(cat "$SYSROOT/.complete" 2>/dev/null)" = "$want" ]; then return; fi
   say "building the arm64 sysroot in $SYSROOT"
   local debs=$ROOT/target/arm64-debs
   rm -rf "$SYSROOT" && mkdir -p "$SYSROOT" "$debs"
   apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
     --no-replaces --no-enhances \
-    libgstreamer1.0-dev:arm64 libgstreamer-plugins-base1.0-dev:arm64 libc6-dev:arm64 2>/dev/null |
+    libgstreamer1.0-dev:arm64 libgstreamer-plugins-base1.0-dev:arm64 libc6-dev:arm64 libssl-dev:arm64 2>/dev/null |
     grep -v '^ ' | grep ':arm64$' | grep -v '^<' |
     grep -vE '^(libllvm|libgl1-mesa-dri|python3|libpython3|libz3|dpkg|tar|install-info|libicu)' |
     sort -u >"$debs/packages.txt"
@@ -82,7 +84,7 @@ sysroot() {
     ln -sfn "$SYSROOT$(readlink "$l")" "$l"
   done
   say "sysroot: $n packages"
-  touch "$SYSROOT/.complete"
+  echo "$want" >"$SYSROOT/.complete"
 }
 
 build() {
@@ -94,6 +96,11 @@ build() {
   export PKG_CONFIG_SYSROOT_DIR=$SYSROOT
   export PKG_CONFIG_LIBDIR=$rl/pkgconfig:$SYSROOT/usr/share/pkgconfig
   export PKG_CONFIG_PATH=
+  # SQLCipher links the sysroot's libcrypto (libssl-dev:arm64); the cross gcc must look in the
+  # sysroot's multiarch include folder, not the host's /usr/include.
+  export AARCH64_UNKNOWN_LINUX_GNU_OPENSSL_LIB_DIR=$rl
+  export AARCH64_UNKNOWN_LINUX_GNU_OPENSSL_INCLUDE_DIR=$SYSROOT/usr/include
+  export CFLAGS_aarch64_unknown_linux_gnu="-I$SYSROOT/usr/include/aarch64-linux-gnu -I$SYSROOT/usr/include"
   export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
   export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

@@ -80,7 +80,7 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: facegate developers <facegate@localhost>
 Installed-Size: $SIZE
-Depends: libc6 (>= 2.36), libgcc-s1, adduser, libgstreamer1.0-0 (>= 1.22), libgstreamer-plugins-base1.0-0 (>= 1.22), gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-libav
+Depends: libc6 (>= 2.36), libgcc-s1, libssl3, adduser, libgstreamer1.0-0 (>= 1.22), libgstreamer-plugins-base1.0-0 (>= 1.22), gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-libav
 Recommends: mosquitto-clients, systemd-timesyncd | chrony
 Section: video
 Priority: optional

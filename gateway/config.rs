@@ -833,6 +833,12 @@ pub struct StorageConfig {
     pub max_photo_bytes: u64,
     /// Largest photo accepted, pixels (width × height).
     pub max_photo_pixels: u64,
+    /// Encryption at rest: a file holding the 32-byte key as 64 hex
+    /// characters, mode 0600 or 0400, owned by the service user. It keys the
+    /// database (SQLCipher) and, derived, the snapshot files. Unset: the
+    /// key comes from the environment variable `FACEGATE_DB_KEY`, and
+    /// without either nothing is encrypted (a warning says so).
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
@@ -842,6 +848,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("data"),
             max_photo_bytes: 20 * 1024 * 1024,
             max_photo_pixels: crate::vision::image::DEFAULT_MAX_PIXELS,
+            key_file: None,
         }
     }
 }

@@ -17,13 +17,21 @@
 //! is created readable by the service user only (0600); an existing file
 //! that others can read is tightened on open.
 //!
-//! Encryption at rest (SQLCipher) will set its key pragma here, first, before
-//! any other statement touches the file.
+//! Encryption at rest (SQLCipher): when the process has a key
+//! ([`crate::crypto::installed`]), it is set as the first statement on every
+//! connection and checked by reading the schema. A wrong key, a missing key
+//! for an encrypted file, or a key for a plain file are start-up errors that
+//! name the fix; none of them ever creates a new, empty database in place of
+//! the real one. Without a key the database is plain, as before (`facegate
+//! run` warns at start-up). [`encrypt_plain`] and [`rekey`] back `facegate db encrypt` and
+//! `facegate db rekey`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
+
+use crate::crypto::MasterKey;
 
 /// How long a statement waits for another connection's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +54,26 @@ pub enum DbError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The file is encrypted and this process has no key.
+    #[error(
+        "database {path} is encrypted: set storage.key_file or {} to its key",
+        crate::crypto::KEY_ENV
+    )]
+    KeyMissing { path: PathBuf },
+    /// The key does not decrypt the file.
+    #[error(
+        "the database {path} does not open with this key (storage.key_file or {}): wrong key, or not a database",
+        crate::crypto::KEY_ENV
+    )]
+    WrongKey { path: PathBuf },
+    /// A key is configured but the file is a plain SQLite database.
+    #[error(
+        "database {path} is not encrypted but a key is configured: run `facegate db encrypt` to encrypt it (with the gateway stopped)"
+    )]
+    NotEncrypted { path: PathBuf },
+    /// `db encrypt`/`db rekey` asked of a file in the wrong state.
+    #[error("database {path}: {why}")]
+    Refused { path: PathBuf, why: String },
     /// Creating the file or restricting its permissions failed.
     #[error("database {path}: {what}: {source}")]
     Io {
@@ -72,10 +100,61 @@ pub fn is_busy(err: &rusqlite::Error) -> bool {
     )
 }
 
+/// What the first bytes of a database file say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// No file, or an empty one: a new database.
+    New,
+    /// A plain SQLite database ("SQLite format 3\0").
+    Plain,
+    /// Anything else: an encrypted (SQLCipher) database, or not a database.
+    Encrypted,
+}
+
+/// The header every plain SQLite file starts with.
+pub const PLAIN_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Looks at the first 16 bytes of `path`.
+pub fn file_kind(path: &Path) -> Result<FileKind, DbError> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileKind::New),
+        Err(source) => {
+            return Err(DbError::Io {
+                path: path.to_owned(),
+                what: "read the header",
+                source,
+            });
+        }
+    };
+    let mut head = Vec::with_capacity(16);
+    f.by_ref()
+        .take(16)
+        .read_to_end(&mut head)
+        .map_err(|source| DbError::Io {
+            path: path.to_owned(),
+            what: "read the header",
+            source,
+        })?;
+    Ok(if head.is_empty() {
+        FileKind::New
+    } else if head == PLAIN_HEADER {
+        FileKind::Plain
+    } else {
+        FileKind::Encrypted
+    })
+}
+
 /// Opens (creating if needed, 0600) the database at `path` with the
-/// pragmas above. Migrations are the caller's next step
-/// (`registry::schema::migrate`).
+/// pragmas above, keyed with the process's key if it has one. Migrations are
+/// the caller's next step (`registry::schema::migrate`).
 pub fn open(path: &Path) -> Result<Connection, DbError> {
+    open_with_key(path, crate::crypto::installed())
+}
+
+/// [`open`] with an explicit key (`None`: a plain database).
+pub fn open_with_key(path: &Path, key: Option<&MasterKey>) -> Result<Connection, DbError> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
         && !parent.is_dir()
@@ -84,8 +163,26 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
             path: path.to_owned(),
         });
     }
+    // Decide before anything is created or opened: a refused key must
+    // leave the file (and the folder) as they were.
+    match (file_kind(path)?, key) {
+        (FileKind::Encrypted, None) => {
+            return Err(DbError::KeyMissing {
+                path: path.to_owned(),
+            });
+        }
+        (FileKind::Plain, Some(_)) => {
+            return Err(DbError::NotEncrypted {
+                path: path.to_owned(),
+            });
+        }
+        _ => {}
+    }
     create_private(path)?;
     let conn = Connection::open(path).map_err(sqlite(path, "open"))?;
+    if let Some(key) = key {
+        apply_key(&conn, path, key)?;
+    }
     configure(&conn, path)?;
     // WAL lets the matcher read while the CLI or API writes. Some file
     // systems (network mounts) cannot do it; SQLite then keeps its rollback
@@ -115,6 +212,152 @@ pub fn open_in_memory() -> Result<Connection, DbError> {
     let conn = Connection::open_in_memory().map_err(sqlite(path, "open"))?;
     configure(&conn, path)?;
     Ok(conn)
+}
+
+/// `PRAGMA key` as the first statement, then a read of the schema: SQLCipher
+/// only notices a wrong key when it first reads a page.
+fn apply_key(conn: &Connection, path: &Path, key: &MasterKey) -> Result<(), DbError> {
+    conn.execute_batch(&format!("PRAGMA key = {};", key.sqlcipher_pragma_value()))
+        .map_err(sqlite(path, "set the key"))?;
+    // SQLCipher logs a failed page check to stderr; the error below says
+    // it better (the setting is process-wide; older builds lack it).
+    let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE;");
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            Err(DbError::WrongKey {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) => Err(sqlite(path, "read with the key")(e)),
+    }
+}
+
+/// `facegate db encrypt`: replaces the plain database at `path` with an
+/// encrypted copy under `key` (`sqlcipher_export` into a 0600 temporary file
+/// beside it, then a rename over the original). The WAL is checkpointed
+/// first so the copy is complete; the plain file is then gone (removed, not
+/// overwritten: overwriting in place is no guarantee on flash storage).
+/// Returns the number of tables copied.
+pub fn encrypt_plain(path: &Path, key: &MasterKey) -> Result<usize, DbError> {
+    match file_kind(path)? {
+        FileKind::Plain => {}
+        FileKind::New => {
+            return Err(DbError::Refused {
+                path: path.to_owned(),
+                why: "no database here to encrypt".into(),
+            });
+        }
+        FileKind::Encrypted => {
+            return Err(DbError::Refused {
+                path: path.to_owned(),
+                why: "already encrypted (or not a database)".into(),
+            });
+        }
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".encrypting");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    create_private(&tmp)?;
+    let result = (|| {
+        let conn = Connection::open(path).map_err(sqlite(path, "open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite(path, "set busy timeout"))?;
+        sole_user(&conn, path)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sqlite(path, "read user_version"))?;
+        // SQLCipher reads a key of the form x'<64 hex>' as a raw key.
+        conn.execute(
+            "ATTACH DATABASE ?1 AS encrypted KEY ?2",
+            [
+                tmp.to_string_lossy().into_owned(),
+                format!("x'{}'", key.hex()),
+            ],
+        )
+        .map_err(sqlite(path, "attach the encrypted copy"))?;
+        conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))
+            .map_err(sqlite(path, "export (sqlcipher_export)"))?;
+        conn.execute_batch(&format!("PRAGMA encrypted.user_version = {version};"))
+            .map_err(sqlite(path, "copy user_version"))?;
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM encrypted.sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sqlite(path, "count tables"))?;
+        conn.execute_batch("DETACH DATABASE encrypted")
+            .map_err(sqlite(path, "detach"))?;
+        drop(conn);
+        // The copy must open with the key before it replaces anything.
+        drop(open_with_key(&tmp, Some(key))?);
+        for c in companions(&tmp) {
+            let _ = std::fs::remove_file(c);
+        }
+        Ok(tables.max(0) as usize)
+    })();
+    let tables = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, path).map_err(|source| DbError::Io {
+        path: path.to_owned(),
+        what: "replace the plain file with the encrypted copy",
+        source,
+    })?;
+    // The plain database's (checkpointed, empty) WAL and shared memory.
+    for c in companions(path) {
+        let _ = std::fs::remove_file(c);
+    }
+    Ok(tables)
+}
+
+/// Checkpoints the WAL into the file and leaves WAL mode, which SQLite
+/// allows only to the one connection on the file: so no gateway (or other
+/// CLI) is using it while the file is rewritten or replaced.
+fn sole_user(conn: &Connection, path: &Path) -> Result<(), DbError> {
+    let in_use = || DbError::Refused {
+        path: path.to_owned(),
+        why: "another process is using it: stop the gateway first".into(),
+    };
+    match checkpoint(conn) {
+        Ok(true) => {}
+        Ok(false) => return Err(in_use()),
+        Err(e) if is_busy(&e) => return Err(in_use()),
+        Err(e) => return Err(sqlite(path, "checkpoint the WAL")(e)),
+    }
+    match conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0)) {
+        Ok(mode) if mode.eq_ignore_ascii_case("delete") => Ok(()),
+        Ok(_) => Err(in_use()),
+        Err(e) if is_busy(&e) => Err(in_use()),
+        Err(e) => Err(sqlite(path, "leave WAL mode")(e)),
+    }
+}
+
+/// `facegate db rekey`: re-encrypts the database from `old` to `new`
+/// (`PRAGMA rekey`, in rollback-journal mode, then WAL again).
+pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey) -> Result<(), DbError> {
+    if file_kind(path)? != FileKind::Encrypted {
+        return Err(DbError::Refused {
+            path: path.to_owned(),
+            why: "not an encrypted database: run `facegate db encrypt` instead".into(),
+        });
+    }
+    let conn = open_with_key(path, Some(old))?;
+    sole_user(&conn, path)?;
+    conn.execute_batch(&format!("PRAGMA rekey = {};", new.sqlcipher_pragma_value()))
+        .map_err(sqlite(path, "rekey"))?;
+    drop(conn);
+    // Opening with the new key proves it and turns WAL back on.
+    drop(open_with_key(path, Some(new))?);
+    Ok(())
 }
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), DbError> {
@@ -283,5 +526,79 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2);
+    }
+
+    fn key(b: u8) -> MasterKey {
+        MasterKey::from_hex(&format!("{b:02x}").repeat(32), "t").unwrap()
+    }
+
+    #[test]
+    fn a_key_is_needed_checked_and_never_replaced_by_an_empty_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let conn = open_with_key(&path, Some(&key(1))).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES ('Li Lei');")
+            .unwrap();
+        drop(conn);
+        assert_eq!(file_kind(&path).unwrap(), FileKind::Encrypted);
+        let before = std::fs::read(&path).unwrap();
+        let e = open_with_key(&path, None).unwrap_err();
+        assert!(matches!(e, DbError::KeyMissing { .. }), "{e}");
+        let e = open_with_key(&path, Some(&key(2))).unwrap_err();
+        assert!(matches!(e, DbError::WrongKey { .. }), "{e}");
+        assert!(e.to_string().contains("does not open with this key"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let n: i64 = open_with_key(&path, Some(&key(1)))
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn encrypt_then_rekey_keeps_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let conn = open_with_key(&path, None).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (x); INSERT INTO t VALUES ('Li Lei'); PRAGMA user_version = 7;",
+        )
+        .unwrap();
+        drop(conn);
+        let e = open_with_key(&path, Some(&key(1))).unwrap_err();
+        assert!(matches!(e, DbError::NotEncrypted { .. }), "{e}");
+        assert_eq!(encrypt_plain(&path, &key(1)).unwrap(), 1);
+        assert_eq!(file_kind(&path).unwrap(), FileKind::Encrypted);
+        rekey(&path, &key(1), &key(2)).unwrap();
+        assert!(matches!(
+            open_with_key(&path, Some(&key(1))),
+            Err(DbError::WrongKey { .. })
+        ));
+        let conn = open_with_key(&path, Some(&key(2))).unwrap();
+        let x: String = conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(x, "Li Lei");
+        assert_eq!(pragma(&conn, "user_version"), 7);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn encrypt_and_rekey_refuse_a_database_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let gateway = open_with_key(&path, None).unwrap();
+        gateway.execute_batch("CREATE TABLE t (x)").unwrap();
+        let e = encrypt_plain(&path, &key(1)).unwrap_err();
+        assert!(e.to_string().contains("stop the gateway"), "{e}");
+        assert_eq!(file_kind(&path).unwrap(), FileKind::Plain);
+        drop(gateway);
+        encrypt_plain(&path, &key(1)).unwrap();
+        let gateway = open_with_key(&path, Some(&key(1))).unwrap();
+        let e = rekey(&path, &key(1), &key(2)).unwrap_err();
+        assert!(e.to_string().contains("stop the gateway"), "{e}");
+        drop(gateway);
+        rekey(&path, &key(1), &key(2)).unwrap();
     }
 }

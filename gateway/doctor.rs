@@ -389,6 +389,9 @@ fn database_check(config: &Config) -> Check {
     let flags =
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let result = rusqlite::Connection::open_with_flags(path, flags).and_then(|c| {
+        if let Some(key) = crate::crypto::installed() {
+            c.execute_batch(&format!("PRAGMA key = {};", key.sqlcipher_pragma_value()))?;
+        }
         let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let owners: i64 = c

@@ -447,15 +447,28 @@ fn parse_body(id: &str, body: &str) -> Result<Event, RegistryError> {
         .map_err(|e| RegistryError::Invalid(format!("event {id}: stored body unreadable: {e}")))
 }
 
-/// Writes snapshot JPEGs under `<data_dir>/snapshots/<YYYY-MM-DD>/`.
+/// Writes snapshot JPEGs under `<data_dir>/snapshots/<YYYY-MM-DD>/`;
+/// with a key ([`crate::crypto::installed`]) each is sealed
+/// (ChaCha20-Poly1305) as `<name>.jpg.enc`, and the event records that name.
 pub struct SnapshotWriter {
     data_dir: PathBuf,
+    key: Option<crate::crypto::SnapshotKey>,
 }
 
 impl SnapshotWriter {
+    /// A writer that encrypts when the process has a key.
     pub fn new(data_dir: &Path) -> Self {
+        Self::with_key(
+            data_dir,
+            crate::crypto::installed().map(|k| k.snapshot_key()),
+        )
+    }
+
+    /// A writer with an explicit snapshot key (`None`: plain JPEGs).
+    pub fn with_key(data_dir: &Path, key: Option<crate::crypto::SnapshotKey>) -> Self {
         Self {
             data_dir: data_dir.to_owned(),
+            key,
         }
     }
 
@@ -482,14 +495,40 @@ impl SnapshotWriter {
         let rel = Path::new("snapshots").join(day);
         private_dir(&self.data_dir.join("snapshots"))?;
         private_dir(&self.data_dir.join(&rel))?;
-        let face_rel = rel.join(format!("{event_id}-face.jpg"));
-        let scene_rel = rel.join(format!("{event_id}-scene.jpg"));
-        write_jpeg(&self.data_dir.join(&face_rel), face)?;
-        write_jpeg(&self.data_dir.join(&scene_rel), scene)?;
+        let ext = if self.key.is_some() {
+            ".jpg.enc"
+        } else {
+            ".jpg"
+        };
+        let face_rel = rel.join(format!("{event_id}-face{ext}"));
+        let scene_rel = rel.join(format!("{event_id}-scene{ext}"));
+        self.write(&face_rel, face)?;
+        self.write(&scene_rel, scene)?;
         Ok(Snapshot {
             face: face_rel.to_string_lossy().into_owned(),
             scene: scene_rel.to_string_lossy().into_owned(),
         })
+    }
+
+    fn write(&self, rel: &Path, img: &RgbImage) -> std::io::Result<()> {
+        let path = self.data_dir.join(rel);
+        let Some(key) = &self.key else {
+            return write_jpeg(&path, img);
+        };
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+            .encode_image(img)
+            .map_err(std::io::Error::other)?;
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let name = name
+            .strip_suffix(crate::crypto::SEALED_EXT)
+            .unwrap_or(&name);
+        let sealed = key.seal(name, &jpeg).map_err(std::io::Error::other)?;
+        jpeg.fill(0);
+        crate::crypto::write_private_atomic(&path, &sealed).map_err(std::io::Error::other)
     }
 
     /// Deletes snapshot day folders older than `keep_days` (privacy: stranger
@@ -516,6 +555,77 @@ impl SnapshotWriter {
         }
         Ok(removed)
     }
+}
+
+/// `facegate db encrypt`'s second half: seals the plain snapshots that
+/// events name (`x.jpg` → `x.jpg.enc`), points the events at the sealed
+/// files in one transaction, then removes the plain files (removed, not
+/// overwritten: flash storage gives no such guarantee). Files already gone
+/// are skipped. Returns how many files were sealed.
+pub fn seal_plain_snapshots(
+    conn: &mut Connection,
+    data_dir: &Path,
+    key: &crate::crypto::SnapshotKey,
+) -> Result<usize, RegistryError> {
+    let io = |what: String| move |e: std::io::Error| RegistryError::Invalid(format!("{what}: {e}"));
+    let rows: Vec<(String, String)> = {
+        let mut st = conn
+            .prepare("SELECT id, body FROM events WHERE body LIKE '%\"snapshot\":{%'")
+            .map_err(sql("list events with snapshots"))?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql("list events with snapshots"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("list events with snapshots"))?
+    };
+    let (mut updates, mut plain) = (Vec::new(), Vec::new());
+    for (id, body) in rows {
+        let mut v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+            RegistryError::Invalid(format!("event {id}: stored body unreadable: {e}"))
+        })?;
+        let mut changed = false;
+        for part in ["face", "scene"] {
+            let Some(rel) = v["snapshot"][part].as_str().map(str::to_owned) else {
+                continue;
+            };
+            let path = data_dir.join(&rel);
+            let ok = Path::new(&rel)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !ok || rel.ends_with(crate::crypto::SEALED_EXT) || !path.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let sealed = key
+                .seal(&name, &bytes)
+                .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+            let sealed_rel = format!("{rel}{}", crate::crypto::SEALED_EXT);
+            crate::crypto::write_private_atomic(&data_dir.join(&sealed_rel), &sealed)
+                .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+            v["snapshot"][part] = serde_json::Value::String(sealed_rel);
+            plain.push(path);
+            changed = true;
+        }
+        if changed {
+            updates.push((id, v.to_string()));
+        }
+    }
+    let tx = conn.transaction().map_err(sql("begin"))?;
+    for (id, body) in &updates {
+        tx.execute(
+            "UPDATE events SET body = ?2 WHERE id = ?1",
+            params![id, body],
+        )
+        .map_err(sql("point events at sealed snapshots"))?;
+    }
+    tx.commit().map_err(sql("commit"))?;
+    for p in &plain {
+        std::fs::remove_file(p).map_err(io(format!("remove {}", p.display())))?;
+    }
+    Ok(plain.len())
 }
 
 /// Creates `dir` (and missing parents) readable by the service user only
@@ -763,5 +873,42 @@ mod tests {
         assert_eq!(w.purge(t + time::Duration::days(3), 7).unwrap(), 0);
         assert_eq!(w.purge(t + time::Duration::days(8), 7).unwrap(), 2);
         assert!(!dir.path().join(&s.face).exists());
+    }
+
+    #[test]
+    fn plain_snapshots_are_sealed_and_their_events_repointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let mut store = EventStore::open(&db).unwrap();
+        let img = RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10]));
+        let ts = time::macros::datetime!(2026-12-01 10:00 UTC);
+        let mut e = Event::new(
+            EventKind::OwnerPass,
+            ts,
+            "gate-1",
+            CameraRole::Gate,
+            &place(),
+        );
+        let plain = SnapshotWriter::with_key(dir.path(), None)
+            .save(&e.id, ts, &img, &img)
+            .unwrap();
+        e.snapshot = Some(plain.clone());
+        store.save(&e).unwrap();
+        let key = crate::crypto::MasterKey::generate().unwrap().snapshot_key();
+        let n = seal_plain_snapshots(&mut store.conn, dir.path(), &key).unwrap();
+        assert_eq!(n, 2);
+        assert!(!dir.path().join(&plain.face).exists(), "plain file removed");
+        let snap = store.get(&e.id).unwrap().unwrap().snapshot.unwrap();
+        assert_eq!(snap.face, format!("{}.enc", plain.face));
+        let path = dir.path().join(&snap.scene);
+        let sealed = std::fs::read(&path).unwrap();
+        assert_ne!(&sealed[..2], b"\xFF\xD8");
+        let jpeg = key.open(&path, &sealed).unwrap();
+        assert_eq!(image::load_from_memory(&jpeg).unwrap().width(), 8);
+        // Again: nothing left to seal.
+        assert_eq!(
+            seal_plain_snapshots(&mut store.conn, dir.path(), &key).unwrap(),
+            0
+        );
     }
 }

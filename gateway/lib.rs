@@ -5,7 +5,8 @@
 //! decode → detect → align → quality (liveness, pose, size) → embed → match.
 //!
 //! - [`config`]: the TOML configuration, defaults and validation.
-//! - [`db`]: the one place that opens the SQLite file (pragmas, errors).
+//! - [`db`]: the one place that opens the SQLite file (pragmas, key, errors);
+//!   [`crypto`]: keys for encryption at rest, the snapshot AEAD.
 //! - [`vision`]: ONNX Runtime, photo decoding, detectors (YuNet,
 //!   RetinaFace), alignment, liveness and head pose, embedders; the
 //!   [`vision::FaceEngine`] that ties them together.
@@ -21,6 +22,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod decide;
 pub mod doctor;

@@ -63,7 +63,8 @@ enum Command {
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// The database: backups and schema migrations (a package upgrade runs both).
+    /// The database: backups, schema migrations (a package upgrade runs both),
+    /// encryption at rest (encrypt, rekey, keygen).
     #[command(subcommand)]
     Db(DbCmd),
     /// Enrolled owners.
@@ -160,20 +161,36 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum ConfigCmd {
-    /// Validates FILE (syntax, unknown keys, values, camera URLs, MQTT
-    /// settings) without starting anything; exit status 1 when invalid.
-    Check { file: PathBuf },
-}
-
-#[derive(Subcommand)]
 enum DbCmd {
     /// Writes a consistent copy of the database to DEST (VACUUM INTO: safe
-    /// while the gateway runs), readable by its owner only.
+    /// while the gateway runs; encrypted with the same key when the database
+    /// is), readable by its owner only.
     Backup { dest: PathBuf },
     /// Brings the schema up to this version's, as every start does; prints
     /// the versions before and after.
     Migrate,
+    /// Converts the plain database into one encrypted (SQLCipher) with the
+    /// configured key (storage.key_file or FACEGATE_DB_KEY). Stop the
+    /// gateway first. The events' snapshots are sealed too. The plain files
+    /// are removed, not overwritten (flash storage gives no such guarantee).
+    Encrypt,
+    /// Re-encrypts the database, and the sealed snapshots, from the
+    /// configured key to the key in NEW_KEY_FILE (0600). Stop the gateway
+    /// first, then point storage.key_file at the new file.
+    Rekey {
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
+    /// Writes a new random key (64 hex characters) to FILE, mode 0600; FILE
+    /// must not exist.
+    Keygen { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validates FILE (syntax, unknown keys, values, camera URLs, MQTT
+    /// settings) without starting anything; exit status 1 when invalid.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -584,6 +601,9 @@ fn run() -> Result<()> {
         return check_config(file);
     }
     let config = load_config(&cli.config)?;
+    // Before anything opens the database: db::open keys every connection.
+    let key = facegate::crypto::load_key(config.storage.key_file.as_deref())?;
+    facegate::crypto::install(key)?;
     let now = OffsetDateTime::now_utc();
     let db = cli.db.as_deref();
     match cli.command {
@@ -599,11 +619,10 @@ fn run() -> Result<()> {
                     dest.display()
                 );
             }
-            let conn = rusqlite::Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )
-            .with_context(|| format!("database {}", path.display()))?;
+            // The one opener: keyed when a key is configured, so the copy
+            // is encrypted with the same key.
+            let conn = facegate::db::open(&path)
+                .with_context(|| format!("database {}", path.display()))?;
             let dest_s = dest
                 .to_str()
                 .with_context(|| format!("backup {}: not UTF-8", dest.display()))?;
@@ -617,11 +636,8 @@ fn run() -> Result<()> {
         Command::Db(DbCmd::Migrate) => {
             let path = db_path(&config, db)?;
             let before = if path.is_file() {
-                let conn = rusqlite::Connection::open_with_flags(
-                    &path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .with_context(|| format!("database {}", path.display()))?;
+                let conn = facegate::db::open(&path)
+                    .with_context(|| format!("database {}", path.display()))?;
                 conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
                     .with_context(|| format!("database {}", path.display()))?
             } else {
@@ -807,6 +823,12 @@ fn run() -> Result<()> {
             mqtt,
             http,
         } => {
+            if facegate::crypto::installed().is_none() {
+                tracing::warn!(
+                    "face data is not encrypted at rest: set storage.key_file (or {}) and run `facegate db encrypt`",
+                    facegate::crypto::KEY_ENV
+                );
+            }
             let mut config = config;
             for c in &cameras {
                 config.cameras.push(parse_camera_arg(c)?);
@@ -1055,6 +1077,7 @@ fn run() -> Result<()> {
             }
         }
         Command::Watchlist(cmd) => watchlist(cmd, &config, db, now)?,
+        Command::Db(cmd) => db_command(&config, db, cmd)?,
         Command::Privacy(PrivacyCmd::Report { json }) => {
             let reg = open_registry(&config, db)?;
             let policy = facegate::registry::RetentionPolicy::from_config(&config);
@@ -1227,6 +1250,57 @@ fn watchlist(cmd: WatchCmd, config: &Config, db: Option<&Path>, now: OffsetDateT
             let mut reg = open_registry(config, db)?;
             reg.watchlist_remove(id, &by, now)?;
             println!("watch-list entry {id} removed");
+        }
+    }
+    Ok(())
+}
+
+/// `facegate db …`: encryption at rest.
+fn db_command(config: &Config, db: Option<&Path>, cmd: DbCmd) -> Result<()> {
+    use facegate::crypto;
+    let path = db.map(Path::to_owned).unwrap_or(config.storage.db.clone());
+    let need_key = || {
+        crypto::installed().with_context(|| {
+            format!(
+                "no key configured: set storage.key_file or {} (make one with `facegate db keygen FILE`)",
+                crypto::KEY_ENV
+            )
+        })
+    };
+    match cmd {
+        DbCmd::Backup { .. } | DbCmd::Migrate => unreachable!("handled in run()"),
+        DbCmd::Keygen { file } => {
+            crypto::write_key_file(&file, &crypto::MasterKey::generate()?)?;
+            eprintln!("wrote a new key to {} (mode 0600)", file.display());
+        }
+        DbCmd::Encrypt => {
+            let key = need_key()?;
+            let tables = facegate::db::encrypt_plain(&path, key)?;
+            let mut conn = facegate::db::open_with_key(&path, Some(key))?;
+            let sealed = facegate::events::seal_plain_snapshots(
+                &mut conn,
+                &config.storage.data_dir,
+                &key.snapshot_key(),
+            )?;
+            eprintln!(
+                "{}: encrypted ({tables} tables), {sealed} snapshot files sealed; the plain files \
+                 were removed, not overwritten (flash storage may keep old blocks)",
+                path.display()
+            );
+        }
+        DbCmd::Rekey { new_key_file } => {
+            let old = need_key()?;
+            let new = crypto::read_key_file(&new_key_file)?;
+            if &new == old {
+                bail!("{}: holds the current key", new_key_file.display());
+            }
+            facegate::db::rekey(&path, old, &new)?;
+            let n = crypto::rekey_snapshots(&config.storage.data_dir.join("snapshots"), old, &new)?;
+            eprintln!(
+                "{}: re-encrypted, and {n} snapshot files; set storage.key_file to {} now",
+                path.display(),
+                new_key_file.display()
+            );
         }
     }
     Ok(())

@@ -123,7 +123,9 @@ fn jpeg(bytes: Vec<u8>) -> Response {
 }
 
 /// Reads `<data_dir>/<rel>` if `rel` is a snapshot path (no escaping the
-/// snapshots folder).
+/// snapshots folder), decrypting a sealed one (`.jpg.enc`). A `.jpg` that
+/// is not on disk is looked for sealed, so links ending in `.jpg` work
+/// whichever way the file was written.
 fn read_snapshot(state: &AppState, rel: &str) -> Result<Vec<u8>, ApiError> {
     let path = std::path::Path::new(rel);
     let ok = path.starts_with("snapshots")
@@ -133,12 +135,19 @@ fn read_snapshot(state: &AppState, rel: &str) -> Result<Vec<u8>, ApiError> {
     if !ok {
         return Err(ApiError::bad_request("not a snapshot path"));
     }
-    std::fs::read(state.data_dir.join(path)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
+    let mut file = state.data_dir.join(path);
+    if !file.exists() && !rel.ends_with(crate::crypto::SEALED_EXT) {
+        let mut sealed = file.clone().into_os_string();
+        sealed.push(crate::crypto::SEALED_EXT);
+        file = sealed.into();
+    }
+    crate::crypto::read_snapshot(&file).map_err(|e| match e {
+        crate::crypto::CryptoError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
             ApiError::not_found("snapshot not found (expired after privacy.snapshot_retention_days, or never saved)")
-        } else {
-            ApiError::internal(format!("reading snapshot: {e}"))
         }
+        e => ApiError::internal(format!("reading snapshot: {e}")),
     })
 }
 
@@ -187,14 +196,14 @@ pub async fn snapshot_file(
                 b.is_ascii_digit()
             }
         });
-    let file_ok = file.ends_with(".jpg")
+    let file_ok = (file.ends_with(".jpg") || file.ends_with(".jpg.enc"))
         && !file.starts_with('.')
         && file
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if !day_ok || !file_ok {
         return Err(ApiError::bad_request(
-            "expected /api/v1/snapshots/YYYY-MM-DD/<event id>-face.jpg or -scene.jpg",
+            "expected /api/v1/snapshots/YYYY-MM-DD/<event id>-face.jpg or -scene.jpg (.jpg.enc when encrypted)",
         ));
     }
     blocking(&state, move |s| {

@@ -194,7 +194,7 @@ pub fn messages_with_snapshot(
     data_dir: &std::path::Path,
 ) -> Vec<OutboxMessage> {
     let face = match (&event.snapshot, cfg.include_face_images && cfg.enabled()) {
-        (Some(s), true) => std::fs::read(data_dir.join(&s.face)).ok(),
+        (Some(s), true) => crate::crypto::read_snapshot(&data_dir.join(&s.face)).ok(),
         _ => None,
     };
     messages_for_with_face(event, cfg, site, face.as_deref())

@@ -74,14 +74,22 @@ impl Registry {
                 .filter_map(|e| e["snapshot"]["face"].as_str())
                 .filter_map(|rel| super::inside(&dir, rel))
             {
-                let Ok(bytes) = std::fs::read(&face) else {
+                // Sealed snapshots are decrypted: the export is for the person.
+                let Ok(bytes) = crate::crypto::read_snapshot(&face) else {
                     continue;
                 };
                 if !out.join("snapshots").exists() {
                     private_dir(&out.join("snapshots"))
                         .map_err(io(format!("create {}/snapshots", out.display())))?;
                 }
-                let name = face.file_name().map(PathBuf::from).unwrap_or_default();
+                let name = face
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                let name = PathBuf::from(
+                    name.strip_suffix(crate::crypto::SEALED_EXT)
+                        .unwrap_or(&name),
+                );
                 let rel = Path::new("snapshots")
                     .join(name)
                     .to_string_lossy()
