@@ -164,19 +164,27 @@ pub fn open_with_key(path: &Path, key: Option<&MasterKey>) -> Result<Connection,
         });
     }
     // Decide before anything is created or opened: a refused key must
-    // leave the file (and the folder) as they were.
-    match (file_kind(path)?, key) {
-        (FileKind::Encrypted, None) => {
-            return Err(DbError::KeyMissing {
-                path: path.to_owned(),
-            });
+    // leave the file (and the folder) as they were. Only the first time this
+    // process opens the file, though: reading the header opens and closes a
+    // descriptor of it, and closing any descriptor of a file drops every
+    // POSIX lock the process holds on that file, SQLite's own included. With
+    // a connection already open, another process (the CLI beside the
+    // gateway) could then checkpoint and delete the WAL under it, and the
+    // gateway's next writes would go to an unlinked file.
+    if !verified(path, key) {
+        match (file_kind(path)?, key) {
+            (FileKind::Encrypted, None) => {
+                return Err(DbError::KeyMissing {
+                    path: path.to_owned(),
+                });
+            }
+            (FileKind::Plain, Some(_)) => {
+                return Err(DbError::NotEncrypted {
+                    path: path.to_owned(),
+                });
+            }
+            _ => {}
         }
-        (FileKind::Plain, Some(_)) => {
-            return Err(DbError::NotEncrypted {
-                path: path.to_owned(),
-            });
-        }
-        _ => {}
     }
     create_private(path)?;
     let conn = Connection::open(path).map_err(sqlite(path, "open"))?;
@@ -202,7 +210,36 @@ pub fn open_with_key(path: &Path, key: Option<&MasterKey>) -> Result<Connection,
             restrict_permissions(&companion)?;
         }
     }
+    mark_verified(path, key);
     Ok(conn)
+}
+
+/// Files this process has opened through [`open_with_key`] (canonical
+/// paths), with a digest of the key they were opened with: opened again
+/// with the same key, their header is not read again. A different key (a
+/// test, `db encrypt`) checks it again.
+type Verified = std::collections::BTreeMap<PathBuf, Option<[u8; 32]>>;
+static VERIFIED: std::sync::Mutex<Verified> = std::sync::Mutex::new(Verified::new());
+
+fn key_digest(key: Option<&MasterKey>) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    key.map(|k| sha2::Sha256::digest(k.hex().as_bytes()).into())
+}
+
+fn verified(path: &Path, key: Option<&MasterKey>) -> bool {
+    let Ok(p) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let digest = key_digest(key);
+    VERIFIED
+        .lock()
+        .is_ok_and(|s| s.get(&p).is_some_and(|d| *d == digest))
+}
+
+fn mark_verified(path: &Path, key: Option<&MasterKey>) {
+    if let (Ok(p), Ok(mut s)) = (std::fs::canonicalize(path), VERIFIED.lock()) {
+        s.insert(p, key_digest(key));
+    }
 }
 
 /// A throwaway database with the same pragmas (bar WAL), for tests and dry
