@@ -79,7 +79,11 @@ allow_anonymous true
 persistence true
 persistence_location $RUN/mosquitto/
 log_dest file $RUN/mosquitto/mosquitto.log
+user $(id -un)
 EOF
+# `user`: started as root, mosquitto would otherwise switch to the user
+# "mosquitto", fail to write its persistence file here and forget the
+# subscriber's session at each restart (the first smoke lost 8 events so).
 start_broker() {
   mosquitto -c "$RUN/mosquitto/mosquitto.conf" >/dev/null 2>&1 &
   BROKER=$!

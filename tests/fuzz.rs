@@ -16,7 +16,7 @@
 //!   (8 and 16 bits).
 //!
 //! By default each target runs a short CI batch. For a long run:
-//! `FACEGATE_FUZZ_SECS=300 cargo test --release --test fuzz -- --nocapture --test-threads 1`
+//! `FACEGATE_FUZZ_SECS=300 cargo test --test fuzz -- --nocapture --test-threads 1`
 //! (each target for that many seconds; the number of cases is printed).
 
 mod common;
