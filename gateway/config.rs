@@ -1005,10 +1005,22 @@ impl Config {
 
     /// Checks what serde cannot: references between sections and ranges.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        // Reasons quote the operator's values: control characters (a
+        // multi-line string) are escaped so the error stays on one line.
         let bad = |key: &str, reason: String| ConfigError::Invalid {
             path: path.to_owned(),
             key: key.to_owned(),
-            reason,
+            reason: reason
+                .chars()
+                .flat_map(|c| {
+                    let esc: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    esc
+                })
+                .collect(),
         };
         let v = &self.vision;
         if !v.detectors.contains_key(&v.detector) {

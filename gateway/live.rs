@@ -135,6 +135,7 @@ struct MetricsInner {
     faces: BTreeMap<String, u64>,
     events: BTreeMap<&'static str, u64>,
     http: BTreeMap<(String, u16), u64>,
+    snapshots_not_saved: BTreeMap<&'static str, u64>,
 }
 
 /// Counters and latency histograms, rendered in Prometheus' text format.
@@ -172,6 +173,11 @@ impl Metrics {
 
     /// One HTTP response, by route template (never the raw path: ids are
     /// personal data) and status.
+    /// A snapshot that could not be written; `reason` is `disk_full` or `io`.
+    pub fn count_snapshot_not_saved(&self, reason: &'static str) {
+        self.with(|m| *m.snapshots_not_saved.entry(reason).or_default() += 1);
+    }
+
     pub fn count_http(&self, route: &str, status: u16) {
         self.with(|m| *m.http.entry((route.to_owned(), status)).or_default() += 1);
     }
@@ -249,6 +255,15 @@ impl Metrics {
             m.http
                 .iter()
                 .map(|((r, s), v)| (format!("route=\"{}\",status=\"{s}\"", esc(r)), *v))
+                .collect(),
+        );
+        counter(
+            &mut out,
+            "facegate_snapshots_not_saved_total",
+            "Events stored and published without their snapshot, by reason (disk_full: no space left where snapshots go).",
+            m.snapshots_not_saved
+                .iter()
+                .map(|(r, v)| (format!("reason=\"{r}\""), *v))
                 .collect(),
         );
         let mut gauge_rows = Vec::new();

@@ -91,6 +91,9 @@ pub struct EventSink {
     live: Option<Arc<crate::live::Live>>,
     /// Store each event's face for search by photo, tagged with this model.
     face_model: Option<String>,
+    /// Snapshots are failing because their disk is full (logged once per
+    /// change, not once per event).
+    snapshots_disk_full: std::sync::atomic::AtomicBool,
 }
 
 impl EventSink {
@@ -106,6 +109,7 @@ impl EventSink {
             mqtt: None,
             live: None,
             face_model: None,
+            snapshots_disk_full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -192,6 +196,89 @@ impl EventSink {
 
     pub fn snapshots(&self) -> &SnapshotWriter {
         &self.snapshots
+    }
+
+    /// A snapshot was written: if the disk had been full, say that
+    /// snapshots are back.
+    fn snapshot_saved(&self) {
+        use std::sync::atomic::Ordering;
+        if self.snapshots_disk_full.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                data_dir = %self.snapshots.data_dir().display(),
+                "snapshots resumed: there is space again where snapshots go"
+            );
+        }
+    }
+
+    /// A snapshot could not be written; the event is still stored and
+    /// published without it. A full disk is said once (an error line and
+    /// `facegate_snapshots_not_saved_total{reason="disk_full"}`), then each
+    /// event only at debug level, so the log does not fill the disk too.
+    fn snapshot_failed(&self, event_id: &str, err: &std::io::Error) {
+        use std::sync::atomic::Ordering;
+        let full = is_disk_full(err);
+        if let Some(l) = &self.live {
+            l.metrics
+                .count_snapshot_not_saved(if full { "disk_full" } else { "io" });
+        }
+        if !full {
+            tracing::warn!(id = %event_id, error = %err, "snapshot not saved; event kept");
+        } else if !self.snapshots_disk_full.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                data_dir = %self.snapshots.data_dir().display(),
+                error = %err,
+                "snapshots stopped: the disk holding the snapshot folder is full; events are still stored and published, without snapshots, until space is freed"
+            );
+        } else {
+            tracing::debug!(id = %event_id, "snapshot not saved: disk full");
+        }
+    }
+}
+
+/// No space left (or over quota) where a file was being written, also when
+/// the I/O error is wrapped (the JPEG encoder's write error comes back as
+/// `io::Error::other(ImageError::IoError(..))`).
+fn is_disk_full(err: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    let full = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::StorageFull
+            || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+    };
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
+    if full(err) {
+        return true;
+    }
+    while let Some(e) = cur {
+        match e.downcast_ref::<std::io::Error>() {
+            Some(io) if full(io) => return true,
+            _ => {}
+        }
+        if let Some(image::ImageError::IoError(io)) = e.downcast_ref::<image::ImageError>()
+            && full(io)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::is_disk_full;
+
+    #[test]
+    fn a_full_disk_is_recognised_also_inside_the_jpeg_encoders_error() {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        assert!(is_disk_full(&enospc()));
+        let wrapped = std::io::Error::other(image::ImageError::IoError(enospc()));
+        assert!(is_disk_full(&wrapped));
+        assert!(!is_disk_full(&std::io::Error::from_raw_os_error(13)));
+        let other = std::io::Error::other(image::ImageError::IoError(
+            std::io::Error::from_raw_os_error(5),
+        ));
+        assert!(!is_disk_full(&other));
     }
 }
 
@@ -592,10 +679,11 @@ pub fn emit_all(sink: &EventSink, processor: &mut Processor, events: &mut [Event
             && let Some((face, scene)) = processor.snapshot_images(tid)
         {
             match sink.snapshots().save(&e.id, e.ts, face, scene) {
-                Ok(s) => e.snapshot = Some(s),
-                Err(err) => {
-                    tracing::warn!(id = %e.id, error = %err, "snapshot not saved (disk full?); event kept")
+                Ok(s) => {
+                    e.snapshot = Some(s);
+                    sink.snapshot_saved();
                 }
+                Err(err) => sink.snapshot_failed(&e.id, &err),
             }
         }
         let face = processor.take_event_face(&e.id);

@@ -15,7 +15,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::backoff::Backoff;
 use super::pipeline::{self, describe};
@@ -167,12 +167,42 @@ struct Down {
 }
 
 /// Sets the pipeline to Null when it goes out of scope, whatever the path.
+///
+/// On a thread of its own, waited for at most [`TEARDOWN_TIMEOUT`]: when an
+/// RTSP server vanishes abruptly (killed, connection reset), GStreamer
+/// 1.22's rtspsrc can deadlock between its own task (stopping its rtpbin)
+/// and our `set_state(Null)`; seen in tests/faults.rs, where the camera then
+/// stayed "online" with no frames, forever. A pipeline that does not stop in
+/// time is left to its thread and the camera reconnects with a new one.
 struct NullOnDrop(gst::Pipeline);
+
+/// How long tearing a pipeline down may take before it is abandoned.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Drop for NullOnDrop {
     fn drop(&mut self) {
-        if let Err(e) = self.0.set_state(gst::State::Null) {
-            warn!(error = %e, "pipeline did not go to Null");
+        let pipeline = self.0.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("cam-teardown".into())
+            .spawn(move || {
+                let r = pipeline.set_state(gst::State::Null);
+                let _ = done_tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "no thread for the teardown; stopping the pipeline here");
+            if let Err(e) = self.0.set_state(gst::State::Null) {
+                warn!(error = %e, "pipeline did not go to Null");
+            }
+            return;
+        }
+        match done_rx.recv_timeout(TEARDOWN_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "pipeline did not go to Null"),
+            Err(_) => error!(
+                timeout_s = TEARDOWN_TIMEOUT.as_secs(),
+                "pipeline did not stop in time (GStreamer teardown hung); abandoned, reconnecting with a new one"
+            ),
         }
     }
 }

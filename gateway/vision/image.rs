@@ -37,6 +37,18 @@ pub enum PhotoError {
     Transparent(String),
 }
 
+impl PhotoError {
+    /// A decoder's complaint on one line: some (the JPEG decoder's I/O
+    /// errors) span several, which breaks one-line CLI errors and logs.
+    fn corrupt(name: &str, detail: impl std::fmt::Display) -> Self {
+        let detail = detail.to_string();
+        PhotoError::Corrupt(
+            name.to_owned(),
+            detail.split_whitespace().collect::<Vec<_>>().join(" "),
+        )
+    }
+}
+
 /// Limits on what a photo may cost to decode.
 #[derive(Debug, Clone, Copy)]
 pub struct PhotoLimits {
@@ -153,7 +165,7 @@ pub fn decode_photo(bytes: &[u8], name: &str, limits: PhotoLimits) -> Result<Rgb
     let reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let (width, height) = reader
         .into_dimensions()
-        .map_err(|e| PhotoError::Corrupt(name.clone(), e.to_string()))?;
+        .map_err(|e| PhotoError::corrupt(&name, e))?;
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(PhotoError::TooManyPixels {
             name,
@@ -171,7 +183,7 @@ pub fn decode_photo(bytes: &[u8], name: &str, limits: PhotoLimits) -> Result<Rgb
     // JPEG and WebP decode to at most 4 bytes per pixel (CMYK, RGBA).
     l.max_alloc = Some(limits.max_pixels.saturating_mul(4).saturating_add(16 << 20));
     reader.limits(l);
-    let corrupt = |e: image::ImageError| PhotoError::Corrupt(name.clone(), e.to_string());
+    let corrupt = |e: image::ImageError| PhotoError::corrupt(&name, e);
     // Phones store portrait photos sideways with an EXIF orientation tag;
     // ignoring it hands the detector a face lying on its side.
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
@@ -192,7 +204,7 @@ pub fn decode_photo(bytes: &[u8], name: &str, limits: PhotoLimits) -> Result<Rgb
 
 /// A PNG, 8 bits per channel out whatever its depth, straight into RGB.
 fn decode_png(bytes: &[u8], name: String, limits: PhotoLimits) -> Result<RgbImage, PhotoError> {
-    let corrupt = |e: png::DecodingError| PhotoError::Corrupt(name.clone(), e.to_string());
+    let corrupt = |e: png::DecodingError| PhotoError::corrupt(&name, e);
     let mut decoder = png::Decoder::new_with_limits(
         std::io::Cursor::new(bytes),
         png::Limits {
