@@ -108,7 +108,11 @@ build() {
 -C link-arg=-Wl,-rpath-link,$rl -C link-arg=-Wl,-rpath-link,$SYSROOT/lib/aarch64-linux-gnu"
   say "cargo build --release --target $TRIPLE"
   cargo build --release --locked --target "$TRIPLE" --bin facegate
-  file -L "$BIN" | tee /dev/stderr | grep -q "ARM aarch64" || { say "not an aarch64 ELF: $BIN"; exit 1; }
+  # (not `tee /dev/stderr`: reopening a redirected stderr truncates the log it goes to)
+  local what
+  what=$(file -L "$BIN")
+  echo "$what" >&2
+  grep -q "ARM aarch64" <<<"$what" || { say "not an aarch64 ELF: $BIN"; exit 1; }
   say "built $BIN"
 }
 
