@@ -262,8 +262,26 @@ async fn enrol_identify_suspend_and_erase_through_the_router() {
         .send("DELETE", "/api/v1/owners/B-0101", Some(&api.enroller), None)
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    // A withdrawal of consent is the same erasure, with its reason audited;
+    // an unknown reason erases nothing.
+    let (s, e) = api
+        .send(
+            "DELETE",
+            "/api/v1/owners/B-0101?reason=changed_mind",
+            Some(&api.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, _) = api.get("/api/v1/owners/B-0101", &api.enroller).await;
+    assert_eq!(s, StatusCode::OK, "a refused erasure erases nothing");
     let (s, _) = api
-        .send("DELETE", "/api/v1/owners/B-0101", Some(&api.admin), None)
+        .send(
+            "DELETE",
+            "/api/v1/owners/B-0101?reason=consent_withdrawn",
+            Some(&api.admin),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = api.get("/api/v1/owners/B-0101", &api.enroller).await;
@@ -276,6 +294,16 @@ async fn enrol_identify_suspend_and_erase_through_the_router() {
     // Every change is in the audit log under the token's name.
     let (s, audit) = api.get("/api/v1/audit?limit=50", &api.admin).await;
     assert_eq!(s, StatusCode::OK);
+    let removal = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "owner.remove" && a["subject"] == "B-0101")
+        .expect("owner.remove audited");
+    assert_eq!(
+        removal["detail"]["reason"], "consent_withdrawn",
+        "{removal}"
+    );
     let rows: Vec<(String, String)> = audit
         .as_array()
         .unwrap()

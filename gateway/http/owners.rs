@@ -422,16 +422,29 @@ pub async fn activate(
 }
 
 /// `DELETE /api/v1/owners/{id}`: erasure on request (PIPL art. 47).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EraseQuery {
+    reason: Option<String>,
+}
+
+/// `DELETE /api/v1/owners/{id}[?reason=request|consent_withdrawn]`: a
+/// withdrawal of consent is the same erasure, with its reason audited.
 pub async fn erase(
     State(state): State<Arc<AppState>>,
     auth: Auth,
     Path(id): Path<String>,
+    Query(q): Query<EraseQuery>,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Role::Admin)?;
+    let reason: crate::registry::ErasureReason = match q.reason.as_deref() {
+        None => crate::registry::ErasureReason::Request,
+        Some(r) => parse_enum("reason", r, "request, consent_withdrawn")?,
+    };
     let actor = auth.actor();
     blocking(&state, move |s| {
         let mut g = s.lock_gallery()?;
-        g.remove_owner(&id, &actor, OffsetDateTime::now_utc())?;
+        g.erase_owner(&id, reason, &actor, OffsetDateTime::now_utc())?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -326,10 +326,23 @@ impl Gallery {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<(), RegistryError> {
-        self.registry.remove_owner(id, actor, now)?;
+        self.erase_owner(id, super::ErasureReason::Request, actor, now)
+            .map(drop)
+    }
+
+    /// [`Registry::erase_owner`] with its reason (a request, or a withdrawal
+    /// of consent), then the owner leaves the index.
+    pub fn erase_owner(
+        &mut self,
+        id: &str,
+        reason: super::ErasureReason,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<super::Erasure, RegistryError> {
+        let erased = self.registry.erase_owner(id, reason, actor, now)?;
         self.generation += 1;
         self.index.remove_subject(&SubjectKey::Owner(id.to_owned()));
-        Ok(())
+        Ok(erased)
     }
 
     /// [`Registry::watchlist_add`], then the entry's faces enter the index.
