@@ -11,6 +11,7 @@
 mod common;
 
 use common::broker;
+use common::broker::wait_for;
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
@@ -228,17 +229,6 @@ impl TestClient {
 impl Drop for TestClient {
     fn drop(&mut self) {
         self.stop.cancel();
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::broker::{Broker, free_port, mosquitto_available, write_file};
+use common::broker::{Broker, free_port, mosquitto_available, wait_for, write_file};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -335,17 +335,6 @@ impl Centre {
 impl Drop for Centre {
     fn drop(&mut self) {
         self.stop.cancel();
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

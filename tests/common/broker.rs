@@ -260,3 +260,16 @@ pub fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
     std::fs::write(&p, contents).expect("write test file");
     p
 }
+
+/// Polls `cond` every 25 ms until it holds; panics naming `what` after
+/// `timeout` (the MQTT tests' one way of waiting).
+pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
