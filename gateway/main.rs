@@ -486,7 +486,7 @@ fn db_path(config: &Config, db: Option<&Path>) -> Result<PathBuf> {
 }
 
 fn open_registry(config: &Config, db: Option<&Path>) -> Result<Registry> {
-    Ok(Registry::open(&db_path(config, db)?)?)
+    Ok(Registry::open(&db_path(config, db)?)?.with_erase_similarity(config.matching.threshold))
 }
 
 /// `NAME=URL[,role=gate|patrol][,fps=F]` from the command line.
@@ -1247,7 +1247,7 @@ fn watchlist(cmd: WatchCmd, config: &Config, db: Option<&Path>, now: OffsetDateT
             }
         }
         WatchCmd::Remove { id, by } => {
-            let mut reg = open_registry(config, db)?;
+            let mut reg = open_registry(config, db)?.with_snapshot_dir(&config.storage.data_dir);
             reg.watchlist_remove(id, &by, now)?;
             println!("watch-list entry {id} removed");
         }

@@ -746,3 +746,92 @@ async fn watch_list_through_the_api_gives_a_watchlist_hit() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+/// PIPL Art. 45: an owner's copy of their data through the API, with the
+/// photo they gave, audited, never cached, for admins only.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_exports_one_owners_data_with_the_photo_they_gave() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let mut config = common::shipped_config();
+    config.privacy.store_enrolment_photos = true;
+    let api = setup(config);
+    let ids = faces.join("identities");
+    let photo = ids.join("Colin_Powell/1.jpg");
+    let (s, o) = api
+        .enrol(&api.enroller, "C-0707", "Colin Powell", &photo)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+    let (s, o) = api
+        .enrol(
+            &api.enroller,
+            "D-0808",
+            "Donald Rumsfeld",
+            &ids.join("Donald_Rumsfeld/1.jpg"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+
+    // Lower roles may not; an unknown owner is a 404.
+    for token in [&api.enroller, &api.viewer] {
+        let (s, v) = api.get("/api/v1/owners/C-0707/export", token).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
+    let (s, v) = api.get("/api/v1/owners/Z-9/export", &api.admin).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+
+    let req = Request::builder()
+        .uri("/api/v1/owners/C-0707/export")
+        .header("authorization", format!("Bearer {}", api.admin))
+        .body(Body::empty())
+        .unwrap();
+    let res = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(
+        res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("owner-C-0707-export.json"),
+        "{:?}",
+        res.headers()
+    );
+    let bytes = axum::body::to_bytes(res.into_body(), 64 << 20)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["owner"]["owner"]["name"], "Colin Powell", "{v}");
+    assert_eq!(v["owner"]["owner"]["consents"][0]["method"], "written");
+    // Only this owner's data: nothing about the other one.
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("Rumsfeld") && !text.contains("D-0808"));
+    // The photo they gave comes back byte for byte.
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["content_type"], "image/jpeg");
+    use base64::Engine as _;
+    let back = base64::engine::general_purpose::STANDARD
+        .decode(files[0]["data_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(back, std::fs::read(&photo).unwrap());
+    assert_eq!(
+        v["owner"]["files"][0], files[0]["path"],
+        "owner.json lists the file"
+    );
+
+    // The export is in the audit log, with who and how.
+    let (s, audit) = api.get("/api/v1/audit?limit=50", &api.admin).await;
+    assert_eq!(s, StatusCode::OK, "{audit}");
+    let row = audit["items"]
+        .as_array()
+        .or(audit.as_array())
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "owner.export")
+        .unwrap_or_else(|| panic!("no owner.export in {audit}"))
+        .clone();
+    assert_eq!(row["subject"], "C-0707");
+    assert_eq!(row["actor"], "api:boss");
+    assert_eq!(row["detail"]["via"], "api");
+}

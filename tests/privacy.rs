@@ -290,6 +290,142 @@ fn erasing_an_owner_who_passed_a_gate_leaves_nothing() {
     assert_eq!(row["detail"]["snapshot_files"], 2);
 }
 
+/// A stranger alert (no subject) with the face and snapshot of `photo`, as
+/// the pipeline records one for someone not enrolled (yet).
+fn record_stranger_seen(
+    sink: &EventSink,
+    engine: &mut facegate::vision::FaceEngine,
+    stranger: &str,
+    photo: &Path,
+    ts: OffsetDateTime,
+) -> Event {
+    let img = load_photo(photo, PhotoLimits::default()).unwrap();
+    let (_, t) = identify::enrolment_template(engine, RgbView::from_image(&img), "gate").unwrap();
+    let mut e = Event::new(
+        EventKind::Stranger,
+        ts,
+        "gate-1",
+        CameraRole::Gate,
+        &Place::default(),
+    );
+    e.stranger_id = Some(stranger.into());
+    e.track_id = Some(7);
+    e.snapshot = Some(sink.snapshots().save(&e.id, e.ts, &img, &img).unwrap());
+    sink.emit_with_face(&e, Some(&t.embedding));
+    e
+}
+
+/// An owner who was a stranger at the gate before they enrolled: erasing
+/// them also erases those captures (found by their face, not their name:
+/// the events name no one), and nothing of anyone else. Removing a
+/// watch-list entry erases its sightings the same way.
+#[test]
+fn erasure_also_removes_captures_from_before_enrolment_and_watch_list_sightings() {
+    let Some(env) = Env::new() else { return };
+    let mut engine = common::engine();
+    let sink = sink(&env, engine.model_id());
+    let now = OffsetDateTime::now_utc();
+    // Seen as strangers: her (another photo than the enrolment one), and
+    // someone who never enrols.
+    let before = record_stranger_seen(
+        &sink,
+        &mut engine,
+        "S-1",
+        &env.photo("Angelina_Jolie", 2),
+        now,
+    );
+    let other = record_stranger_seen(
+        &sink,
+        &mut engine,
+        "S-2",
+        &env.photo("Ariel_Sharon", 2),
+        now,
+    );
+    env.enroll("A-1", "Later Enrolled", &env.photo("Angelina_Jolie", 1));
+    let files = |e: &Event| {
+        let s = e.snapshot.as_ref().unwrap();
+        [env.data().join(&s.face), env.data().join(&s.scene)]
+    };
+    assert!(files(&before).iter().all(|p| p.is_file()));
+
+    env.ok(&["owners", "remove", "A-1", "--by", "staff-li"]);
+    let store = EventStore::open(&env.db()).unwrap();
+    assert!(
+        store.get(&before.id).unwrap().is_none(),
+        "her stranger capture from before she enrolled survived the erasure"
+    );
+    for p in files(&before) {
+        assert!(!p.exists(), "snapshot {} survived the erasure", p.display());
+    }
+    assert!(
+        store.get(&other.id).unwrap().is_some(),
+        "someone else's capture went too"
+    );
+    assert!(files(&other).iter().all(|p| p.is_file()));
+    drop(store);
+    let audit = env.ok(&["audit", "--limit", "1"]);
+    let row: serde_json::Value = serde_json::from_str(audit.trim()).unwrap();
+    assert_eq!(row["action"], "owner.remove");
+    assert_eq!(row["detail"]["events_erased"], 1);
+
+    // The watch list: a sighting naming the entry, and a stranger capture
+    // of the same man from before he was listed.
+    let early = record_stranger_seen(
+        &sink,
+        &mut engine,
+        "S-3",
+        &env.photo("Colin_Powell", 2),
+        now,
+    );
+    env.ok(&[
+        "watchlist",
+        "add",
+        "--name",
+        "Missing Grandfather",
+        "--reason",
+        "family report",
+        "--by",
+        "centre",
+        env.photo("Colin_Powell", 1).to_str().unwrap(),
+    ]);
+    let list = env.ok(&["watchlist", "list", "--json"]);
+    let entry: serde_json::Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
+    let wid = entry["id"].as_i64().unwrap();
+    let img = load_photo(&env.photo("Colin_Powell", 3), PhotoLimits::default()).unwrap();
+    let mut hit = Event::new(
+        EventKind::Watchlist,
+        now,
+        "gate-1",
+        CameraRole::Gate,
+        &Place::default(),
+    );
+    hit.subject = Some(Subject::Watch {
+        id: wid,
+        name: "Missing Grandfather".into(),
+        priority: facegate::registry::Priority::High,
+    });
+    hit.snapshot = Some(sink.snapshots().save(&hit.id, hit.ts, &img, &img).unwrap());
+    sink.emit_with_face(&hit, None);
+    env.ok(&["watchlist", "remove", &wid.to_string(), "--by", "centre"]);
+    let store = EventStore::open(&env.db()).unwrap();
+    assert!(
+        store.get(&hit.id).unwrap().is_none(),
+        "the sighting survived"
+    );
+    assert!(
+        store.get(&early.id).unwrap().is_none(),
+        "the early capture survived"
+    );
+    for p in files(&hit).iter().chain(files(&early).iter()) {
+        assert!(!p.exists(), "snapshot {} survived", p.display());
+    }
+    assert!(store.get(&other.id).unwrap().is_some());
+    let audit = env.ok(&["audit", "--limit", "1"]);
+    let row: serde_json::Value = serde_json::from_str(audit.trim()).unwrap();
+    assert_eq!(row["action"], "watchlist.remove");
+    assert_eq!(row["detail"]["events_erased"], 2, "{row}");
+}
+
 #[cfg(unix)]
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;

@@ -83,13 +83,21 @@ impl AppState {
             config.http.max_concurrent_photos,
         ));
         let stream_slots = Arc::new(tokio::sync::Semaphore::new(config.http.max_event_streams));
+        let threshold = config.matching.threshold;
+        if let Ok(mut g) = gallery.lock() {
+            g.set_erase_similarity(threshold);
+        }
         Ok(Self {
             config,
             data_dir: data_dir.to_owned(),
             gallery,
             engine: Mutex::new(None),
             events: Mutex::new(EventStore::open(db)?),
-            registry: Mutex::new(Registry::open(db)?),
+            registry: Mutex::new(
+                Registry::open(db)?
+                    .with_snapshot_dir(data_dir)
+                    .with_erase_similarity(threshold),
+            ),
             live,
             auth_cache,
             photo_slots,
@@ -172,6 +180,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .patch(owners::update)
                 .delete(owners::erase),
         )
+        .route("/owners/{id}/export", get(owners::export))
         .route("/owners/{id}/suspend", post(owners::suspend))
         .route("/owners/{id}/activate", post(owners::activate))
         .route("/owners/{id}/faces", post(owners::add_faces))

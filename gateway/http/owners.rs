@@ -450,6 +450,82 @@ pub async fn erase(
     .await
 }
 
+/// `GET /api/v1/owners/{id}/export`: the owner's copy of their data (PIPL
+/// Art. 45) as one JSON document: `owner` is what `facegate owners export`
+/// writes as `owner.json`, `files` carries the photos they gave and their
+/// face crops, base64. Audited; never cached.
+pub async fn export(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    auth.require(Role::Admin)?;
+    let actor = auth.actor();
+    let name: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let data = blocking(&state, move |s| {
+        let mut r = s.lock_registry()?;
+        Ok(r.export_owner_files(&id, &actor, OffsetDateTime::now_utc())?)
+    })
+    .await?;
+    use base64::Engine as _;
+    let files: Vec<serde_json::Value> = data
+        .files
+        .iter()
+        .map(|(path, bytes)| {
+            serde_json::json!({
+                "path": path,
+                "content_type": content_type(bytes),
+                "bytes": bytes.len(),
+                "data_base64": base64::engine::general_purpose::STANDARD.encode(bytes),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "owner": data.export, "files": files });
+    Ok((
+        [
+            (axum::http::header::CACHE_CONTROL, "no-store".to_owned()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"owner-{name}-export.json\""),
+            ),
+        ],
+        Json(body),
+    )
+        .into_response())
+}
+
+fn content_type(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [0xff, 0xd8, ..] => "image/jpeg",
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
+        _ => "application/octet-stream",
+    }
+}
+
 /// `POST /api/v1/owners/{id}/faces`
 pub async fn add_faces(
     State(state): State<Arc<AppState>>,

@@ -26,6 +26,14 @@ pub struct OwnerExport {
     pub files: Vec<String>,
 }
 
+/// An owner's data with the files that go beside `owner.json`, in memory.
+#[derive(Debug, Clone)]
+pub struct OwnerExportFiles {
+    pub export: OwnerExport,
+    /// (path relative to the export, bytes), in the order of `export.files`.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
 impl Registry {
     /// Collects one owner's data and writes it under `out` (created, 0700;
     /// it must not exist yet, so nothing is overwritten): `owner.json`,
@@ -41,16 +49,13 @@ impl Registry {
         now: OffsetDateTime,
     ) -> Result<OwnerExport, RegistryError> {
         super::check_actor(actor)?;
-        let owner = self.owner(id)?;
-        let audit_rows = self.audit_about(id)?;
-        let events = self.events_naming(id)?;
-        let photos = self.photos_of(id)?;
         if out.exists() {
             return Err(RegistryError::Invalid(format!(
                 "export folder {} already exists; name a new one",
                 out.display()
             )));
         }
+        let data = self.collect_export(id, now)?;
         let io = |what: String| {
             move |source| RegistryError::Io {
                 context: what,
@@ -58,15 +63,68 @@ impl Registry {
             }
         };
         private_dir(out).map_err(io(format!("create {}", out.display())))?;
-        let mut files = Vec::new();
-        if !photos.is_empty() {
-            private_dir(&out.join("photos"))
-                .map_err(io(format!("create {}/photos", out.display())))?;
+        for (rel, bytes) in &data.files {
+            if let Some(parent) = Path::new(rel).parent() {
+                private_dir(&out.join(parent)).map_err(io(format!(
+                    "create {}/{}",
+                    out.display(),
+                    parent.display()
+                )))?;
+            }
+            write_private(&out.join(rel), bytes).map_err(io(format!("write {rel}")))?;
         }
+        let text = serde_json::to_vec_pretty(&data.export)
+            .map_err(|e| RegistryError::Invalid(format!("export: {e}")))?;
+        write_private(&out.join("owner.json"), &text).map_err(io("write owner.json".into()))?;
+        self.audit_export(id, actor, now, &data.export, "folder")?;
+        Ok(data.export)
+    }
+
+    /// The same data as [`Registry::export_owner`], in memory (the HTTP
+    /// API sends it as one JSON document). Audited.
+    pub fn export_owner_files(
+        &mut self,
+        id: &str,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<OwnerExportFiles, RegistryError> {
+        super::check_actor(actor)?;
+        let data = self.collect_export(id, now)?;
+        self.audit_export(id, actor, now, &data.export, "api")?;
+        Ok(data)
+    }
+
+    fn audit_export(
+        &self,
+        id: &str,
+        actor: &str,
+        now: OffsetDateTime,
+        export: &OwnerExport,
+        via: &str,
+    ) -> Result<(), RegistryError> {
+        audit(
+            &self.conn,
+            now,
+            actor,
+            "owner.export",
+            id,
+            json!({ "events": export.events.len(), "files": export.files.len(), "via": via }),
+        )
+    }
+
+    fn collect_export(
+        &mut self,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<OwnerExportFiles, RegistryError> {
+        let owner = self.owner(id)?;
+        let audit_rows = self.audit_about(id)?;
+        let events = self.events_naming(id)?;
+        let photos = self.photos_of(id)?;
+        let mut files = Vec::new();
         for (template, bytes) in photos {
             let rel = format!("photos/template-{template}.{}", extension(&bytes));
-            write_private(&out.join(&rel), &bytes).map_err(io(format!("write {rel}")))?;
-            files.push(rel);
+            files.push((rel, bytes));
         }
         if let Some(dir) = self.snapshot_dir.clone() {
             for face in events
@@ -78,10 +136,6 @@ impl Registry {
                 let Ok(bytes) = crate::crypto::read_snapshot(&face) else {
                     continue;
                 };
-                if !out.join("snapshots").exists() {
-                    private_dir(&out.join("snapshots"))
-                        .map_err(io(format!("create {}/snapshots", out.display())))?;
-                }
                 let name = face
                     .file_name()
                     .map(|n| n.to_string_lossy())
@@ -94,8 +148,7 @@ impl Registry {
                     .join(name)
                     .to_string_lossy()
                     .into_owned();
-                write_private(&out.join(&rel), &bytes).map_err(io(format!("write {rel}")))?;
-                files.push(rel);
+                files.push((rel, bytes));
             }
         }
         let export = OwnerExport {
@@ -103,20 +156,9 @@ impl Registry {
             owner,
             audit: audit_rows,
             events,
-            files,
+            files: files.iter().map(|(rel, _)| rel.clone()).collect(),
         };
-        let text = serde_json::to_vec_pretty(&export)
-            .map_err(|e| RegistryError::Invalid(format!("export: {e}")))?;
-        write_private(&out.join("owner.json"), &text).map_err(io("write owner.json".into()))?;
-        audit(
-            &self.conn,
-            now,
-            actor,
-            "owner.export",
-            id,
-            json!({ "events": export.events.len(), "files": export.files.len() }),
-        )?;
-        Ok(export)
+        Ok(OwnerExportFiles { export, files })
     }
 
     fn audit_about(&self, id: &str) -> Result<Vec<AuditEntry>, RegistryError> {

@@ -332,6 +332,11 @@ impl Gallery {
 
     /// [`Registry::erase_owner`] with its reason (a request, or a withdrawal
     /// of consent), then the owner leaves the index.
+    /// See [`super::Registry::with_erase_similarity`].
+    pub fn set_erase_similarity(&mut self, similarity: f32) {
+        self.registry.set_erase_similarity(similarity);
+    }
+
     pub fn erase_owner(
         &mut self,
         id: &str,

@@ -46,7 +46,7 @@ mod retention;
 pub mod schema;
 mod tokens;
 
-pub use export::OwnerExport;
+pub use export::{OwnerExport, OwnerExportFiles};
 pub use gallery::Gallery;
 pub use index::{FaceIndex, IndexError, Match};
 pub use report::{FILING_THRESHOLD, Held, PrivacyReport, SnapshotsHeld, filing_warning};
@@ -895,7 +895,14 @@ pub struct Registry {
     /// `storage.data_dir`, where snapshot files live; see
     /// [`Registry::with_snapshot_dir`].
     snapshot_dir: Option<PathBuf>,
+    /// Similarity at or above which an unnamed event's face is taken as an
+    /// erased owner's (see [`Registry::with_erase_similarity`]).
+    erase_similarity: f32,
 }
+
+/// The shipped `matching.threshold`: an erasure also removes the unnamed
+/// events (stranger, undecided) whose face matches the owner at it.
+pub const DEFAULT_ERASE_SIMILARITY: f32 = 0.40;
 
 /// Whose templates a write is about.
 #[derive(Debug, Clone, Copy)]
@@ -913,6 +920,7 @@ impl Registry {
         Ok(Self {
             conn: schema::open(path)?,
             snapshot_dir: None,
+            erase_similarity: DEFAULT_ERASE_SIMILARITY,
         })
     }
 
@@ -923,6 +931,7 @@ impl Registry {
         Ok(Self {
             conn,
             snapshot_dir: None,
+            erase_similarity: DEFAULT_ERASE_SIMILARITY,
         })
     }
 
@@ -932,6 +941,22 @@ impl Registry {
     pub fn with_snapshot_dir(mut self, data_dir: &Path) -> Self {
         self.snapshot_dir = Some(data_dir.to_owned());
         self
+    }
+
+    /// The gateway's `matching.threshold`: an erasure removes, besides the
+    /// events naming the owner, the unnamed events (a stranger alert or an
+    /// `undecided` from before they enrolled, or while suspended) whose
+    /// stored face matches one of the owner's templates at this similarity.
+    /// At the threshold a look-alike's capture may go too: for erasure,
+    /// deleting one capture too many is the right error.
+    pub fn with_erase_similarity(mut self, similarity: f32) -> Self {
+        self.erase_similarity = similarity;
+        self
+    }
+
+    /// See [`Registry::with_erase_similarity`].
+    pub fn set_erase_similarity(&mut self, similarity: f32) {
+        self.erase_similarity = similarity;
     }
 
     /// The database's schema version (`PRAGMA user_version`).
@@ -1348,6 +1373,7 @@ impl Registry {
         now: OffsetDateTime,
     ) -> Result<Erasure, RegistryError> {
         check_actor(actor)?;
+        let similarity = self.erase_similarity;
         let tx = self.write("begin owner erasure")?;
         if !owner_exists(&tx, id)? {
             return Err(RegistryError::UnknownOwner(id.to_owned()));
@@ -1366,7 +1392,7 @@ impl Registry {
                 |row| row.get(0),
             )
             .context("count owner's consents")?;
-        let events = erase_owner_events(&tx, id, now)?;
+        let events = erase_owner_events(&tx, id, similarity, now)?;
         tx.execute("DELETE FROM owners WHERE id = ?1", [id])
             .context("delete owner")?;
         audit(
@@ -1538,6 +1564,7 @@ impl Registry {
         now: OffsetDateTime,
     ) -> Result<(), RegistryError> {
         check_actor(actor)?;
+        let similarity = self.erase_similarity;
         let tx = self.write("begin watch-list removal")?;
         let templates: Option<i64> = tx
             .query_row(
@@ -1551,6 +1578,29 @@ impl Registry {
         let Some(templates) = templates else {
             return Err(RegistryError::UnknownWatchEntry(id));
         };
+        // The person's sightings go with the entry (a missing person who
+        // was found is not tracked after): the events naming the entry, and
+        // unnamed events whose face matches it, as for an owner's erasure.
+        let mut rows: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, body FROM events
+                     WHERE subject_kind = 'watch' AND subject_id = ?1",
+                )
+                .context("prepare watch-list event query")?;
+            stmt.query_map([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .and_then(Iterator::collect)
+                .context("find watch-list entry's events")?
+        };
+        for event_id in unnamed_events_matching(&tx, &Holder::Watch(id), similarity)? {
+            let body: String = tx
+                .query_row("SELECT body FROM events WHERE id = ?1", [&event_id], |r| {
+                    r.get(0)
+                })
+                .context("read matching event")?;
+            rows.push((event_id, body));
+        }
+        let events = erase_events(&tx, rows, now)?;
         tx.execute("DELETE FROM watchlist WHERE id = ?1", [id])
             .context("delete watch-list entry")?;
         audit(
@@ -1559,9 +1609,20 @@ impl Registry {
             actor,
             "watchlist.remove",
             &SubjectKey::Watch(id).audit_name(),
-            json!({ "templates_erased": templates }),
+            json!({
+                "templates_erased": templates,
+                "events_erased": events.events,
+                "event_faces_erased": events.faces,
+                "outbox_erased": events.outbox,
+                "snapshot_files": events.files.len(),
+            }),
         )?;
         tx.commit().context("commit watch-list removal")?;
+        if let Some(dir) = self.snapshot_dir.clone()
+            && let Err(err) = self.delete_erased_files(&dir)
+        {
+            tracing::warn!(error = %err, "erased snapshots left for the retention task");
+        }
         self.checkpoint();
         Ok(())
     }
@@ -1766,9 +1827,10 @@ struct ErasedEvents {
 fn erase_owner_events(
     tx: &Connection,
     id: &str,
+    similarity: f32,
     now: OffsetDateTime,
 ) -> Result<ErasedEvents, RegistryError> {
-    let rows: Vec<(String, String)> = {
+    let mut rows: Vec<(String, String)> = {
         let mut stmt = tx
             .prepare(&format!("SELECT id, body FROM events WHERE {NAMES_OWNER}"))
             .context("prepare owner event query")?;
@@ -1778,6 +1840,90 @@ fn erase_owner_events(
         .and_then(Iterator::collect)
         .context("find owner's events")?
     };
+    for event_id in unnamed_events_matching(tx, &Holder::Owner(id), similarity)? {
+        if rows.iter().any(|(e, _)| *e == event_id) {
+            continue;
+        }
+        let body: String = tx
+            .query_row("SELECT body FROM events WHERE id = ?1", [&event_id], |r| {
+                r.get(0)
+            })
+            .context("read matching event")?;
+        rows.push((event_id, body));
+    }
+    erase_events(tx, rows, now)
+}
+
+/// Events with no subject (stranger, undecided) whose stored face matches
+/// one of `holder`'s templates of the same model at `similarity` or more.
+fn unnamed_events_matching(
+    tx: &Connection,
+    holder: &Holder<'_>,
+    similarity: f32,
+) -> Result<Vec<String>, RegistryError> {
+    let templates: Vec<(String, Vec<u8>)> = {
+        let (sql, key): (&str, rusqlite::types::Value) = match holder {
+            Holder::Owner(id) => (
+                "SELECT model_id, embedding FROM templates WHERE owner_id = ?1",
+                (*id).to_owned().into(),
+            ),
+            Holder::Watch(id) => (
+                "SELECT model_id, embedding FROM templates WHERE watch_id = ?1",
+                (*id).into(),
+            ),
+        };
+        let mut stmt = tx.prepare(sql).context("prepare template query")?;
+        stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .context("read templates for erasure")?
+    };
+    if templates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = tx
+        .prepare(
+            "SELECT f.event_id, f.model_id, f.embedding FROM event_faces f
+             JOIN events e ON e.id = f.event_id WHERE e.subject_kind IS NULL",
+        )
+        .context("prepare event face query")?;
+    let faces = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .context("read event faces")?;
+    let dot = |a: &[u8], b: &[u8]| -> f32 {
+        a.chunks_exact(4)
+            .zip(b.chunks_exact(4))
+            .map(|(x, y)| {
+                f32::from_le_bytes([x[0], x[1], x[2], x[3]])
+                    * f32::from_le_bytes([y[0], y[1], y[2], y[3]])
+            })
+            .sum()
+    };
+    let mut hits = Vec::new();
+    for face in faces {
+        let (event_id, model, emb) = face.context("read event face")?;
+        if templates
+            .iter()
+            .any(|(m, t)| *m == model && t.len() == emb.len() && dot(t, &emb) >= similarity)
+        {
+            hits.push(event_id);
+        }
+    }
+    Ok(hits)
+}
+
+/// Deletes `rows` (event id, body) with their faces and undelivered outbox
+/// messages; queues their snapshot files in `erased_files`.
+fn erase_events(
+    tx: &Connection,
+    rows: Vec<(String, String)>,
+    now: OffsetDateTime,
+) -> Result<ErasedEvents, RegistryError> {
     let mut erased = ErasedEvents {
         events: 0,
         faces: 0,
