@@ -35,6 +35,7 @@ mod backoff;
 mod camera;
 pub mod convert;
 mod frame;
+pub mod motion;
 mod pipeline;
 mod replay;
 mod slot;
