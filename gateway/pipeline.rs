@@ -582,10 +582,13 @@ impl Processor {
                     let mut e =
                         Event::new(v.kind, wall, &self.cam.name, self.cam.role, &self.cam.place);
                     self.fill(&mut e, &v);
-                    // Loitering is a second event on the same track.
-                    if Decider::is_primary(v.kind) {
-                        self.events.insert(v.track_id, e.clone());
-                    }
+                    self.events.insert(v.track_id, e.clone());
+                    out.push(e);
+                }
+                Action::Also(v) => {
+                    let mut e =
+                        Event::new(v.kind, wall, &self.cam.name, self.cam.role, &self.cam.place);
+                    self.fill(&mut e, &v);
                     out.push(e);
                 }
                 Action::Update(v) => {
@@ -634,7 +637,8 @@ impl Processor {
         e.reason = v.reason.clone();
         e.seen_for_s = Some((v.seen_for_s * 100.0).round() / 100.0);
         e.repeat = v.repeat;
-        if v.kind == EventKind::OwnerPass || v.kind == EventKind::Watchlist {
+        // A stranger who turned out to be a known person keeps no stranger id.
+        if v.subject.is_some() {
             e.stranger_id = None;
         }
     }
@@ -712,11 +716,7 @@ pub fn camera_event(
     };
     let mut e = Event::new(kind, OffsetDateTime::now_utc(), ev.camera(), role, &place);
     e.reason = reason;
-    e.priority = Some(if kind == EventKind::CameraOffline {
-        crate::registry::Priority::High
-    } else {
-        crate::registry::Priority::Normal
-    });
+    e.priority = Some(kind.default_priority());
     e
 }
 
