@@ -853,11 +853,7 @@ fn run() -> Result<()> {
                     tracing::info!("shutdown requested");
                     c.cancel();
                 });
-                tokio::spawn(facegate::systemd::supervise(
-                    config.http.listen.clone(),
-                    cancel.clone(),
-                ));
-                facegate::http::run_gateway(config, &db_path, &data_dir, cancel).await
+                facegate::run::run(config, &db_path, &data_dir, cancel).await
             })?;
         }
         Command::Replay {

@@ -408,61 +408,6 @@ pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, PipelineError
         .map_err(|e| PipelineError::Setup(format!("http: cannot listen on {addr}: {e}")))
 }
 
-/// `facegate run`: the cameras and, unless `http.listen` is empty, the API
-/// and console, on one gallery and one live state, until `cancel`.
-pub async fn run_gateway(
-    config: Config,
-    db: &Path,
-    data_dir: &Path,
-    cancel: CancellationToken,
-) -> Result<(), PipelineError> {
-    if config.cameras.is_empty() && config.http.listen.is_empty() {
-        return Err(PipelineError::Setup(
-            "nothing to run: no cameras configured (add [[cameras]] or pass --camera NAME=URL) and HTTP is off (http.listen is empty)".into(),
-        ));
-    }
-    let config = Arc::new(config);
-    let engine = FaceEngine::new(&config).map_err(|source| PipelineError::Vision {
-        camera: "*".into(),
-        source,
-    })?;
-    let gallery = crate::pipeline::open_gallery_in(db, data_dir, &engine)?;
-    let live = Arc::new(Live::new());
-    let server = if config.http.listen.is_empty() {
-        None
-    } else {
-        let listener = bind(&config.http.listen).await?;
-        let addr = listener.local_addr().ok();
-        let state = AppState::new(config.clone(), db, data_dir, gallery.clone(), live.clone())?;
-        let c = cancel.clone();
-        tracing::info!(addr = ?addr, "HTTP API and console listening");
-        eprintln!(
-            "facegate: console and API on http://{}/",
-            addr.map_or_else(|| config.http.listen.clone(), |a| a.to_string())
-        );
-        Some(tokio::spawn(serve(Arc::new(state), listener, c)))
-    };
-    let r = crate::pipeline::run_live_with(
-        &config,
-        db,
-        data_dir,
-        Some(engine),
-        gallery,
-        live,
-        cancel.clone(),
-    )
-    .await;
-    cancel.cancel();
-    if let Some(s) = server {
-        match s.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
-            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
-        }
-    }
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
