@@ -86,6 +86,7 @@ pub async fn run(
     };
     let Parts {
         publisher,
+        beside_publisher,
         sink,
         mut cameras,
         housekeeping,
@@ -131,7 +132,11 @@ pub async fn run(
         ));
     }
     drop(cameras);
-    // 3. Flush. (Parts started beside the publisher stop here too.)
+    // 3. Flush: the parts beside the publisher end (they saw `stop` at
+    // intake), then the publisher sends what the outbox holds.
+    for task in beside_publisher {
+        let _ = task.await;
+    }
     if let Some(p) = publisher {
         p.shutdown().await;
     }
@@ -144,6 +149,8 @@ pub async fn run(
 /// What runs once the HTTP server is up.
 struct Parts {
     publisher: Option<PublisherHandle>,
+    /// Tasks that run beside the publisher; see [`start_the_rest`].
+    beside_publisher: Vec<JoinHandle<()>>,
     sink: Arc<EventSink>,
     cameras: Cameras,
     housekeeping: Housekeeping,
@@ -161,8 +168,11 @@ fn start_the_rest(
     std::fs::create_dir_all(data_dir)
         .map_err(|e| PipelineError::Setup(format!("data directory {}: {e}", data_dir.display())))?;
     let publisher = start_publisher(config, db, gallery)?;
-    // Parts that run beside the publisher (registry sync, say) start here,
-    // with `stop.child_token()`, and are stopped at "3. Flush" in `run`.
+    // Parts that run beside the publisher (registry sync between boxes,
+    // say) start here: a task that ends on `stop` (cancelled at intake),
+    // pushed onto `beside_publisher`; `run` awaits them before the
+    // publisher's last flush.
+    let beside_publisher: Vec<JoinHandle<()>> = Vec::new();
     let sink = Arc::new(event_sink(
         config,
         db,
@@ -175,6 +185,7 @@ fn start_the_rest(
     let housekeeping = Housekeeping::start(config, db, data_dir, gallery, stop);
     Ok(Parts {
         publisher,
+        beside_publisher,
         sink,
         cameras,
         housekeeping,
