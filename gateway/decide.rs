@@ -87,8 +87,12 @@ impl std::fmt::Display for Why {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// A new event for the track.
+    /// The track's event (its primary one): later decisions on the track
+    /// update it.
     Emit(Verdict),
+    /// A further event about the track's person (loitering), next to the
+    /// track's own: a new event, never updated.
+    Also(Verdict),
     /// The track's event, replaced (same event id, next revision).
     Update(Verdict),
 }
@@ -204,7 +208,8 @@ impl Decider {
                 )),
                 ..self.verdict(EventKind::Spoof, t, None, now)
             };
-            let repeat = !self.cooldown_ok(EventKind::Spoof, "spoof".into(), now);
+            // One cooldown for every spoof at this camera.
+            let repeat = !self.cooldown_ok(EventKind::Spoof, String::new(), now);
             out.push(Action::Emit(Verdict { repeat, ..v }));
             return;
         }
@@ -406,7 +411,7 @@ impl Decider {
         let sid = self.remember_stranger(t.id, &e, now);
         let v = Verdict {
             stranger_id: Some(sid.clone()),
-            priority: Some(Priority::Normal),
+            priority: Some(EventKind::Stranger.default_priority()),
             ..self.verdict(EventKind::Stranger, t, None, now)
         };
         let repeat = !self.cooldown_ok(EventKind::Stranger, sid.clone(), now);
@@ -421,9 +426,9 @@ impl Decider {
         if seen >= self.cfg.loiter_tracks
             && self.cooldown_ok(EventKind::Loitering, sid.clone(), now)
         {
-            out.push(Action::Emit(Verdict {
+            out.push(Action::Also(Verdict {
                 kind: EventKind::Loitering,
-                priority: Some(Priority::High),
+                priority: Some(EventKind::Loitering.default_priority()),
                 reason: Some(format!(
                     "seen on {seen} separate occasions within {:.0} minutes",
                     window / 60.0
@@ -498,12 +503,6 @@ impl Decider {
     /// on a busy camera.
     pub fn is_decided(&self, track_id: u64) -> bool {
         self.decided.contains_key(&track_id)
-    }
-
-    /// Whether a decision is the track's primary event (not a second one,
-    /// such as loitering).
-    pub fn is_primary(kind: EventKind) -> bool {
-        kind != EventKind::Loitering
     }
 
     /// Forgets an ended track's decision.
@@ -617,7 +616,7 @@ mod tests {
     fn kinds(a: &[Action]) -> Vec<EventKind> {
         a.iter()
             .map(|a| match a {
-                Action::Emit(v) | Action::Update(v) => v.kind,
+                Action::Emit(v) | Action::Also(v) | Action::Update(v) => v.kind,
             })
             .collect()
     }
@@ -716,6 +715,13 @@ mod tests {
                 .count(),
             1
         );
+        // Loitering is a further event next to the track's stranger event,
+        // never the track's own (which later decisions update).
+        assert!(all.iter().any(|a| matches!(a, Action::Also(v)
+            if v.kind == EventKind::Loitering && v.priority == Some(Priority::High))));
+        assert!(!all.iter().any(
+            |a| matches!(a, Action::Emit(v) | Action::Update(v) if v.kind == EventKind::Loitering)
+        ));
         assert_eq!(d.stranger_count(), 1);
         // Within the cooldown a fourth visit is recorded as a repeat, not
         // alerted again.
@@ -779,7 +785,9 @@ mod tests {
 
     fn reason(a: &Action) -> String {
         match a {
-            Action::Emit(v) | Action::Update(v) => v.reason.clone().unwrap_or_default(),
+            Action::Emit(v) | Action::Also(v) | Action::Update(v) => {
+                v.reason.clone().unwrap_or_default()
+            }
         }
     }
 

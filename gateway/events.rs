@@ -15,60 +15,118 @@ use crate::registry::{Priority, RegistryError, Subject};
 /// Payload schema version; bump on incompatible changes.
 pub const EVENT_SCHEMA: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
+/// Whether an event of a kind is an alert (the MQTT `alerts` topic, the
+/// payload's `alert` field, the live feed's `alerts_only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alerting {
+    /// A record only (an owner's pass, an undecided track).
+    No,
+    /// Something for security staff to act on: flagged in the console.
+    Raises,
+    /// The end of an earlier alert (a camera back online): sent with the
+    /// alerts so the command centre can clear it, not flagged in the console.
+    Clears,
+}
+
+/// Declares [`EventKind`] and everything that is said per kind, in one
+/// table: a new kind is one line here, and the compiler points at every
+/// `match` on the kind that must learn it. Lists of kinds elsewhere (the
+/// API's schema, the console, the CLI help) come from [`EventKind::ALL`] or
+/// are checked against it by a test.
+macro_rules! event_kinds {
+    ($(
+        $(#[$doc:meta])*
+        $kind:ident = $name:literal, alert: $alert:ident, priority: $priority:ident;
+    )*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum EventKind {
+            $(
+                $(#[$doc])*
+                #[serde(rename = $name)]
+                $kind,
+            )*
+        }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$kind),*];
+
+            /// The wire name: JSON `kind`, SQLite, MQTT, the API, the CLI.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => $name,)*
+                }
+            }
+
+            /// Whether (and how) this kind is an alert.
+            pub const fn alerting(self) -> Alerting {
+                match self {
+                    $(EventKind::$kind => Alerting::$alert,)*
+                }
+            }
+
+            /// The priority an event of this kind has unless it carries its
+            /// own (a watch-list entry's).
+            pub const fn default_priority(self) -> Priority {
+                match self {
+                    $(EventKind::$kind => Priority::$priority,)*
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
     /// An owner at a gate: the gate opens.
-    OwnerPass,
+    OwnerPass = "owner_pass", alert: No, priority: Low;
     /// An unknown face (one per track, with a stable stranger id).
-    Stranger,
-    /// A watch-list hit.
-    Watchlist,
+    Stranger = "stranger", alert: Raises, priority: Normal;
+    /// A watch-list hit (its priority is the entry's).
+    Watchlist = "watchlist", alert: Raises, priority: High;
     /// A liveness failure at a gate (photo, screen): never an open.
-    Spoof,
-    /// A stranger seen on several tracks within a short time.
-    Loitering,
+    Spoof = "spoof", alert: Raises, priority: High;
+    /// A stranger seen on several tracks within a short time: a second
+    /// event on the stranger's track.
+    Loitering = "loitering", alert: Raises, priority: High;
     /// A track with enough faces that could not be decided safely (faces
     /// too small, a match too near the threshold, liveness uncertain):
     /// recorded with its reason, never an alert and never an open.
-    Undecided,
-    CameraOffline,
-    CameraOnline,
+    Undecided = "undecided", alert: No, priority: Low;
+    /// A camera stopped delivering frames (error, end of stream, stall).
+    CameraOffline = "camera_offline", alert: Raises, priority: High;
+    /// A camera delivers frames again.
+    CameraOnline = "camera_online", alert: Clears, priority: Normal;
 }
 
 impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::OwnerPass => "owner_pass",
-            EventKind::Stranger => "stranger",
-            EventKind::Watchlist => "watchlist",
-            EventKind::Spoof => "spoof",
-            EventKind::Loitering => "loitering",
-            EventKind::Undecided => "undecided",
-            EventKind::CameraOffline => "camera_offline",
-            EventKind::CameraOnline => "camera_online",
-        }
-    }
-
     /// Alerts go to security staff (and the command centre's alert topic).
     pub fn is_alert(self) -> bool {
-        !matches!(self, EventKind::OwnerPass | EventKind::Undecided)
+        self.alerting() != Alerting::No
     }
 
-    /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 8] = [
-        EventKind::OwnerPass,
-        EventKind::Stranger,
-        EventKind::Watchlist,
-        EventKind::Spoof,
-        EventKind::Loitering,
-        EventKind::Undecided,
-        EventKind::CameraOffline,
-        EventKind::CameraOnline,
-    ];
+    /// A camera's state change (retained `cameras/<camera>/status`), not a
+    /// decision about a face track.
+    pub fn is_camera_state(self) -> bool {
+        matches!(self, EventKind::CameraOffline | EventKind::CameraOnline)
+    }
 
     pub fn parse(s: &str) -> Option<EventKind> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+        Self::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+
+    /// The wire names, comma separated, for messages that list them.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -678,6 +736,91 @@ fn write_jpeg(path: &Path, img: &RgbImage) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_has_one_wire_name_used_by_serde_parse_and_as_str() {
+        let mut seen = std::collections::HashSet::new();
+        for &k in EventKind::ALL {
+            assert!(seen.insert(k.as_str()), "{k:?}: name used twice");
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::json!(k.as_str())
+            );
+            assert_eq!(
+                serde_json::from_value::<EventKind>(serde_json::json!(k.as_str())).unwrap(),
+                k
+            );
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(k.to_string(), k.as_str());
+        }
+        assert_eq!(EventKind::parse("gate_open"), None);
+        assert_eq!(
+            EventKind::names(),
+            "owner_pass, stranger, watchlist, spoof, loitering, undecided, camera_offline, camera_online"
+        );
+    }
+
+    #[test]
+    fn the_mqtt_doc_lists_the_declared_kinds_and_priorities() {
+        let doc = include_str!("../docs/mqtt.md");
+        let quoted = |ks: Vec<EventKind>| {
+            ks.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let kinds = format!("| `kind` | {} |", quoted(EventKind::ALL.to_vec()));
+        assert!(doc.contains(&kinds), "docs/mqtt.md should have {kinds}");
+        let by = |p: Priority| {
+            let ks = EventKind::ALL
+                .iter()
+                .copied()
+                .filter(|k| k.default_priority() == p)
+                .collect();
+            format!("{} {}", quoted(ks), p.as_str())
+        };
+        let priorities = format!(
+            "else by kind: {}; {}; {} |",
+            by(Priority::High),
+            by(Priority::Normal),
+            by(Priority::Low)
+        );
+        assert!(
+            doc.contains(&priorities),
+            "docs/mqtt.md should have {priorities}"
+        );
+    }
+
+    #[test]
+    fn the_declared_alerting_and_priorities_are_the_contract_with_the_command_centre() {
+        // docs/mqtt.md documents these; the command centre relies on them.
+        let table: Vec<(&str, bool, &str)> = EventKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), k.is_alert(), k.default_priority().as_str()))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                ("owner_pass", false, "low"),
+                ("stranger", true, "normal"),
+                ("watchlist", true, "high"),
+                ("spoof", true, "high"),
+                ("loitering", true, "high"),
+                ("undecided", false, "low"),
+                ("camera_offline", true, "high"),
+                ("camera_online", true, "normal"),
+            ]
+        );
+        assert_eq!(EventKind::CameraOnline.alerting(), Alerting::Clears);
+        let cameras: Vec<_> = EventKind::ALL
+            .iter()
+            .filter(|k| k.is_camera_state())
+            .collect();
+        assert_eq!(
+            cameras,
+            [&EventKind::CameraOffline, &EventKind::CameraOnline]
+        );
+    }
 
     fn place() -> Place {
         Place {

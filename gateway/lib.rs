@@ -19,6 +19,9 @@
 //! - [`source`], [`track`], [`decide`], [`pipeline`]: cameras to decisions.
 //! - [`events`], [`publish`]: events in SQLite, the MQTT outbox.
 //! - [`live`], [`http`]: the live feed, metrics, the HTTP API and console.
+//! - [`systemd`]: the notify protocol (ready, watchdog, stopping).
+//! - [`run`]: `facegate run`, the one place that builds the gateway from
+//!   these parts and stops it in order (intake, drain, flush, exit).
 
 pub mod bench;
 pub mod config;
@@ -35,6 +38,7 @@ pub mod live;
 pub mod pipeline;
 pub mod publish;
 pub mod registry;
+pub mod run;
 pub mod source;
 pub mod systemd;
 pub mod track;

@@ -280,8 +280,7 @@ enum EventsCmd {
         /// RFC 3339 time, or a duration back from now: 30m, 2h, 7d.
         #[arg(long)]
         since: Option<String>,
-        /// owner_pass, stranger, watchlist, spoof, loitering, camera_offline, camera_online.
-        #[arg(long)]
+        #[arg(long, help = facegate::events::EventKind::names())]
         kind: Option<String>,
         #[arg(long)]
         camera: Option<String>,
@@ -854,11 +853,7 @@ fn run() -> Result<()> {
                     tracing::info!("shutdown requested");
                     c.cancel();
                 });
-                tokio::spawn(facegate::systemd::supervise(
-                    config.http.listen.clone(),
-                    cancel.clone(),
-                ));
-                facegate::http::run_gateway(config, &db_path, &data_dir, cancel).await
+                facegate::run::run(config, &db_path, &data_dir, cancel).await
             })?;
         }
         Command::Replay {
@@ -944,10 +939,12 @@ fn run() -> Result<()> {
         }) => {
             let store = facegate::events::EventStore::open(&db_path(&config, db)?)?;
             let kind = match kind {
-                Some(k) => Some(
-                    facegate::events::EventKind::parse(&k)
-                        .with_context(|| format!("--kind {k}: unknown event kind"))?,
-                ),
+                Some(k) => Some(facegate::events::EventKind::parse(&k).with_context(|| {
+                    format!(
+                        "--kind {k}: unknown event kind (one of {})",
+                        facegate::events::EventKind::names()
+                    )
+                })?),
                 None => None,
             };
             let since = match since {

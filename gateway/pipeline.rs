@@ -582,10 +582,13 @@ impl Processor {
                     let mut e =
                         Event::new(v.kind, wall, &self.cam.name, self.cam.role, &self.cam.place);
                     self.fill(&mut e, &v);
-                    // Loitering is a second event on the same track.
-                    if Decider::is_primary(v.kind) {
-                        self.events.insert(v.track_id, e.clone());
-                    }
+                    self.events.insert(v.track_id, e.clone());
+                    out.push(e);
+                }
+                Action::Also(v) => {
+                    let mut e =
+                        Event::new(v.kind, wall, &self.cam.name, self.cam.role, &self.cam.place);
+                    self.fill(&mut e, &v);
                     out.push(e);
                 }
                 Action::Update(v) => {
@@ -634,7 +637,8 @@ impl Processor {
         e.reason = v.reason.clone();
         e.seen_for_s = Some((v.seen_for_s * 100.0).round() / 100.0);
         e.repeat = v.repeat;
-        if v.kind == EventKind::OwnerPass || v.kind == EventKind::Watchlist {
+        // A stranger who turned out to be a known person keeps no stranger id.
+        if v.subject.is_some() {
             e.stranger_id = None;
         }
     }
@@ -712,11 +716,7 @@ pub fn camera_event(
     };
     let mut e = Event::new(kind, OffsetDateTime::now_utc(), ev.camera(), role, &place);
     e.reason = reason;
-    e.priority = Some(if kind == EventKind::CameraOffline {
-        crate::registry::Priority::High
-    } else {
-        crate::registry::Priority::Normal
-    });
+    e.priority = Some(kind.default_priority());
     e
 }
 
@@ -848,31 +848,6 @@ pub fn process_frame(
     out
 }
 
-/// Runs the gateway on the configured cameras until `cancel`: one camera
-/// supervisor (GStreamer) and one recognition thread per camera, camera
-/// health events, periodic gallery reloads (enrolments made by the command
-/// line in another process) and snapshot expiry. On cancel: sources stop,
-/// in-flight tracks are decided, events are committed.
-pub async fn run_live(
-    config: &Config,
-    db: &std::path::Path,
-    data_dir: &std::path::Path,
-    cancel: CancellationToken,
-) -> Result<(), PipelineError> {
-    if config.cameras.is_empty() {
-        return Err(PipelineError::Setup(
-            "no cameras configured: add [[cameras]] to the config or pass --camera NAME=URL".into(),
-        ));
-    }
-    let first = FaceEngine::new(config).map_err(|source| PipelineError::Vision {
-        camera: "*".into(),
-        source,
-    })?;
-    let gallery = open_gallery_in(db, data_dir, &first)?;
-    let live = Arc::new(crate::live::Live::new());
-    run_live_with(config, db, data_dir, Some(first), gallery, live, cancel).await
-}
-
 /// The gallery the cameras (and the HTTP API) share.
 pub fn open_gallery(
     db: &std::path::Path,
@@ -905,262 +880,6 @@ fn open_gallery_with(
         OffsetDateTime::now_utc(),
     )?;
     Ok(Arc::new(Mutex::new(gallery)))
-}
-
-/// [`run_live`] on a gallery and live state shared with others (the HTTP
-/// server). With no camera configured it only does the housekeeping
-/// (gallery reloads, expiry) until cancelled.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_live_with(
-    config: &Config,
-    db: &std::path::Path,
-    data_dir: &std::path::Path,
-    engine: Option<FaceEngine>,
-    gallery: Arc<Mutex<Gallery>>,
-    live: Arc<crate::live::Live>,
-    cancel: CancellationToken,
-) -> Result<(), PipelineError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| PipelineError::Setup(format!("data directory {}: {e}", data_dir.display())))?;
-    let verr = |camera: &str| {
-        let camera = camera.to_owned();
-        move |source| PipelineError::Vision { camera, source }
-    };
-    let first = match engine {
-        Some(e) => e,
-        None => FaceEngine::new(config).map_err(verr("*"))?,
-    };
-    let model_id = first.model_id().to_owned();
-    let now = OffsetDateTime::now_utc();
-    let publisher = if config.mqtt.enabled() {
-        let commands = match config.mqtt.command_secret {
-            Some(_) => Some(crate::publish::CommandHandler::new(
-                &config.mqtt,
-                &config.site.code,
-                gallery.clone(),
-                crate::publish::lazy_engine_embedder(config.clone()),
-            )?),
-            None => None,
-        };
-        Some(crate::publish::start(
-            &config.mqtt,
-            crate::publish::PublisherSetup {
-                site: config.site.code.clone(),
-                cameras: config.cameras.iter().map(|c| c.name.clone()).collect(),
-                db: db.to_owned(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
-            commands,
-        )?)
-    } else {
-        None
-    };
-    let mut sink = EventSink::new(
-        EventStore::open(db)?,
-        SnapshotWriter::new(data_dir),
-        EventSink::log_publisher(),
-    )
-    .with_live(live.clone());
-    if config.privacy.event_face_search {
-        sink = sink.with_face_search(&model_id);
-    }
-    if let Some(p) = &publisher {
-        sink = sink.with_mqtt(MqttSink {
-            cfg: config.mqtt.clone(),
-            site: config.site.code.clone(),
-            wake: p.notifier(),
-        });
-    }
-    let sink = Arc::new(sink);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<CameraEvent>(64);
-    let mut contexts = HashMap::new();
-    let mut workers = Vec::new();
-    let mut handles = Vec::new();
-    let mut engine = Some(first);
-    let prefix = format!("{:x}", now.unix_timestamp());
-    for cam in &config.cameras {
-        let spec = crate::source::CameraSpec::from_config(cam)?;
-        let handle = Arc::new(crate::source::spawn_camera(
-            spec,
-            tx.clone(),
-            cancel.clone(),
-        )?);
-        let ctx = CameraContext::from_config(cam, config);
-        contexts.insert(cam.name.clone(), ctx.clone());
-        let live_cam = Arc::new(crate::live::LiveCamera {
-            ctx: ctx.clone(),
-            handle: handle.clone(),
-            latest: Arc::new(Mutex::new(None)),
-        });
-        live.add_camera(crate::live::LiveCamera {
-            ctx: ctx.clone(),
-            handle: handle.clone(),
-            latest: live_cam.latest.clone(),
-        });
-        let processor = Processor::new(ctx, config, &format!("{}-{prefix}", cam.name));
-        let eng = match engine.take() {
-            Some(e) => e,
-            None => FaceEngine::new(config).map_err(verr(&cam.name))?,
-        };
-        let (h, g, s, c) = (
-            handle.clone(),
-            gallery.clone(),
-            sink.clone(),
-            cancel.clone(),
-        );
-        let max_side = config.detector().max_side;
-        let l = live.clone();
-        let worker = std::thread::Builder::new()
-            .name(format!("recog-{}", cam.name))
-            .spawn(move || {
-                run_camera(
-                    h,
-                    processor,
-                    eng,
-                    g,
-                    s,
-                    max_side,
-                    Some(live_cam),
-                    Some(l),
-                    c,
-                )
-            })
-            .map_err(|e| {
-                PipelineError::Setup(format!("camera {}: cannot start a thread: {e}", cam.name))
-            })?;
-        workers.push(worker);
-        handles.push(handle);
-        tracing::info!(camera = %cam.name, role = ?cam.role, "camera started");
-    }
-    drop(tx);
-    let no_cameras = config.cameras.is_empty();
-    let site = Place {
-        site: config.site.code.clone(),
-        street: config.site.street_code.clone(),
-        community: config.site.community_code.clone(),
-        grid: config.site.grid_code.clone(),
-        building: None,
-    };
-    let mut reload = tokio::time::interval(Duration::from_secs(30));
-    // Its own child token: the loop below also ends when every camera has
-    // ended, and the task must stop then too.
-    let retention_cancel = cancel.child_token();
-    let retention = tokio::spawn(retention_task(
-        config.clone(),
-        db.to_owned(),
-        data_dir.to_owned(),
-        retention_cancel.clone(),
-    ));
-    let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            ev = rx.recv(), if !no_cameras => match ev {
-                Some(ev) => sink.emit(&camera_event(&ev, &contexts, &site)),
-                None => break,
-            },
-            _ = reload.tick() => {
-                // On the blocking pool, one at a time; the gallery is locked
-                // only to swap the new index in.
-                if reloading.as_ref().is_none_or(|r| r.is_finished()) {
-                    let (g, db) = (gallery.clone(), db.to_owned());
-                    reloading = Some(tokio::task::spawn_blocking(move || {
-                        if let Err(e) = Gallery::reload_if_changed(&g, &db, OffsetDateTime::now_utc()) {
-                            tracing::error!(error = %e, "gallery reload failed; keeping the previous one");
-                        }
-                    }));
-                }
-            }
-        }
-    }
-    tracing::info!("stopping: sources first, then in-flight tracks");
-    if let Some(r) = reloading {
-        let _ = r.await;
-    }
-    for h in &handles {
-        h.stop();
-    }
-    let joined = tokio::task::spawn_blocking(move || {
-        for w in workers {
-            let _ = w.join();
-        }
-    });
-    let _ = joined.await;
-    // Camera events that arrived while stopping are still recorded.
-    while let Ok(ev) = rx.try_recv() {
-        sink.emit(&camera_event(&ev, &contexts, &site));
-    }
-    drop(handles);
-    if let Some(p) = publisher {
-        p.shutdown().await;
-    }
-    retention_cancel.cancel();
-    let _ = retention.await;
-    Ok(())
-}
-
-/// Retention (`[retention]`): every `interval_s`, and once at start, each
-/// kind of personal data older than its period is deleted, with the
-/// snapshot files of deleted events and of erasures. SQLite and file work
-/// run on the blocking pool, never on the runtime's threads; a failure is
-/// logged and retried at the next tick. Ends with `cancel`.
-async fn retention_task(
-    config: Config,
-    db: std::path::PathBuf,
-    data_dir: std::path::PathBuf,
-    cancel: CancellationToken,
-) {
-    let policy = crate::registry::RetentionPolicy::from_config(&config);
-    let opened = tokio::task::spawn_blocking(move || {
-        let registry = crate::registry::Registry::open(&db)?.with_snapshot_dir(&data_dir);
-        let people = registry.people_with_faces()?;
-        Ok::<_, crate::registry::RegistryError>((registry, people))
-    })
-    .await;
-    let mut registry = match opened {
-        Ok(Ok((registry, people))) => {
-            if let Some(warning) = crate::registry::filing_warning(people) {
-                tracing::warn!(people, "{warning}");
-            }
-            registry
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "retention disabled: cannot open the database");
-            return;
-        }
-        Err(_) => return,
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(config.retention.interval_s.max(1)));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let policy = policy.clone();
-        let run = tokio::task::spawn_blocking(move || {
-            let purged = registry.enforce_retention(&policy, OffsetDateTime::now_utc());
-            (registry, purged)
-        })
-        .await;
-        let Ok((back, purged)) = run else {
-            tracing::error!("retention task panicked; retention stopped");
-            return;
-        };
-        registry = back;
-        match purged {
-            Ok(p) if !p.is_empty() => tracing::info!(
-                events = p.events.values().sum::<usize>(),
-                event_faces = p.event_faces + p.stranger_faces,
-                snapshot_files = p.snapshot_files,
-                audit = p.audit,
-                watchlist = p.watchlist,
-                delivered_outbox = p.delivered_outbox,
-                "retention: expired data deleted"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retention run failed; retrying at the next tick"),
-        }
-    }
 }
 
 /// What a replay did.

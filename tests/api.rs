@@ -637,6 +637,18 @@ async fn bad_input_is_a_4xx_json_error_and_nothing_is_written() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {e}");
         assert!(e["error"]["message"].as_str().is_some(), "{uri}: {e}");
     }
+    // An unknown kind is answered with every kind there is (from the one
+    // declaration: `undecided` was missing from a hand-written list), and
+    // each of them is accepted.
+    let (_, e) = api.get("/api/v1/events?kind=party", &api.admin).await;
+    let msg = e["error"]["message"].as_str().unwrap_or("");
+    for kind in facegate::events::EventKind::ALL {
+        assert!(msg.contains(kind.as_str()), "{kind:?} not named in {msg:?}");
+        let (s, e) = api
+            .get(&format!("/api/v1/events?kind={kind}"), &api.admin)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{kind}: {e}");
+    }
     // Bad JSON in a PATCH.
     for body in [
         r#"{"shoe_size": 42}"#,

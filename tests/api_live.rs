@@ -1,4 +1,4 @@
-//! `facegate run`'s code path (`http::run_gateway`) over real sockets on
+//! `facegate run`'s code path (`run::run`) over real sockets on
 //! 127.0.0.1: a GStreamer camera on a real RTSP server, the real models and
 //! SQLite, and an HTTP client. An owner enrolled over HTTP is recognised at
 //! once by the running camera; the live feed (SSE), the camera status and
@@ -74,7 +74,7 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
     let cancel = CancellationToken::new();
     let gateway = {
         let (db, data, c) = (db.clone(), dir.path().join("data"), cancel.clone());
-        tokio::spawn(async move { facegate::http::run_gateway(config, &db, &data, c).await })
+        tokio::spawn(async move { facegate::run::run(config, &db, &data, c).await })
     };
     let base = format!("http://127.0.0.1:{port}");
     let lin = std::fs::read(video.join("refs/Lin_Manuel_Miranda.jpg")).unwrap();

@@ -324,6 +324,27 @@ fn bad_photos_get_one_line_errors() {
 }
 
 #[test]
+fn events_list_names_every_event_kind_in_its_help_and_its_error() {
+    let Some(env) = Env::new() else { return };
+    // Both from the one declaration (`undecided` was missing from the
+    // hand-written help).
+    let help = env.ok(&["events", "list", "--help"]);
+    let err = env.fails(&["events", "list", "--kind", "party"]);
+    assert!(err.contains("--kind party: unknown event kind"), "{err}");
+    for kind in facegate::events::EventKind::ALL {
+        assert!(
+            help.contains(kind.as_str()),
+            "{kind} not in the help: {help}"
+        );
+        assert!(
+            err.contains(kind.as_str()),
+            "{kind} not in the error: {err}"
+        );
+        env.ok(&["events", "list", "--kind", kind.as_str()]);
+    }
+}
+
+#[test]
 fn unknown_owner_ids_are_named() {
     let Some(env) = Env::new() else { return };
     for args in [

@@ -316,7 +316,7 @@ async fn snapshots_are_sealed_on_disk_and_served_as_jpeg() {
     let cancel = tokio_util::sync::CancellationToken::new();
     let gateway = {
         let (db, data, c) = (db.clone(), data.clone(), cancel.clone());
-        tokio::spawn(async move { facegate::http::run_gateway(config, &db, &data, c).await })
+        tokio::spawn(async move { facegate::run::run(config, &db, &data, c).await })
     };
     let base = format!("http://127.0.0.1:{port}");
     let rel = snap.face.strip_prefix("snapshots/").unwrap().to_owned();

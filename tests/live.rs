@@ -1,4 +1,4 @@
-//! `run_live` end to end over a real RTSP server on 127.0.0.1: GStreamer
+//! `run::run` (cameras, no HTTP) end to end over a real RTSP server on 127.0.0.1: GStreamer
 //! decoding, the real models, a real SQLite file. An owner at a gate camera
 //! gets a pass; the camera going away, coming back and stalling are events.
 

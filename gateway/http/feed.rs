@@ -60,9 +60,7 @@ pub async fn list(
         .as_deref()
         .map(|k| {
             EventKind::parse(k).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "kind '{k}' is not one of owner_pass, stranger, watchlist, spoof, loitering, camera_offline, camera_online"
-                ))
+                ApiError::bad_request(format!("kind '{k}' is not one of {}", EventKind::names()))
             })
         })
         .transpose()?;
@@ -243,9 +241,7 @@ pub async fn stream(
     let s = BroadcastStream::new(rx).filter_map(move |item| {
         let out = match item {
             Ok(e) => {
-                if alerts_only
-                    && (e.repeat || !(e.kind.is_alert() || e.kind == EventKind::CameraOffline))
-                {
+                if alerts_only && (e.repeat || !e.kind.is_alert()) {
                     None
                 } else {
                     let data = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());

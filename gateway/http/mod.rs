@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::events::EventStore;
+use crate::events::{Alerting, EventKind, EventStore};
 use crate::live::Live;
 use crate::pipeline::PipelineError;
 use crate::registry::{Gallery, Registry};
@@ -47,6 +47,32 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const APP_CSS: &str = include_str!("../web/app.css");
+
+/// The console's script, with its lists of event kinds written from the
+/// one declaration ([`EventKind::ALL`]): every kind (the filter, the live
+/// feed's event names) and those the console flags as alerts (a camera
+/// coming back online clears an alert rather than raising one).
+fn app_js() -> &'static str {
+    static JS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| console_script(APP_JS));
+    &JS
+}
+
+fn console_script(src: &str) -> String {
+    let names = |keep: fn(EventKind) -> bool| {
+        let v: Vec<&str> = EventKind::ALL
+            .iter()
+            .filter(|k| keep(**k))
+            .map(|k| k.as_str())
+            .collect();
+        serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+    };
+    src.replacen("/*EVENT_KINDS*/[]", &names(|_| true), 1)
+        .replacen(
+            "/*ALERT_KINDS*/[]",
+            &names(|k| k.alerting() == Alerting::Raises),
+            1,
+        )
+}
 
 /// What the handlers share.
 pub struct AppState {
@@ -211,7 +237,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/app.js",
-            get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
+            get(|| async { page(app_js(), "text/javascript; charset=utf-8") }),
         )
         .route(
             "/app.css",
@@ -391,57 +417,33 @@ pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, PipelineError
         .map_err(|e| PipelineError::Setup(format!("http: cannot listen on {addr}: {e}")))
 }
 
-/// `facegate run`: the cameras and, unless `http.listen` is empty, the API
-/// and console, on one gallery and one live state, until `cancel`.
-pub async fn run_gateway(
-    config: Config,
-    db: &Path,
-    data_dir: &Path,
-    cancel: CancellationToken,
-) -> Result<(), PipelineError> {
-    if config.cameras.is_empty() && config.http.listen.is_empty() {
-        return Err(PipelineError::Setup(
-            "nothing to run: no cameras configured (add [[cameras]] or pass --camera NAME=URL) and HTTP is off (http.listen is empty)".into(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_gets_every_kind_from_the_declaration_and_a_label_for_each() {
+        assert!(APP_JS.contains("/*EVENT_KINDS*/[]") && APP_JS.contains("/*ALERT_KINDS*/[]"));
+        let js = app_js();
+        assert!(!js.contains("/*EVENT_KINDS*/") && !js.contains("/*ALERT_KINDS*/"));
+        assert!(js.contains(
+            r#"const EVENT_KINDS = ["owner_pass","stranger","watchlist","spoof","loitering","undecided","camera_offline","camera_online"];"#
         ));
-    }
-    let config = Arc::new(config);
-    let engine = FaceEngine::new(&config).map_err(|source| PipelineError::Vision {
-        camera: "*".into(),
-        source,
-    })?;
-    let gallery = crate::pipeline::open_gallery_in(db, data_dir, &engine)?;
-    let live = Arc::new(Live::new());
-    let server = if config.http.listen.is_empty() {
-        None
-    } else {
-        let listener = bind(&config.http.listen).await?;
-        let addr = listener.local_addr().ok();
-        let state = AppState::new(config.clone(), db, data_dir, gallery.clone(), live.clone())?;
-        let c = cancel.clone();
-        tracing::info!(addr = ?addr, "HTTP API and console listening");
-        eprintln!(
-            "facegate: console and API on http://{}/",
-            addr.map_or_else(|| config.http.listen.clone(), |a| a.to_string())
-        );
-        Some(tokio::spawn(serve(Arc::new(state), listener, c)))
-    };
-    let r = crate::pipeline::run_live_with(
-        &config,
-        db,
-        data_dir,
-        Some(engine),
-        gallery,
-        live,
-        cancel.clone(),
-    )
-    .await;
-    cancel.cancel();
-    if let Some(s) = server {
-        match s.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
-            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+        assert!(js.contains(
+            r#"const ALERT_KINDS = new Set(["stranger","watchlist","spoof","loitering","camera_offline"]);"#
+        ));
+        // A new kind needs its words in both languages (English, Chinese).
+        for k in EventKind::ALL {
+            let label = format!("k_{k}: ");
+            assert_eq!(js.matches(&label).count(), 2, "console label {label:?}");
         }
     }
-    r
+
+    #[test]
+    fn the_api_schema_lists_exactly_the_declared_kinds() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let listed = &doc["components"]["schemas"]["EventKind"]["enum"];
+        let declared: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(listed, &serde_json::json!(declared));
+    }
 }

@@ -87,17 +87,10 @@ pub fn message_id(e: &Event) -> String {
     }
 }
 
-/// The alert priority: the event's own (a watch-list entry's), else by kind.
+/// The alert priority: the event's own (a watch-list entry's), else its
+/// kind's ([`EventKind::default_priority`]).
 pub fn priority_of(e: &Event) -> Priority {
-    e.priority.unwrap_or(match e.kind {
-        EventKind::Watchlist | EventKind::Spoof | EventKind::CameraOffline => Priority::High,
-        EventKind::Loitering | EventKind::CameraOnline => Priority::Normal,
-        EventKind::Stranger | EventKind::OwnerPass | EventKind::Undecided => Priority::Low,
-    })
-}
-
-fn is_camera_state(kind: EventKind) -> bool {
-    matches!(kind, EventKind::CameraOffline | EventKind::CameraOnline)
+    e.priority.unwrap_or(e.kind.default_priority())
 }
 
 /// The outbox messages of an event: the event on `events/<camera>` (track
@@ -135,7 +128,7 @@ pub fn messages_for_with_face(
         retain,
         expires_at: None,
     };
-    if is_camera_state(event.kind) {
+    if event.kind.is_camera_state() {
         if is_topic_name(&event.camera) {
             out.push(msg(
                 topics.camera_status(&event.camera),
@@ -386,7 +379,8 @@ mod tests {
         let v: Value = serde_json::from_slice(&msgs[1].payload).unwrap();
         assert_eq!(v["id"], json!(e.id));
         assert_eq!(v["ts"], json!("2026-11-27T18:00:00+08:00"));
-        assert_eq!(v["priority"], json!("low"));
+        // No priority of its own: the kind's declared default.
+        assert_eq!(v["priority"], json!("normal"));
         assert_eq!(v["kind"], json!("stranger"));
         assert_eq!(v["grid"], json!("g-7"));
         assert_eq!(v["score"], json!(0.97));

@@ -328,8 +328,10 @@ const DICT = {
   },
 };
 
-const EVENT_KINDS = ['owner_pass', 'stranger', 'watchlist', 'spoof', 'loitering', 'undecided', 'camera_offline', 'camera_online'];
-const ALERT_KINDS = new Set(['stranger', 'watchlist', 'spoof', 'loitering', 'camera_offline']);
+// Written by the server from the one declaration of event kinds
+// (gateway/events.rs): every kind, and those flagged here as alerts.
+const EVENT_KINDS = /*EVENT_KINDS*/[];
+const ALERT_KINDS = new Set(/*ALERT_KINDS*/[]);
 // A repeat (same decision, same person, within the cooldown) is recorded but is not an alert.
 const isAlert = (ev) => ALERT_KINDS.has(ev.kind) && !ev.repeat;
 const ROLE_RANK = { viewer: 1, enroller: 2, admin: 3 };

@@ -40,21 +40,19 @@ pub fn gate_camera(url: &str, extra: &str) -> facegate::config::CameraConfig {
     .expect("gate camera config")
 }
 
-/// `run_live` (the code `facegate run` uses for cameras) on its own task
-/// until `cancel`.
+/// `run::run` (the code `facegate run` uses) on its own task until
+/// `cancel`, with the HTTP server off: the cameras, publisher and
+/// housekeeping only.
 pub fn spawn_live(
     config: &Config,
     db: &std::path::Path,
     data: &std::path::Path,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<Result<(), facegate::pipeline::PipelineError>> {
-    let (config, db, data, cancel) = (
-        config.clone(),
-        db.to_owned(),
-        data.to_owned(),
-        cancel.clone(),
-    );
-    tokio::spawn(async move { facegate::pipeline::run_live(&config, &db, &data, cancel).await })
+    let mut config = config.clone();
+    config.http.listen = String::new();
+    let (config, db, data, cancel) = (config, db.to_owned(), data.to_owned(), cancel.clone());
+    tokio::spawn(async move { facegate::run::run(config, &db, &data, cancel).await })
 }
 
 /// The face engine with the shipped configuration and the real models.
