@@ -227,6 +227,11 @@ pub struct CameraConfig {
     /// The gate controller this camera opens (role = gate); default: the camera name.
     #[serde(default)]
     pub gate_id: Option<String>,
+    /// Skip detection on frames where nothing moved (a luma-thumbnail
+    /// difference; see `source::motion`). Faces on live tracks, the 2 s
+    /// after motion, and one frame every 2 s are always detected.
+    #[serde(default = "yes")]
+    pub motion_skip: bool,
 }
 
 fn yes() -> bool {

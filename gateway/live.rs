@@ -132,6 +132,7 @@ impl Stage {
 struct MetricsInner {
     stages: BTreeMap<(String, Stage), Histogram>,
     frames: BTreeMap<String, u64>,
+    still: BTreeMap<String, u64>,
     faces: BTreeMap<String, u64>,
     events: BTreeMap<&'static str, u64>,
     http: BTreeMap<(String, u16), u64>,
@@ -165,6 +166,11 @@ impl Metrics {
             *m.frames.entry(camera.to_owned()).or_default() += 1;
             *m.faces.entry(camera.to_owned()).or_default() += faces;
         });
+    }
+
+    /// A taken frame not detected on because nothing moved.
+    pub fn count_still(&self, camera: &str) {
+        self.with(|m| *m.still.entry(camera.to_owned()).or_default() += 1);
     }
 
     pub fn count_event(&self, kind: EventKind) {
@@ -226,6 +232,15 @@ impl Metrics {
             "facegate_frames_processed_total",
             "Frames the recogniser processed.",
             m.frames
+                .iter()
+                .map(|(c, v)| (format!("camera=\"{}\"", esc(c)), *v))
+                .collect(),
+        );
+        counter(
+            &mut out,
+            "facegate_frames_still_total",
+            "Frames not run through detection because nothing moved (cameras.motion_skip).",
+            m.still
                 .iter()
                 .map(|(c, v)| (format!("camera=\"{}\"", esc(c)), *v))
                 .collect(),

@@ -51,6 +51,8 @@ pub struct CameraContext {
     pub place: Place,
     pub gate: Option<String>,
     pub detect_fps: f32,
+    /// `cameras.motion_skip`: no detection on frames where nothing moved.
+    pub motion_skip: bool,
 }
 
 impl CameraContext {
@@ -69,6 +71,7 @@ impl CameraContext {
             gate: (cam.role == CameraRole::Gate)
                 .then(|| cam.gate_id.clone().unwrap_or_else(|| cam.name.clone())),
             detect_fps: cam.detect_fps,
+            motion_skip: cam.motion_skip,
         }
     }
 }
@@ -507,6 +510,11 @@ impl Processor {
     }
 
     /// Ends the tracks not seen for the timeout, deciding those still open.
+    /// Whether faces are on live tracks (the motion gate never skips then).
+    pub fn tracking(&self) -> bool {
+        !self.tracker.tracks().is_empty()
+    }
+
     pub fn tick(
         &mut self,
         gallery: &Mutex<Gallery>,
@@ -748,6 +756,10 @@ pub fn run_camera(
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / processor.camera().detect_fps.max(0.1) as f64);
     let mut next_due = Instant::now();
+    let mut motion = processor
+        .camera()
+        .motion_skip
+        .then(|| crate::source::motion::MotionGate::new(Default::default()));
     while !cancel.is_cancelled() {
         let now_inst = Instant::now();
         if now_inst < next_due {
@@ -763,6 +775,27 @@ pub fn run_camera(
                 next_due += period;
                 if next_due < Instant::now() {
                     next_due = Instant::now() + period;
+                }
+                let still = motion.as_mut().is_some_and(|gate| {
+                    let tracking = processor.tracking();
+                    frame
+                        .with_yuv(|yuv| gate.check(yuv, Instant::now(), tracking))
+                        .is_ok_and(|v| !v.detect())
+                });
+                if still {
+                    if let Some(m) = &metrics {
+                        m.metrics.count_still(&processor.camera().name);
+                    }
+                    if let Some(l) = &live
+                        && let Ok(mut slot) = l.latest.lock()
+                    {
+                        *slot = Some(frame);
+                    }
+                    match processor.tick(&gallery, now, wall) {
+                        Ok(mut events) => emit_all(&sink, &mut processor, &mut events),
+                        Err(e) => tracing::warn!(error = %e, "track timeouts failed"),
+                    }
+                    continue;
                 }
                 let faces_before = processor.faces;
                 let t = Instant::now();
