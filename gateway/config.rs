@@ -33,6 +33,7 @@ pub struct Config {
     pub site: SiteConfig,
     /// The cameras and gate readers of the estate; none = demo mode.
     pub cameras: Vec<CameraConfig>,
+    pub ingest: IngestConfig,
     pub decide: DecideConfig,
     pub vision: VisionConfig,
     pub matching: MatchingConfig,
@@ -191,6 +192,19 @@ pub enum Transport {
     #[default]
     Tcp,
     Udp,
+}
+
+/// Decoding, for every camera (`[ingest]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// GStreamer decoders to use before any other, first preferred: a
+    /// board's hardware decoders (`mppvideodec` on Rockchip,
+    /// `v4l2slh264dec`/`v4l2h264dec` elsewhere). One not installed is
+    /// skipped with a warning and software decoding goes on.
+    pub prefer_decoders: Vec<String>,
+    /// Decoders never to use.
+    pub avoid_decoders: Vec<String>,
 }
 
 /// One camera. `url` is `rtsp://host[:port]/path` (no credentials inside:

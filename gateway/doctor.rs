@@ -179,6 +179,20 @@ fn gstreamer_checks(config: &Config) -> Vec<Check> {
     // Cameras send H.264 or H.265; decodebin picks the highest-ranked
     // decoder, which on an ARM box should be the hardware one.
     if !config.cameras.is_empty() {
+        let ingest = &config.ingest;
+        match crate::source::rank_decoders(&ingest.prefer_decoders, &ingest.avoid_decoders) {
+            Ok(missing) if missing.is_empty() => {}
+            Ok(missing) => out.push(Check::warn(
+                "[ingest] decoders",
+                format!("not installed: {}", missing.join(", ")),
+                "install the board's GStreamer plugin (gstreamer-rockchip for mppvideodec, the v4l2codecs plugin for v4l2sl*), or take the name out of [ingest]",
+            )),
+            Err(e) => out.push(Check::fail(
+                "[ingest] decoders",
+                e.to_string(),
+                "check the GStreamer installation",
+            )),
+        }
         for (codec, caps) in [("H.264", "video/x-h264"), ("H.265", "video/x-h265")] {
             let caps = gstreamer::Caps::builder(caps).build();
             let mut decoders: Vec<(gstreamer::Rank, String)> =

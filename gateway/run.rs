@@ -324,6 +324,21 @@ fn start_cameras(
     };
     let mut engine = Some(engine);
     let prefix = format!("{:x}", OffsetDateTime::now_utc().unix_timestamp());
+    let ingest = &config.ingest;
+    if !config.cameras.is_empty()
+        && !(ingest.prefer_decoders.is_empty() && ingest.avoid_decoders.is_empty())
+    {
+        let missing =
+            crate::source::rank_decoders(&ingest.prefer_decoders, &ingest.avoid_decoders)?;
+        if !missing.is_empty() {
+            tracing::warn!(
+                missing = %missing.join(", "),
+                "decoders named in [ingest] are not installed; decoding with the others"
+            );
+        }
+        let h264 = crate::source::decoder_for("video/x-h264")?;
+        tracing::info!(h264 = h264.as_deref().unwrap_or("none"), "decoder choice");
+    }
     for cam in &config.cameras {
         let spec = crate::source::CameraSpec::from_config(cam)?;
         let handle = Arc::new(crate::source::spawn_camera(spec, tx.clone(), stop.clone())?);

@@ -108,6 +108,55 @@ pub fn init() -> Result<(), SourceError> {
         .map_err(SourceError::Init)
 }
 
+/// Decoder choice for `decodebin` (`[ingest]` in the config): each element
+/// in `prefer` is ranked above every other decoder, the first highest (so
+/// a board's hardware decoder, e.g. `mppvideodec` on Rockchip or
+/// `v4l2slh264dec`/`v4l2h264dec` on other ARM boards, is used where it is
+/// installed and the software one where it is not); each in `avoid` is
+/// ranked NONE, so decodebin never picks it (a hardware decoder that
+/// misbehaves on a camera's stream). Process-wide: call before cameras
+/// start. Returns the names that are not installed, for a warning.
+pub fn rank_decoders(prefer: &[String], avoid: &[String]) -> Result<Vec<String>, SourceError> {
+    use gstreamer::prelude::PluginFeatureExtManual;
+    init()?;
+    let mut missing = Vec::new();
+    let n = prefer.len() as i32;
+    for (i, name) in prefer.iter().enumerate() {
+        match gstreamer::ElementFactory::find(name) {
+            Some(f) => f.set_rank(gstreamer::Rank::PRIMARY + (256 + n - i as i32)),
+            None => missing.push(name.clone()),
+        }
+    }
+    for name in avoid {
+        match gstreamer::ElementFactory::find(name) {
+            Some(f) => f.set_rank(gstreamer::Rank::NONE),
+            None => missing.push(name.clone()),
+        }
+    }
+    Ok(missing)
+}
+
+/// The decoder `decodebin` picks for `caps` (e.g. `video/x-h264`): the
+/// highest-ranked installed decoder that accepts them, as decodebin ranks
+/// them; `None` when there is none.
+pub fn decoder_for(caps: &str) -> Result<Option<String>, SourceError> {
+    use gstreamer::prelude::{GstObjectExt, PluginFeatureExtManual};
+    init()?;
+    let caps: gstreamer::Caps = caps
+        .parse()
+        .map_err(|e| SourceError::Init(format!("caps {caps}: {e}")))?;
+    let mut found: Vec<(gstreamer::Rank, String)> = gstreamer::ElementFactory::factories_with_type(
+        gstreamer::ElementFactoryType::DECODER,
+        gstreamer::Rank::MARGINAL,
+    )
+    .into_iter()
+    .filter(|f| f.can_sink_any_caps(&caps))
+    .map(|f| (f.rank(), f.name().to_string()))
+    .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(found.into_iter().next().map(|(_, name)| name))
+}
+
 /// Checks that every element facegate's pipelines use is installed, naming
 /// the missing ones (decoders are not checked: `decodebin` picks among them).
 pub fn check_elements() -> Result<(), SourceError> {

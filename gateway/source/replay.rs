@@ -84,6 +84,20 @@ impl Replay {
         Ok(replay)
     }
 
+    /// The decoders decodebin put in this pipeline, by element factory
+    /// name (e.g. `avdec_h264`, or a hardware one named in `[ingest]`).
+    pub fn decoders(&self) -> Vec<String> {
+        use gst::prelude::*;
+        self.pipeline
+            .iterate_recurse()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.factory())
+            .filter(|f| f.has_type(gst::ElementFactoryType::DECODER))
+            .map(|f| f.name().to_string())
+            .collect()
+    }
+
     fn bus_error(&self) -> Option<SourceError> {
         let msg = self.bus.pop_filtered(&[gst::MessageType::Error])?;
         let gst::MessageView::Error(err) = msg.view() else {
