@@ -19,6 +19,7 @@
 //! - [`source`], [`track`], [`decide`], [`pipeline`]: cameras to decisions.
 //! - [`events`], [`publish`]: events in SQLite, the MQTT outbox.
 //! - [`live`], [`http`]: the live feed, metrics, the HTTP API and console.
+//! - [`sync`]: owners shared between the boxes of one site over MQTT.
 
 pub mod bench;
 pub mod config;
@@ -36,6 +37,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod registry;
 pub mod source;
+pub mod sync;
 pub mod systemd;
 pub mod track;
 pub mod vision;

@@ -955,6 +955,20 @@ pub async fn run_live_with(
     } else {
         None
     };
+    // Registry sync with the site's other boxes (`[sync]`, off by default).
+    let sync_cancel = cancel.child_token();
+    let sync = crate::sync::start(
+        &config.sync,
+        &config.mqtt,
+        crate::sync::SyncSetup {
+            site: config.site.code.clone(),
+            db: db.to_owned(),
+            model_id: model_id.clone(),
+            gallery: gallery.clone(),
+        },
+        sync_cancel.clone(),
+    )
+    .map_err(|e| PipelineError::Setup(e.to_string()))?;
     let mut sink = EventSink::new(
         EventStore::open(db)?,
         SnapshotWriter::new(data_dir),
@@ -1093,6 +1107,10 @@ pub async fn run_live_with(
     drop(handles);
     if let Some(p) = publisher {
         p.shutdown().await;
+    }
+    sync_cancel.cancel();
+    if let Some(s) = sync {
+        let _ = s.await;
     }
     retention_cancel.cancel();
     let _ = retention.await;

@@ -1,0 +1,476 @@
+//! Registry sync: the boxes of one site share their owners through the
+//! MQTT broker they already use (`[sync]`, off by default).
+//!
+//! # How
+//! - **One retained message per owner** on
+//!   `<prefix>/<site>/registry/owners/<key>` holds that owner's latest
+//!   state (record, consents, face templates with their model id; never a
+//!   photo or a snapshot) or, after an erasure, a *tombstone* (the id and the
+//!   reason, no personal data) that replaces the state on the broker.
+//!   `<key>` is an HMAC of the owner id, so topics name nobody.
+//!   Retained messages are what a box that was offline (or a new one) reads
+//!   when it subscribes: that is the catch-up.
+//!   The gateway refuses retained *commands* (issue 10): those are actions
+//!   that must not run again on a reconnect. These are different: versioned
+//!   *state*, applied only when newer than what a box has, so reading the
+//!   same one again is a no-op.
+//! - **Versions** are Lamport counters with the origin box id as the tie
+//!   break (a total order; [`message::Version`]). A box keeps the newest
+//!   version per owner, tombstones included (`sync_owners`), so an old
+//!   state replayed after an erasure never brings the owner back; a box that
+//!   sees a stale message puts its newer one back on the broker.
+//! - **Sealed and signed**: the body is ChaCha20-Poly1305-encrypted under a
+//!   key derived from `sync.secret`, with the clear header (site, key,
+//!   version, kind) as associated data: the AEAD tag is the signature. A
+//!   forged, altered or wrongly encrypted message is refused with a WARN
+//!   naming its topic, and changes nothing.
+//! - **Local changes** (HTTP API, `facegate enroll` / `owners ...` on the
+//!   command line, even while the gateway is stopped, and the retention
+//!   task) are found by SQLite triggers that queue the owner id in
+//!   `sync_dirty` (schema migration 6): no hook in any write path. The
+//!   gateway drains the queue every `scan_interval_s` and publishes an
+//!   owner only if their state differs from the last one published or
+//!   applied (a digest), which is also why applying a remote change is not
+//!   published again as a new version. A queue row is deleted only after
+//!   the broker's PUBACK, so a change made while the broker is away is
+//!   published when it is back.
+//! - **Applying** goes through the shared [`Gallery`] (the registry's own
+//!   enrol / update / status / erase paths): the index follows at once, an
+//!   erasure removes events and snapshots as a local one does, and the
+//!   audit trail says `sync from <box>`. A template of a model this box
+//!   does not run is refused with a WARN.
+//!
+//! # Layout
+//! - [`message`]: versions, states, the sealed envelope (pure).
+//! - [`store`]: the SQLite side: states, the queue, versions, applying.
+//! - this file: `[sync]` config, errors, and the task with its own MQTT
+//!   connection (client id `<mqtt.client_id>-sync`).
+
+pub mod message;
+pub mod store;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::Outgoing as MqttOutgoing;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason, Publish};
+use rumqttc::v5::{AsyncClient, Event};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::publish::MqttConfig;
+use crate::publish::config::{BrokerUrl, MIN_SECRET_BYTES, Secret, SecretRef, is_topic_name};
+use crate::publish::connection::{self, Backoff, Link, LinkEvent};
+use crate::registry::{Gallery, ParseEnumError, RegistryError};
+
+use message::{Refusal, SyncKeys};
+use store::{Applied, Outgoing, SyncStore};
+
+/// `[sync]`: registry sync with the other boxes of the site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// This box's name, unique among the site's boxes (letters, digits,
+    /// `-`, `_`, `.`); empty = sync off.
+    pub box_id: String,
+    /// The site's shared sync secret, the same on every box: `env:NAME` or
+    /// `file:PATH`, at least 16 bytes. It signs and encrypts the messages.
+    pub secret: Option<String>,
+    /// How often local changes are looked for, seconds.
+    pub scan_interval_s: f64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            box_id: String::new(),
+            secret: None,
+            scan_interval_s: 1.0,
+        }
+    }
+}
+
+impl SyncConfig {
+    pub fn enabled(&self) -> bool {
+        !self.box_id.is_empty()
+    }
+
+    /// Checks what serde cannot: `Err((key, reason))`.
+    pub fn validate(&self, mqtt: &MqttConfig) -> Result<(), (String, String)> {
+        let bad = |key: &str, why: &str| Err((format!("sync.{key}"), why.to_owned()));
+        if !self.enabled() {
+            return Ok(());
+        }
+        if !is_topic_name(&self.box_id) {
+            return bad(
+                "box_id",
+                "must be 1 to 64 ASCII letters, digits, '-', '_' or '.'",
+            );
+        }
+        let Some(secret) = &self.secret else {
+            return bad(
+                "secret",
+                "required when sync.box_id is set: env:NAME or file:PATH, the same on every box of the site",
+            );
+        };
+        if let Err(e) = SecretRef::parse(secret) {
+            return bad("secret", &e);
+        }
+        if !(self.scan_interval_s > 0.0 && self.scan_interval_s <= 3600.0) {
+            return bad("scan_interval_s", "must be between 0 and 3600 seconds");
+        }
+        if !mqtt.enabled() {
+            return bad(
+                "box_id",
+                "sync travels through the broker: set mqtt.url (or remove sync.box_id)",
+            );
+        }
+        if mqtt.client_id.is_none() {
+            return Err((
+                "mqtt.client_id".into(),
+                "must be set, and differ per box, when sync is on: boxes of one site sharing the default client id would push each other off the broker".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the secret; errors name the key.
+    pub fn resolve_secret(&self) -> Result<Secret, SyncError> {
+        let r = self
+            .secret
+            .as_deref()
+            .ok_or_else(|| SyncError::Config("sync.secret: not set".into()))?;
+        let s = SecretRef::parse(r)
+            .and_then(|s| s.resolve())
+            .map_err(|e| SyncError::Config(format!("sync.secret: {e}")))?;
+        if s.expose().len() < MIN_SECRET_BYTES {
+            return Err(SyncError::Config(format!(
+                "sync.secret: the secret is shorter than {MIN_SECRET_BYTES} bytes"
+            )));
+        }
+        Ok(s)
+    }
+}
+
+/// What the sync can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A config key or secret; the message names the key.
+    #[error("{0}")]
+    Config(String),
+    #[error("registry sync: {context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(
+        "a face template of model '{found}', but this box embeds with '{ours}': both boxes must run the same embedding model; refused"
+    )]
+    ForeignModel { found: String, ours: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<ParseEnumError> for SyncError {
+    fn from(e: ParseEnumError) -> Self {
+        SyncError::Invalid(e.to_string())
+    }
+}
+
+/// What the sync task needs from the gateway.
+pub struct SyncSetup {
+    pub site: String,
+    pub db: PathBuf,
+    /// The embedding model this box runs.
+    pub model_id: String,
+    pub gallery: Arc<Mutex<Gallery>>,
+}
+
+/// Starts the sync task if `[sync]` is on (`Ok(None)` if off). Errors are
+/// for the operator (a missing secret, a bad broker URL) and stop the start;
+/// at run time the task logs, retries and never stops the gateway.
+pub fn start(
+    sync: &SyncConfig,
+    mqtt: &MqttConfig,
+    setup: SyncSetup,
+    cancel: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, SyncError> {
+    if !sync.enabled() {
+        return Ok(None);
+    }
+    let secret = sync.resolve_secret()?;
+    let url =
+        BrokerUrl::parse(&mqtt.url).map_err(|e| SyncError::Config(format!("mqtt.url: {e}")))?;
+    let mut cfg = mqtt.clone();
+    cfg.client_id = Some(format!("{}-sync", mqtt.client_id_for(&setup.site)));
+    let prefix = format!("{}/{}/registry", mqtt.prefix, setup.site);
+    // The will says this box's sync link went away; nobody needs to act on it.
+    let will = LastWill::new(
+        format!("{prefix}/boxes/{}", sync.box_id),
+        "offline",
+        QoS::AtMostOnce,
+        false,
+        None,
+    );
+    let mut options = connection::options(&cfg, &setup.site, &url, will)
+        .map_err(|e| SyncError::Config(e.to_string()))?;
+    // Catch-up comes from the retained messages at every subscription, so
+    // no broker session needs to be kept for us.
+    options.set_clean_start(true);
+    options.set_session_expiry_interval(None);
+    let (client, eventloop) = AsyncClient::new(options, 64);
+    let (tx, rx) = mpsc::channel(256);
+    let link = Arc::new(Mutex::new(Link::default()));
+    let conn_stop = cancel.child_token();
+    let conn = tokio::spawn(connection::run(
+        eventloop,
+        link,
+        tx,
+        conn_stop.clone(),
+        Backoff::new(mqtt.reconnect_min_s, mqtt.reconnect_max_s),
+        url.host.clone(),
+    ));
+    let store = SyncStore::open(&setup.db, &sync.box_id, &setup.model_id)?;
+    let marked = store.mark_unsynced()?;
+    tracing::info!(
+        box_id = %sync.box_id,
+        owners_to_publish = marked,
+        "registry sync on"
+    );
+    let task = SyncTask {
+        keys: Arc::new(SyncKeys::derive(&secret)),
+        site: setup.site,
+        prefix,
+        client,
+        store: Arc::new(Mutex::new(store)),
+        gallery: setup.gallery,
+        connected: false,
+        in_flight: None,
+        again: VecDeque::new(),
+    };
+    let scan = Duration::from_secs_f64(sync.scan_interval_s);
+    Ok(Some(tokio::spawn(async move {
+        task.run(rx, scan, cancel).await;
+        conn_stop.cancel();
+        let _ = conn.await;
+    })))
+}
+
+/// A message handed to rumqttc and not yet acknowledged.
+struct InFlight {
+    out: Outgoing,
+    pkid: Option<u16>,
+}
+
+struct SyncTask {
+    keys: Arc<SyncKeys>,
+    site: String,
+    /// `<prefix>/<site>/registry`.
+    prefix: String,
+    client: AsyncClient,
+    store: Arc<Mutex<SyncStore>>,
+    gallery: Arc<Mutex<Gallery>>,
+    connected: bool,
+    in_flight: Option<InFlight>,
+    /// Our newer versions to put back on the broker over stale ones.
+    again: VecDeque<String>,
+}
+
+impl SyncTask {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<LinkEvent>,
+        scan: Duration,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(scan);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_link(ev).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.send_next().await,
+            }
+        }
+    }
+
+    async fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Down(why) => {
+                if self.connected {
+                    tracing::warn!(reason = %why, "registry sync: broker connection lost; changes wait in the database");
+                }
+                self.connected = false;
+                self.in_flight = None;
+            }
+            LinkEvent::Mqtt(ev) => match *ev {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    self.connected = true;
+                    self.in_flight = None;
+                    let filter = format!("{}/owners/+", self.prefix);
+                    if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, "registry sync: cannot subscribe");
+                    }
+                    tracing::info!("registry sync: connected; reading the site's registry");
+                    self.send_next().await;
+                }
+                Event::Incoming(Packet::Publish(p)) => self.on_message(p).await,
+                Event::Incoming(Packet::PubAck(ack)) => {
+                    let ours = self
+                        .in_flight
+                        .as_ref()
+                        .is_some_and(|f| f.pkid == Some(ack.pkid));
+                    if !ours {
+                        return;
+                    }
+                    match ack.reason {
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                            if let Some(f) = self.in_flight.take() {
+                                self.acknowledged(f.out).await;
+                            }
+                            self.send_next().await;
+                        }
+                        other => {
+                            tracing::warn!(reason = ?other, "registry sync: the broker did not take a registry message (check its ACL for the registry topics); retrying");
+                            self.in_flight = None;
+                        }
+                    }
+                }
+                Event::Outgoing(MqttOutgoing::Publish(pkid)) => {
+                    if let Some(f) = &mut self.in_flight
+                        && f.pkid.is_none()
+                    {
+                        f.pkid = Some(pkid);
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+
+    /// Runs `f` on the store on the blocking pool.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SyncStore, &Mutex<Gallery>) -> Result<T, SyncError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let (store, gallery) = (self.store.clone(), self.gallery.clone());
+        tokio::task::spawn_blocking(move || {
+            let store = store
+                .lock()
+                .map_err(|_| SyncError::Invalid("sync store lock poisoned".into()))?;
+            f(&store, &gallery)
+        })
+        .await
+        .map_err(|e| SyncError::Invalid(format!("sync task failed: {e}")))?
+    }
+
+    async fn acknowledged(&self, out: Outgoing) {
+        let version = out.version.clone();
+        let erased = out.body.state.is_none();
+        match self.with_store(move |s, _| s.published(&out)).await {
+            Ok(()) => tracing::info!(%version, erased, "registry sync: change published"),
+            Err(e) => tracing::error!(error = %e, "registry sync: cannot record a publication"),
+        }
+    }
+
+    /// Publishes the next stale-repair or local change, one at a time.
+    async fn send_next(&mut self) {
+        if !self.connected || self.in_flight.is_some() {
+            return;
+        }
+        let next = match self.again.pop_front() {
+            Some(owner) => self.with_store(move |s, _| s.republication(&owner)).await,
+            None => self.with_store(|s, _| s.next_local_change()).await,
+        };
+        let out = match next {
+            Ok(Some(out)) => out,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "registry sync: cannot read local changes; retrying");
+                return;
+            }
+        };
+        let env = match self.keys.seal(&self.site, &out.version, &out.body) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::error!(error = %e, "registry sync: cannot seal a message");
+                return;
+            }
+        };
+        let topic = format!("{}/owners/{}", self.prefix, env.key);
+        let payload = match serde_json::to_vec(&env) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "registry sync: cannot encode a message");
+                return;
+            }
+        };
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, true, payload)
+        {
+            Ok(()) => self.in_flight = Some(InFlight { out, pkid: None }),
+            Err(e) => tracing::warn!(error = %e, "registry sync: publish not queued; retrying"),
+        }
+    }
+
+    async fn on_message(&mut self, p: Publish) {
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        if p.payload.is_empty() {
+            // A retained message cleared by an operator: nothing to apply.
+            return;
+        }
+        let owners = format!("{}/owners/", self.prefix);
+        let Some(key) = topic.strip_prefix(&owners) else {
+            return;
+        };
+        let (env, body) = match self.keys.open(&self.site, key, &p.payload) {
+            Ok(opened) => opened,
+            Err(refusal) => {
+                tracing::warn!(%topic, reason = %refusal, "registry sync: message refused; nothing changed");
+                if matches!(refusal, Refusal::BadSeal | Refusal::Malformed(_)) {
+                    // A retained message we cannot read replaced the real
+                    // one on the broker: put ours back, if we know the owner.
+                    let (keys, key) = (self.keys.clone(), key.to_owned());
+                    if let Ok(Some(owner)) = self
+                        .with_store(move |s, _| s.owner_for_key(&keys, &key))
+                        .await
+                    {
+                        self.again.push_back(owner);
+                        self.send_next().await;
+                    }
+                }
+                return;
+            }
+        };
+        let version = env.version();
+        let owner = body.owner_id.clone();
+        let v = version.clone();
+        let applied = self
+            .with_store(move |s, g| s.apply(g, &v, &body, OffsetDateTime::now_utc()))
+            .await;
+        match applied {
+            Ok(Applied::Same) => {}
+            Ok(Applied::Stale) => {
+                tracing::warn!(%topic, %version, "registry sync: an older version than this box has (a replay, or a broker that lost the newer one); ignored, ours goes back on the broker");
+                self.again.push_back(owner);
+                self.send_next().await;
+            }
+            Ok(done) => tracing::info!(%topic, %version, result = ?done, "registry sync: applied"),
+            Err(e) => {
+                tracing::warn!(%topic, %version, error = %e, "registry sync: message not applied")
+            }
+        }
+    }
+}
