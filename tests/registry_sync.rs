@@ -188,6 +188,32 @@ impl Gatebox {
         )
     }
 
+    /// `facegate ARGS` on this box's config and database (the command
+    /// line beside, or instead of, the running gateway).
+    fn cli(&self, args: &[&str]) {
+        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--config")
+            .arg(self.dir.path().join("facegate.toml"))
+            .arg("--db")
+            .arg(self.db())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "facegate {args:?} on {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `status` of an owner as the API shows it (`None`: no such owner).
+    fn status_of(&self, id: &str) -> Option<String> {
+        let (s, v) = json(self.request("GET", &format!("/api/v1/owners/{id}")).call());
+        (s == 200).then(|| v["status"].as_str().unwrap_or_default().to_owned())
+    }
+
     fn owner_status(&self, id: &str) -> u16 {
         json(self.request("GET", &format!("/api/v1/owners/{id}")).call()).0
     }
@@ -455,6 +481,25 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
     );
     assert_eq!(b.owner_status("O-1"), 404);
     assert_eq!(a.owner_status("O-1"), 404);
+
+    // A suspension made with the command line while A's gateway is down is
+    // published when it starts again; B's reactivation over HTTP reaches A.
+    a.kill();
+    a.cli(&["owners", "suspend", "O-2", "--by", "staff-li"]);
+    a.start();
+    let suspended = wait_for(Duration::from_secs(60), || {
+        b.status_of("O-2").as_deref() == Some("suspended")
+    });
+    assert!(suspended, "B: O-2 not suspended: {}\n{}", a.log(), b.log());
+    assert_eq!(
+        b.identify(&biden_probe),
+        None,
+        "a suspended owner is not identified"
+    );
+    let (s, v) = json(b.request("POST", "/api/v1/owners/O-2/activate").call());
+    assert!(s == 200 || s == 204, "activate on B: {s} {v}");
+    a.wait_identified(&biden_probe, Some("O-2"), "owner 2 reactivated on B");
+    assert_eq!(a.status_of("O-2").as_deref(), Some("active"));
 
     // A third box, new to the site, learns owner 2 and not owner 1.
     let mut c = Gatebox::new("box-c", &broker.url());
