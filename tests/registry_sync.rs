@@ -325,6 +325,16 @@ fn retained(broker: &Broker, topic: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// The retained message on `topic`, if the broker has one.
+fn retained_opt(broker: &Broker, topic: &str) -> Option<Vec<u8>> {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-t", topic, "-C", "1", "-W", "1", "-N"])
+        .output()
+        .expect("mosquitto_sub");
+    (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
+}
+
 fn publish_retained(broker: &Broker, topic: &str, payload: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "payload.json", payload);
@@ -362,7 +372,7 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
         ids.join("Barack_Obama/3.jpg"),
     );
     let (biden_enrol, biden_probe) = (ids.join("Joe_Biden/1.jpg"), ids.join("Joe_Biden/2.jpg"));
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     let mut a = Gatebox::new("box-a", &broker.url());
     let mut b = Gatebox::new("box-b", &broker.url());
     a.start();
@@ -501,7 +511,20 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
     a.wait_identified(&biden_probe, Some("O-2"), "owner 2 reactivated on B");
     assert_eq!(a.status_of("O-2").as_deref(), Some("active"));
 
-    // A third box, new to the site, learns owner 2 and not owner 1.
+    // The broker restarts without persistence: its retained messages are
+    // gone. The boxes notice on reconnecting and publish them again, so a
+    // third box, new to the site, learns owner 2 and not owner 1.
+    broker.stop();
+    broker.restart();
+    let restored = wait_for(Duration::from_secs(60), || {
+        let (o1, o2) = (
+            retained_opt(&broker, &o1_topic),
+            retained_opt(&broker, &o2_topic),
+        );
+        o1.is_some_and(|m| open(&o1_topic, &m).1.state.is_none())
+            && o2.is_some_and(|m| open(&o2_topic, &m).1.state.is_some())
+    });
+    assert!(restored, "the registry is back on the broker: {}", a.log());
     let mut c = Gatebox::new("box-c", &broker.url());
     c.start();
     c.wait_identified(&biden_probe, Some("O-2"), "a new box catches up");

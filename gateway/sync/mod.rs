@@ -49,7 +49,7 @@
 pub mod message;
 pub mod store;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,6 +70,10 @@ use crate::registry::{Gallery, ParseEnumError, RegistryError};
 
 use message::{Refusal, SyncKeys};
 use store::{Applied, Outgoing, SyncStore};
+
+/// After a (re)connection, how long the broker has to send its retained
+/// registry messages before the ones it lacks are published again.
+const BROKER_CHECK_DELAY: Duration = Duration::from_secs(5);
 
 /// `[sync]`: registry sync with the other boxes of the site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,6 +259,8 @@ pub fn start(
         connected: false,
         in_flight: None,
         again: VecDeque::new(),
+        seen: HashSet::new(),
+        check_broker_at: None,
     };
     let scan = Duration::from_secs_f64(sync.scan_interval_s);
     Ok(Some(tokio::spawn(async move {
@@ -280,8 +286,14 @@ struct SyncTask {
     gallery: Arc<Mutex<Gallery>>,
     connected: bool,
     in_flight: Option<InFlight>,
-    /// Our newer versions to put back on the broker over stale ones.
+    /// Owners whose version to put back on the broker (over a stale or
+    /// unreadable message, or where the broker has none).
     again: VecDeque<String>,
+    /// Owner keys the broker sent since the last (re)connection.
+    seen: HashSet<String>,
+    /// When to compare `seen` with what this box knows: a broker that lost
+    /// its retained messages (restarted without persistence) gets ours back.
+    check_broker_at: Option<tokio::time::Instant>,
 }
 
 impl SyncTask {
@@ -300,7 +312,17 @@ impl SyncTask {
                     Some(ev) => self.on_link(ev).await,
                     None => break,
                 },
-                _ = tick.tick() => self.send_next().await,
+                _ = tick.tick() => {
+                    if self.connected
+                        && self
+                            .check_broker_at
+                            .is_some_and(|at| tokio::time::Instant::now() >= at)
+                    {
+                        self.check_broker_at = None;
+                        self.restore_missing().await;
+                    }
+                    self.send_next().await;
+                }
             }
         }
     }
@@ -318,6 +340,8 @@ impl SyncTask {
                 Event::Incoming(Packet::ConnAck(_)) => {
                     self.connected = true;
                     self.in_flight = None;
+                    self.seen.clear();
+                    self.check_broker_at = Some(tokio::time::Instant::now() + BROKER_CHECK_DELAY);
                     let filter = format!("{}/owners/+", self.prefix);
                     if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::error!(error = %e, "registry sync: cannot subscribe");
@@ -425,6 +449,31 @@ impl SyncTask {
         }
     }
 
+    /// Queues every owner this box has a version of whose topic the broker
+    /// did not send after the subscription (its retained message is gone).
+    async fn restore_missing(&mut self) {
+        let (keys, seen) = (self.keys.clone(), self.seen.clone());
+        let missing = self
+            .with_store(move |s, _| {
+                Ok(s.known_owners()?
+                    .into_iter()
+                    .filter(|id| !seen.contains(&keys.owner_key(id)))
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        match missing {
+            Ok(missing) if !missing.is_empty() => {
+                tracing::warn!(
+                    owners = missing.len(),
+                    "registry sync: the broker lacks the retained registry messages of owners this box knows (a broker restarted without persistence?); publishing them again"
+                );
+                self.again.extend(missing);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "registry sync: cannot compare with the broker"),
+        }
+    }
+
     async fn on_message(&mut self, p: Publish) {
         let topic = String::from_utf8_lossy(&p.topic).into_owned();
         if p.payload.is_empty() {
@@ -435,6 +484,7 @@ impl SyncTask {
         let Some(key) = topic.strip_prefix(&owners) else {
             return;
         };
+        self.seen.insert(key.to_owned());
         let (env, body) = match self.keys.open(&self.site, key, &p.payload) {
             Ok(opened) => opened,
             Err(refusal) => {

@@ -341,6 +341,17 @@ impl SyncStore {
         Ok(reason)
     }
 
+    /// Every owner this box has a version of (states and tombstones).
+    pub fn known_owners(&self) -> Result<Vec<String>, SyncError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT owner_id FROM sync_owners ORDER BY owner_id")
+            .map_err(sql("prepare sync owners"))?;
+        stmt.query_map([], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(sql("read sync owners"))
+    }
+
     /// The owner whose topic key is `key`, among those this box has a
     /// version of (to repair a topic a forged message overwrote).
     pub fn owner_for_key(
@@ -348,15 +359,10 @@ impl SyncStore {
         keys: &super::message::SyncKeys,
         key: &str,
     ) -> Result<Option<String>, SyncError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT owner_id FROM sync_owners")
-            .map_err(sql("prepare sync owners"))?;
-        let ids: Vec<String> = stmt
-            .query_map([], |r| r.get(0))
-            .and_then(Iterator::collect)
-            .map_err(sql("read sync owners"))?;
-        Ok(ids.into_iter().find(|id| keys.owner_key(id) == key))
+        Ok(self
+            .known_owners()?
+            .into_iter()
+            .find(|id| keys.owner_key(id) == key))
     }
 
     /// The broker acknowledged `out`: it is the newest version here now.
