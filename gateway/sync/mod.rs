@@ -211,6 +211,8 @@ pub fn start(
         return Ok(None);
     }
     let secret = sync.resolve_secret()?;
+    let store = SyncStore::open(&setup.db, &sync.box_id, &setup.model_id)?;
+    let marked = store.mark_unsynced()?;
     let url =
         BrokerUrl::parse(&mqtt.url).map_err(|e| SyncError::Config(format!("mqtt.url: {e}")))?;
     let mut cfg = mqtt.clone();
@@ -242,8 +244,6 @@ pub fn start(
         Backoff::new(mqtt.reconnect_min_s, mqtt.reconnect_max_s),
         url.host.clone(),
     ));
-    let store = SyncStore::open(&setup.db, &sync.box_id, &setup.model_id)?;
-    let marked = store.mark_unsynced()?;
     tracing::info!(
         box_id = %sync.box_id,
         owners_to_publish = marked,
@@ -274,7 +274,12 @@ pub fn start(
 struct InFlight {
     out: Outgoing,
     pkid: Option<u16>,
+    since: tokio::time::Instant,
 }
+
+/// An unacknowledged message is given up (and its change sent again as a
+/// new version) after this long, so one lost PUBACK cannot stall the sync.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct SyncTask {
     keys: Arc<SyncKeys>,
@@ -320,6 +325,10 @@ impl SyncTask {
                     {
                         self.check_broker_at = None;
                         self.restore_missing().await;
+                    }
+                    if self.in_flight.as_ref().is_some_and(|f| f.since.elapsed() > ACK_TIMEOUT) {
+                        tracing::warn!("registry sync: no PUBACK for a registry message; sending again");
+                        self.in_flight = None;
                     }
                     self.send_next().await;
                 }
@@ -444,7 +453,13 @@ impl SyncTask {
             .client
             .try_publish(topic, QoS::AtLeastOnce, true, payload)
         {
-            Ok(()) => self.in_flight = Some(InFlight { out, pkid: None }),
+            Ok(()) => {
+                self.in_flight = Some(InFlight {
+                    out,
+                    pkid: None,
+                    since: tokio::time::Instant::now(),
+                })
+            }
             Err(e) => tracing::warn!(error = %e, "registry sync: publish not queued; retrying"),
         }
     }
