@@ -10,7 +10,12 @@
 //! - a forged message (another secret) changes nothing on B, and the real
 //!   message is put back on the broker;
 //! - the first owner's old state, replayed after the erasure, does not
-//!   bring them back, and the tombstone is put back on the broker.
+//!   bring them back, and the tombstone is put back on the broker;
+//! - a suspension made with the command line while A's gateway is stopped
+//!   reaches B at A's next start, and B's reactivation reaches A;
+//! - an enrolment made while the broker is down reaches B when it is back;
+//!   the broker lost its retained messages (no persistence) and the boxes
+//!   publish them again, so a new box C catches up.
 
 mod common;
 
@@ -372,6 +377,10 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
         ids.join("Barack_Obama/3.jpg"),
     );
     let (biden_enrol, biden_probe) = (ids.join("Joe_Biden/1.jpg"), ids.join("Joe_Biden/2.jpg"));
+    let (powell_enrol, powell_probe) = (
+        ids.join("Colin_Powell/1.jpg"),
+        ids.join("Colin_Powell/2.jpg"),
+    );
     let mut broker = Broker::start();
     let mut a = Gatebox::new("box-a", &broker.url());
     let mut b = Gatebox::new("box-b", &broker.url());
@@ -512,10 +521,19 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
     assert_eq!(a.status_of("O-2").as_deref(), Some("active"));
 
     // The broker restarts without persistence: its retained messages are
-    // gone. The boxes notice on reconnecting and publish them again, so a
-    // third box, new to the site, learns owner 2 and not owner 1.
+    // gone. An enrolment made while it is down waits in A's database and is
+    // published once it is back; the boxes notice what the broker lacks and
+    // publish it again, so a third box, new to the site, learns owners 2
+    // and 3 and not owner 1.
     broker.stop();
+    a.enrol("O-3", "Owner Three", &powell_enrol);
+    std::thread::sleep(Duration::from_secs(1));
     broker.restart();
+    b.wait_identified(
+        &powell_probe,
+        Some("O-3"),
+        "owner 3 enrolled while the broker was down",
+    );
     let restored = wait_for(Duration::from_secs(60), || {
         let (o1, o2) = (
             retained_opt(&broker, &o1_topic),
@@ -528,6 +546,7 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
     let mut c = Gatebox::new("box-c", &broker.url());
     c.start();
     c.wait_identified(&biden_probe, Some("O-2"), "a new box catches up");
+    c.wait_identified(&powell_probe, Some("O-3"), "a new box catches up");
     assert_eq!(c.identify(&obama_probe), None);
     assert_eq!(c.owner_status("O-1"), 404);
 }
