@@ -549,4 +549,13 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
     c.wait_identified(&powell_probe, Some("O-3"), "a new box catches up");
     assert_eq!(c.identify(&obama_probe), None);
     assert_eq!(c.owner_status("O-1"), 404);
+    // A box never applies its own messages when they come back from the
+    // broker (doing so before the PUBACK would undo a newer local change).
+    let echoes: Vec<String> = a
+        .log()
+        .lines()
+        .filter(|l| l.contains("registry sync: applied") && l.contains("@box-a"))
+        .map(str::to_owned)
+        .collect();
+    assert!(echoes.is_empty(), "A applied its own messages: {echoes:#?}");
 }

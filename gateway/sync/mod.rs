@@ -520,6 +520,15 @@ impl SyncTask {
             }
         };
         let version = env.version();
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.out.version == version)
+        {
+            // Our own message, back before its PUBACK: applying it would
+            // undo a local change made since it was sent.
+            return;
+        }
         let owner = body.owner_id.clone();
         let v = version.clone();
         let applied = self

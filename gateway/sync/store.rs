@@ -47,6 +47,8 @@ pub struct Outgoing {
 pub enum Applied {
     Enrolled,
     Updated,
+    /// Newer, but this box already held exactly that state.
+    Unchanged,
     Erased,
     /// A tombstone for an owner this box never had (recorded anyway).
     TombstoneRecorded,
@@ -509,6 +511,7 @@ impl SyncStore {
             return Ok(Applied::Enrolled);
         };
         let (mine, theirs) = (&local.owner, &state.owner);
+        let mut changed = false;
         let patch = OwnerPatch {
             name: (mine.name != theirs.name).then(|| theirs.name.clone()),
             building: (mine.building != theirs.building).then(|| theirs.building.clone()),
@@ -517,6 +520,7 @@ impl SyncStore {
         };
         if patch != OwnerPatch::default() {
             lock(gallery)?.update_owner(id, &patch, actor, now)?;
+            changed = true;
         }
         // Faces first added, then the old ones removed: the owner is never
         // without a face in between.
@@ -530,16 +534,23 @@ impl SyncStore {
             .collect();
         if !new.is_empty() {
             lock(gallery)?.add_faces(id, &new, actor, now)?;
+            changed = true;
         }
         for (template_id, h) in &held {
             if !state.templates.contains(h) {
                 lock(gallery)?.remove_face(*template_id, actor, now)?;
+                changed = true;
             }
         }
         if mine.status != theirs.status {
             lock(gallery)?.set_status(id, status, actor, now)?;
+            changed = true;
         }
-        Ok(Applied::Updated)
+        Ok(if changed {
+            Applied::Updated
+        } else {
+            Applied::Unchanged
+        })
     }
 }
 
