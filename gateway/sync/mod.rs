@@ -39,6 +39,11 @@
 //!   erasure removes events and snapshots as a local one does, and the
 //!   audit trail says `sync from <box>`. A template of a model this box
 //!   does not run is refused with a WARN.
+//! - **Conflicts** (one owner changed on two boxes before either heard of
+//!   the other's change): the greater version wins whole, except that an
+//!   erasure not yet published wins over a newer remote state (the owner is
+//!   not enrolled again and the tombstone goes out with a higher counter).
+//!   A box ignores its own messages coming back from the broker.
 //!
 //! # Layout
 //! - [`message`]: versions, states, the sealed envelope (pure).

@@ -54,6 +54,9 @@ pub enum Applied {
     TombstoneRecorded,
     /// The same version again: nothing done.
     Same,
+    /// A state for an owner erased here whose tombstone is not published
+    /// yet: the erasure wins; nothing done.
+    KeptErased,
     /// Older than what this box has; `Some`: ours, to put back on the broker.
     Stale,
 }
@@ -206,8 +209,9 @@ impl SyncStore {
             .map_err(sql("read sync version"))
     }
 
-    /// Records `version` as the newest known for an owner and moves the
-    /// clock past it.
+    /// Records `version` as the newest known for an owner (never going
+    /// back to an older one: a late PUBACK of a version already superseded
+    /// changes nothing) and moves the clock past it.
     fn record(
         &self,
         owner_id: &str,
@@ -223,17 +227,25 @@ impl SyncStore {
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (owner_id) DO UPDATE SET
                    counter = excluded.counter, origin = excluded.origin,
-                   erased = excluded.erased, digest = excluded.digest",
+                   erased = excluded.erased, digest = excluded.digest
+                 WHERE (excluded.counter, excluded.origin) > (counter, origin)",
                 params![owner_id, counter, version.origin, erased, digest],
             )
             .map_err(sql("record sync version"))?;
+        self.observe(version.counter)
+    }
+
+    /// Moves the clock to at least `counter`.
+    fn observe(&self, counter: u64) -> Result<(), SyncError> {
+        let counter = i64::try_from(counter)
+            .map_err(|_| SyncError::Invalid("version counter too large".into()))?;
         self.conn
             .execute(
                 "UPDATE sync_clock SET counter = max(counter, ?1) WHERE id = 1",
                 [counter],
             )
-            .map_err(sql("advance sync clock"))?;
-        Ok(())
+            .map(drop)
+            .map_err(sql("advance sync clock"))
     }
 
     /// The next Lamport counter of a local change (stored before use, so a
@@ -428,6 +440,17 @@ impl SyncStore {
         }
         let actor = format!("sync from {}", version.origin);
         let id = body.owner_id.as_str();
+        if body.state.is_some()
+            && known.as_ref().is_some_and(|k| !k.erased)
+            && self.read_state(id)?.is_none()
+        {
+            // Erased here and not yet published (the broker was away): an
+            // erasure wins over any concurrent change, so the owner is not
+            // enrolled again; the clock moves past this version so that our
+            // tombstone, published next, is the newer one everywhere.
+            self.observe(version.counter)?;
+            return Ok(Applied::KeptErased);
+        }
         let applied = match &body.state {
             None => {
                 let exists = self.read_state(id)?.is_some();
@@ -783,6 +806,70 @@ mod tests {
             a.store.read_state("A-1").unwrap()
         );
         assert!(b.store.next_local_change().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_erasure_made_while_cut_off_wins_over_a_newer_remote_change() {
+        let (a, b) = (a_box("box-a"), a_box("box-b"));
+        enrol(&a, "A-1", 0.5);
+        carry(&a, &b);
+        let now = OffsetDateTime::now_utc();
+        // B erases (not yet published); A meanwhile renames, and that
+        // newer version reaches B first.
+        b.gallery
+            .lock()
+            .unwrap()
+            .erase_owner("A-1", ErasureReason::Request, "staff", now)
+            .unwrap();
+        let patch = OwnerPatch {
+            name: Some("Renamed".into()),
+            ..Default::default()
+        };
+        a.gallery
+            .lock()
+            .unwrap()
+            .update_owner("A-1", &patch, "staff", now)
+            .unwrap();
+        let rename = a.store.next_local_change().unwrap().unwrap();
+        a.store.published(&rename).unwrap();
+        assert_eq!(
+            b.store
+                .apply(&b.gallery, &rename.version, &rename.body, now)
+                .unwrap(),
+            Applied::KeptErased
+        );
+        assert!(!gallery_has(&b, "A-1"), "the rename enrolled them again");
+        // B's tombstone is newer than the rename, so A erases too.
+        assert_eq!(carry(&b, &a), vec![Applied::Erased]);
+        assert!(!gallery_has(&a, "A-1"));
+    }
+
+    #[test]
+    fn a_late_acknowledgement_never_moves_a_version_back() {
+        let (a, b) = (a_box("box-a"), a_box("box-b"));
+        enrol(&a, "A-1", 0.5);
+        let first = a.store.next_local_change().unwrap().unwrap();
+        a.store.published(&first).unwrap();
+        let now = OffsetDateTime::now_utc();
+        b.store
+            .apply(&b.gallery, &first.version, &first.body, now)
+            .unwrap();
+        b.gallery
+            .lock()
+            .unwrap()
+            .set_status("A-1", OwnerStatus::Suspended, "staff", now)
+            .unwrap();
+        let newer = b.store.next_local_change().unwrap().unwrap();
+        b.store.published(&newer).unwrap();
+        a.store.published(&first).unwrap();
+        a.store
+            .apply(&a.gallery, &newer.version, &newer.body, now)
+            .unwrap();
+        a.store.published(&first).unwrap();
+        assert_eq!(
+            a.store.known("A-1").unwrap().unwrap().version,
+            newer.version
+        );
     }
 
     #[test]
