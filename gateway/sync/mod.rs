@@ -553,3 +553,45 @@ impl SyncTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(secret: &str) -> SyncConfig {
+        SyncConfig {
+            box_id: "north".into(),
+            secret: Some(secret.into()),
+            ..SyncConfig::default()
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_and_checked_with_the_key_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "too-short\n").unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, "a-site-secret-of-32-bytes-or-so\n").unwrap();
+        let e = config(&format!("file:{}", short.display()))
+            .resolve_secret()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sync.secret:") && e.contains("shorter"),
+            "{e}"
+        );
+        let e = config("env:FACEGATE_SYNC_TEST_SURELY_UNSET")
+            .resolve_secret()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sync.secret:") && e.contains("not set"),
+            "{e}"
+        );
+        let s = config(&format!("file:{}", good.display()))
+            .resolve_secret()
+            .unwrap();
+        assert_eq!(s.expose(), b"a-site-secret-of-32-bytes-or-so");
+    }
+}
