@@ -45,6 +45,8 @@ pub struct Config {
     pub mqtt: crate::publish::MqttConfig,
     /// The HTTP API and web console.
     pub http: HttpConfig,
+    /// Owners shared with the other boxes of the site; off by default.
+    pub sync: crate::sync::SyncConfig,
 }
 
 /// The HTTP API and web console (`facegate run`).
@@ -1254,6 +1256,9 @@ impl Config {
             let (key, reason) = e.split_once(": ").unwrap_or(("mqtt", e.as_str()));
             bad(key, reason.to_owned())
         })?;
+        self.sync
+            .validate(&self.mqtt)
+            .map_err(|(key, reason)| bad(&key, reason))?;
         if self.decide.min_faces == 0 || self.decide.loiter_tracks == 0 {
             return Err(bad(
                 "decide",
@@ -1367,6 +1372,37 @@ mod tests {
             )
         );
         assert_eq!(c.detector().upscale_below, d.detector().upscale_below);
+    }
+
+    #[test]
+    fn the_shipped_sync_example_is_valid_once_uncommented_and_checked() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/facegate.toml");
+        let shipped = std::fs::read_to_string(&path).unwrap();
+        let sync: String = shipped[shipped.find("# [sync]").expect("a [sync] example")..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mqtt = "[mqtt]\nurl = \"mqtt://127.0.0.1\"\nclient_id = \"facegate-north\"\n";
+        let c = Config::parse(&format!("{mqtt}{sync}\n"), &path).unwrap();
+        assert_eq!(c.sync.box_id, "north-gate");
+        assert!(Config::default().sync.box_id.is_empty(), "off by default");
+        let err = |text: &str| {
+            Config::parse(text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&format!("{mqtt}[sync]\nbox_id = \"a\"\n"));
+        assert!(e.contains("sync.secret"), "{e}");
+        let e = err(&format!(
+            "{mqtt}[sync]\nbox_id = \"a/b\"\nsecret = \"env:S\"\n"
+        ));
+        assert!(e.contains("sync.box_id"), "{e}");
+        let e =
+            err("[mqtt]\nurl = \"mqtt://127.0.0.1\"\n[sync]\nbox_id = \"a\"\nsecret = \"env:S\"\n");
+        assert!(e.contains("mqtt.client_id"), "{e}");
+        let e = err("[sync]\nbox_id = \"a\"\nsecret = \"env:S\"\n");
+        assert!(e.contains("mqtt.url"), "{e}");
     }
 
     #[test]

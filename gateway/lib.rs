@@ -22,6 +22,7 @@
 //! - [`systemd`]: the notify protocol (ready, watchdog, stopping).
 //! - [`run`]: `facegate run`, the one place that builds the gateway from
 //!   these parts and stops it in order (intake, drain, flush, exit).
+//! - [`sync`]: owners shared between the boxes of one site over MQTT.
 
 pub mod bench;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod publish;
 pub mod registry;
 pub mod run;
 pub mod source;
+pub mod sync;
 pub mod systemd;
 pub mod track;
 pub mod vision;

@@ -172,7 +172,25 @@ fn start_the_rest(
     // say) start here: a task that ends on `stop` (cancelled at intake),
     // pushed onto `beside_publisher`; `run` awaits them before the
     // publisher's last flush.
-    let beside_publisher: Vec<JoinHandle<()>> = Vec::new();
+    let mut beside_publisher: Vec<JoinHandle<()>> = Vec::new();
+    // Registry sync with the site's other boxes (`[sync]`, off by default).
+    // It stops at intake; changes not yet published stay queued in the
+    // database for the next start.
+    if let Some(task) = crate::sync::start(
+        &config.sync,
+        &config.mqtt,
+        crate::sync::SyncSetup {
+            site: config.site.code.clone(),
+            db: db.to_owned(),
+            model_id: engine.model_id().to_owned(),
+            gallery: gallery.clone(),
+        },
+        stop.clone(),
+    )
+    .map_err(|e| PipelineError::Setup(e.to_string()))?
+    {
+        beside_publisher.push(task);
+    }
     let sink = Arc::new(event_sink(
         config,
         db,
@@ -325,9 +343,8 @@ fn start_cameras(
     let mut engine = Some(engine);
     let prefix = format!("{:x}", OffsetDateTime::now_utc().unix_timestamp());
     let ingest = &config.ingest;
-    if !config.cameras.is_empty()
-        && !(ingest.prefer_decoders.is_empty() && ingest.avoid_decoders.is_empty())
-    {
+    let named = !(ingest.prefer_decoders.is_empty() && ingest.avoid_decoders.is_empty());
+    if named && !config.cameras.is_empty() {
         let missing =
             crate::source::rank_decoders(&ingest.prefer_decoders, &ingest.avoid_decoders)?;
         if !missing.is_empty() {

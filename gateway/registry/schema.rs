@@ -171,6 +171,72 @@ CREATE TABLE erased_files (
 ) STRICT;
 "#;
 
+/// Migration 6: registry sync between the boxes of one site (`[sync]`,
+/// `gateway/sync/`).
+///
+/// `sync_dirty`: owners whose record, consents or templates changed here,
+/// filled by triggers, so that every writer (the gateway, the CLI in
+/// another process while the gateway is down, the retention task) is seen
+/// without a hook in each code path. The gateway drains it when `[sync]` is
+/// on: it compares the owner's state with what was last published or
+/// applied (`sync_owners.digest`) and publishes only a real change, so
+/// applying a remote change (which fires the triggers too) is never sent
+/// back as a new version. `stamp` is random per change: a row is deleted
+/// only if no newer change came in while it was being published.
+///
+/// `sync_owners`: the newest version known per owner (Lamport counter and
+/// the box that made it), and whether it is an erasure: the tombstone that
+/// keeps an old replayed state from bringing an erased owner back. Holds the
+/// owner id and a hash, no personal data. `sync_clock`: this box's Lamport
+/// clock (one row).
+///
+/// Existing owners are marked changed, so a box that turns sync on
+/// publishes what it already holds.
+const MIGRATION_6: &str = r#"
+CREATE TABLE sync_dirty (
+    owner_id TEXT NOT NULL PRIMARY KEY,
+    stamp    BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE sync_owners (
+    owner_id TEXT    NOT NULL PRIMARY KEY,
+    counter  INTEGER NOT NULL CHECK (counter > 0),
+    origin   TEXT    NOT NULL,
+    erased   INTEGER NOT NULL CHECK (erased IN (0, 1)),
+    digest   BLOB    NOT NULL
+) STRICT;
+
+CREATE TABLE sync_clock (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    counter INTEGER NOT NULL
+) STRICT;
+INSERT INTO sync_clock (id, counter) VALUES (1, 0);
+
+INSERT INTO sync_dirty (owner_id, stamp) SELECT id, randomblob(8) FROM owners;
+
+CREATE TRIGGER sync_owner_insert AFTER INSERT ON owners BEGIN
+    INSERT OR REPLACE INTO sync_dirty (owner_id, stamp) VALUES (NEW.id, randomblob(8));
+END;
+CREATE TRIGGER sync_owner_update AFTER UPDATE ON owners BEGIN
+    INSERT OR REPLACE INTO sync_dirty (owner_id, stamp) VALUES (NEW.id, randomblob(8));
+END;
+CREATE TRIGGER sync_owner_delete AFTER DELETE ON owners BEGIN
+    INSERT OR REPLACE INTO sync_dirty (owner_id, stamp) VALUES (OLD.id, randomblob(8));
+END;
+CREATE TRIGGER sync_consent_insert AFTER INSERT ON consents BEGIN
+    INSERT OR REPLACE INTO sync_dirty (owner_id, stamp) VALUES (NEW.owner_id, randomblob(8));
+END;
+CREATE TRIGGER sync_consent_update AFTER UPDATE ON consents BEGIN
+    INSERT OR REPLACE INTO sync_dirty (owner_id, stamp) VALUES (NEW.owner_id, randomblob(8));
+END;
+CREATE TRIGGER sync_template_insert AFTER INSERT ON templates WHEN NEW.owner_id IS NOT NULL BEGIN
+    INSERT OR REPLACE INTO sync_dirty (owner_id, stamp) VALUES (NEW.owner_id, randomblob(8));
+END;
+CREATE TRIGGER sync_template_delete AFTER DELETE ON templates WHEN OLD.owner_id IS NOT NULL BEGIN
+    INSERT OR REPLACE INTO sync_dirty (owner_id, stamp) VALUES (OLD.owner_id, randomblob(8));
+END;
+"#;
+
 /// All migrations, in order; migration `n` (1-based) brings a database to
 /// `user_version = n`.
 pub const MIGRATIONS: &[&str] = &[
@@ -179,6 +245,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// The schema version this code writes and understands.
