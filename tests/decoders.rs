@@ -35,7 +35,11 @@ fn a_preferred_decoder_is_used_and_a_missing_one_is_named() {
     // the preferred one.
     let clip = videos.join("frec_short_hamilton_clip.mp4");
     let mut replay = Replay::open(&clip).unwrap();
-    let frames = (&mut replay).take(10).map(|f| f.unwrap()).count();
+    let mut frames = 0;
+    for f in (&mut replay).take(10) {
+        assert!(f.unwrap().width > 0);
+        frames += 1;
+    }
     assert_eq!(frames, 10);
     let used = replay.decoders();
     assert!(
