@@ -14,7 +14,7 @@ PKGS=(build-essential pkg-config ca-certificates python3 python3-pip npm openssl
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   mosquitto mosquitto-clients
   curl python3-venv chromium fonts-wqy-microhei
-  python3-gi gir1.2-gst-rtsp-server-1.0)
+  python3-gi gir1.2-gst-rtsp-server-1.0 file)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

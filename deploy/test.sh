@@ -31,3 +31,7 @@ deploy/deb-test.sh "$(FACEGATE_BIN="$FACEGATE_BIN" deploy/deb.sh amd64 | tail -1
 P=${FACEGATE_FACES:-../shared/faces}/identities/Angelina_Jolie
 if [ -f "$P/1.jpg" ]; then A=$P/1.jpg; B=$P/2.jpg; else A=data/samples/astronaut.png; B=$A; fi
 FACEGATE_X86_BIN="$FACEGATE_BIN" deploy/arm64.sh smoke "$A" "$B"
+# The arm64 .deb from that cross build, checked without installing it (an install test would need a
+# whole emulated arm64 root): aarch64 binary and libonnxruntime, models and their checksums, the
+# conffile, the maintainer scripts, the unit (systemd-analyze verify).
+deploy/deb-check.sh "$(deploy/deb.sh arm64 | tail -1)" aarch64
