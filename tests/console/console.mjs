@@ -186,6 +186,10 @@ async function run() {
 
   // Enrol: consent is required; a camera snapshot previews; the photo file enrols H-1.
   await id('nav-enrol').click();
+  // PIPL / the 2025 Measures: face is never the only way in, and the enrolment form says so.
+  const alt = await page.locator('#tab-enrol [data-i18n="consent_note"]').innerText();
+  check(/access card/i.test(alt) && /QR/.test(alt) && /PIN/.test(alt) && alt.trim().length > 0,
+    `the enrol form does not show the card/QR/PIN alternative: ${JSON.stringify(alt)}`);
   await id('enrol-id').fill('H-1');
   await id('enrol-name').fill('Lin-Manuel Miranda');
   await id('enrol-building').fill('3');
