@@ -417,59 +417,22 @@ fn taps(src: usize, dst: usize) -> Taps {
     }
 }
 
-/// The horizontal taps laid out for a pass that walks tap by tap over all
-/// outputs (independent sums side by side, which the CPU overlaps), each
-/// output's sum still taken in tap order: the results are those of a sum
-/// per output, bit for bit. Taps past an output's own count have weight
-/// +0.0 and read a pixel inside the row: adding +0.0 to a sum of
-/// non-negative terms changes nothing.
-struct HorizontalTaps {
-    /// `[k][x]`: the tap's weight.
-    weights: Vec<f32>,
-    /// `[k][x]`: byte offset of the tap's pixel in the row.
-    offsets: Vec<usize>,
-    taps: usize,
-    outputs: usize,
-}
-
-impl HorizontalTaps {
-    fn new(t: &Taps, src_w: usize) -> Self {
-        let outputs = t.start.len();
-        let taps = t.width;
-        let mut weights = vec![0f32; taps * outputs];
-        let mut offsets = vec![0usize; taps * outputs];
-        for x in 0..outputs {
-            for k in 0..taps {
-                let i = k * outputs + x;
-                if k < t.len[x] {
-                    weights[i] = t.weights[x * t.width + k];
-                    offsets[i] = (t.start[x] + k) * 3;
-                } else {
-                    offsets[i] = (t.start[x] + k).min(src_w.saturating_sub(1)) * 3;
-                }
-            }
+/// One horizontal pass: each output's taps summed in tap order into `out`
+/// (`outputs × 3`), the channels in three running sums.
+fn horizontal_pass(t: &Taps, row: &[u8], out: &mut [f32]) {
+    for (x, o) in out.chunks_exact_mut(3).enumerate() {
+        let (s, n) = (t.start[x], t.len[x]);
+        let w = &t.weights[x * t.width..x * t.width + n];
+        let px = &row[s * 3..(s + n) * 3];
+        let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
+        for (wk, p) in w.iter().zip(px.chunks_exact(3)) {
+            r += wk * p[0] as f32;
+            g += wk * p[1] as f32;
+            b += wk * p[2] as f32;
         }
-        Self {
-            weights,
-            offsets,
-            taps,
-            outputs,
-        }
-    }
-
-    /// One row: `out` (`outputs × 3`) = the taps over `row`.
-    fn apply(&self, row: &[u8], out: &mut [f32]) {
-        out.fill(0.0);
-        for k in 0..self.taps {
-            let w = &self.weights[k * self.outputs..(k + 1) * self.outputs];
-            let o = &self.offsets[k * self.outputs..(k + 1) * self.outputs];
-            for ((px, wk), off) in out.chunks_exact_mut(3).zip(w).zip(o) {
-                let p = &row[*off..*off + 3];
-                px[0] += wk * p[0] as f32;
-                px[1] += wk * p[1] as f32;
-                px[2] += wk * p[2] as f32;
-            }
-        }
+        o[0] = r;
+        o[1] = g;
+        o[2] = b;
     }
 }
 
@@ -537,7 +500,6 @@ fn resize_impl(src: RgbView<'_>, dst_w: u32, dst_h: u32, mirror: bool) -> RgbIma
     }
     let tx = taps(sw, dw);
     let ty = taps(sh, dh);
-    let horizontal = HorizontalTaps::new(&tx, sw);
     // Horizontal results of the source rows the current output row reads:
     // a ring of `ty.width` rows (the start rows never decrease), so the
     // intermediate stays in cache instead of a fresh `sh × dw` buffer.
@@ -552,7 +514,7 @@ fn resize_impl(src: RgbView<'_>, dst_w: u32, dst_h: u32, mirror: bool) -> RgbIma
         while next_row < s + n {
             let slot = next_row % cap;
             let row = source_row(&src, next_row, mirror, &mut line);
-            horizontal.apply(row, &mut ring[slot * dw * 3..(slot + 1) * dw * 3]);
+            horizontal_pass(&tx, row, &mut ring[slot * dw * 3..(slot + 1) * dw * 3]);
             next_row += 1;
         }
         let w = &ty.weights[y * ty.width..y * ty.width + n];
