@@ -22,7 +22,9 @@
 #   VARIANTS="name:section.key=value,... ..."   more facegate configs (the
 #                         shipped config with these keys replaced), e.g.
 #                         "w1t1:vision.workers=1 w1t2:vision.workers=1,vision.threads=2"
-#   REFERENCE_THREADS=0   the reference's --threads (0 = ONNX Runtime's default)
+#   REFERENCE_THREADS=0   the reference's --threads (0 = ONNX Runtime's default);
+#                         a list ("0 1") runs each, the first is the baseline of
+#                         the ratios and the others are rows "reference:tN"
 #   BEFORE_BIN=PATH       also run an older facegate binary (one engine, no
 #                         vision.workers key) on the shipped and equal-work
 #                         configs, as "before:shipped" and "before:equal-work"
@@ -116,8 +118,12 @@ print(f"{rnd:<5} {name:<28} {ips:9.2f} {r['ms_per_image']:8.1f} {r['tar_at_far_1
 PY
 }
 for round in $(seq 1 "$ROUNDS"); do
-  line "$round" reference \
-    "$("$VENV/bin/python" benches/reference/reference_eval.py --dataset "$DIR" --models models --threads "$REFERENCE_THREADS" --json)"
+  first=1
+  for t in $REFERENCE_THREADS; do
+    name=reference; [ "$first" = 1 ] || name=reference:t$t; first=0
+    line "$round" "$name" \
+      "$("$VENV/bin/python" benches/reference/reference_eval.py --dataset "$DIR" --models models --threads "$t" --json)"
+  done
   for i in "${!names[@]}"; do
     line "$round" "facegate:${names[$i]}" "$("$BIN" --config "${configs[$i]}" eval --dataset "$DIR" --json)"
   done

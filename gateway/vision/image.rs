@@ -418,17 +418,30 @@ fn taps(src: usize, dst: usize) -> Taps {
 }
 
 /// One horizontal pass: each output's taps summed in tap order into `out`
-/// (`outputs × 3`), the channels in three running sums.
-fn horizontal_pass(t: &Taps, row: &[u8], out: &mut [f32]) {
+/// (`outputs × 3`), the channels in three running sums. With `mirror`, the
+/// row is read right to left (pixel `i` is pixel `w − 1 − i`), which gives
+/// the pass of the mirrored row without copying it.
+fn horizontal_pass(t: &Taps, row: &[u8], out: &mut [f32], mirror: bool) {
+    let last = (row.len() / 3).saturating_sub(1);
     for (x, o) in out.chunks_exact_mut(3).enumerate() {
         let (s, n) = (t.start[x], t.len[x]);
         let w = &t.weights[x * t.width..x * t.width + n];
-        let px = &row[s * 3..(s + n) * 3];
         let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
-        for (wk, p) in w.iter().zip(px.chunks_exact(3)) {
-            r += wk * p[0] as f32;
-            g += wk * p[1] as f32;
-            b += wk * p[2] as f32;
+        if mirror {
+            for (k, wk) in w.iter().enumerate() {
+                let i = (last - (s + k)) * 3;
+                let p = &row[i..i + 3];
+                r += wk * p[0] as f32;
+                g += wk * p[1] as f32;
+                b += wk * p[2] as f32;
+            }
+        } else {
+            let px = &row[s * 3..(s + n) * 3];
+            for (wk, p) in w.iter().zip(px.chunks_exact(3)) {
+                r += wk * p[0] as f32;
+                g += wk * p[1] as f32;
+                b += wk * p[2] as f32;
+            }
         }
         o[0] = r;
         o[1] = g;
@@ -490,8 +503,8 @@ fn resize_impl(src: RgbView<'_>, dst_w: u32, dst_h: u32, mirror: bool) -> RgbIma
     if sw == 0 || sh == 0 {
         return RgbImage::new(dw as u32, dh as u32);
     }
-    let mut line = vec![0u8; if mirror { sw * 3 } else { 0 }];
     if sw == dw && sh == dh {
+        let mut line = vec![0u8; if mirror { sw * 3 } else { 0 }];
         let mut out = Vec::with_capacity(sw * sh * 3);
         for y in 0..sh {
             out.extend_from_slice(source_row(&src, y, mirror, &mut line));
@@ -513,8 +526,8 @@ fn resize_impl(src: RgbView<'_>, dst_w: u32, dst_h: u32, mirror: bool) -> RgbIma
         next_row = next_row.max(s);
         while next_row < s + n {
             let slot = next_row % cap;
-            let row = source_row(&src, next_row, mirror, &mut line);
-            horizontal_pass(&tx, row, &mut ring[slot * dw * 3..(slot + 1) * dw * 3]);
+            let out = &mut ring[slot * dw * 3..(slot + 1) * dw * 3];
+            horizontal_pass(&tx, src.row(next_row), out, mirror);
             next_row += 1;
         }
         let w = &ty.weights[y * ty.width..y * ty.width + n];
