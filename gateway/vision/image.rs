@@ -592,19 +592,30 @@ fn pack_tensor_impl(
         -fmt.mean[1] * scale[1],
         -fmt.mean[2] * scale[2],
     ];
-    // Padding is black (0) in pixel units, normalised like any other pixel.
-    for (c, v) in bias.iter().enumerate() {
-        match fmt.layout {
-            Layout::Nchw => out[c * plane..(c + 1) * plane].fill(*v),
-            Layout::Nhwc => out[..plane * 3]
-                .iter_mut()
-                .skip(c)
-                .step_by(3)
-                .for_each(|o| *o = *v),
-        }
-    }
     let w = (src.width as usize).min(tensor_w);
     let h = (src.height as usize).min(tensor_h);
+    // Padding (right of the image, below it) is black (0) in pixel units,
+    // normalised like any other pixel; the image's pixels are written below,
+    // so each value is written once.
+    match fmt.layout {
+        Layout::Nchw => {
+            for (c, v) in bias.iter().enumerate() {
+                let p = &mut out[c * plane..(c + 1) * plane];
+                for y in 0..h {
+                    p[y * tensor_w + w..(y + 1) * tensor_w].fill(*v);
+                }
+                p[h * tensor_w..].fill(*v);
+            }
+        }
+        Layout::Nhwc => {
+            for y in 0..tensor_h {
+                let x0 = if y < h { w } else { 0 };
+                for px in out[(y * tensor_w + x0) * 3..(y + 1) * tensor_w * 3].chunks_exact_mut(3) {
+                    px.copy_from_slice(&bias);
+                }
+            }
+        }
+    }
     let mut line = vec![0u8; if mirror { src.width as usize * 3 } else { 0 }];
     for y in 0..h {
         let row = &source_row(&src, y, mirror, &mut line)[..w * 3];
@@ -832,6 +843,10 @@ mod tests {
                 pack_tensor_mirrored(view, &fmt, tw, th, &mut a);
                 pack_tensor(RgbView::from_image(&m), &fmt, tw, th, &mut b);
                 assert!(a == b, "{w}x{h} {layout:?}");
+                // The last value (channel 2 in both layouts) is padding
+                // (every size here is padded): black, normalised.
+                let black = -fmt.mean[2] * (1.0 / fmt.std[2]);
+                assert_eq!(a[a.len() - 1], black, "{w}x{h} {layout:?} padding");
             }
         }
     }
