@@ -17,7 +17,11 @@
 #   FACEGATE_BIN=PATH        use this facegate binary instead of building --release
 #   WORK=DIR                 where the venv and the degraded copies go (target/accuracy)
 # One line per (set, half, pipeline): TAR@FAR1e-2, TAR@FAR1e-3, its threshold,
-# DIR@FPIR1%, failures to acquire (by cause for facegate), ms/image.
+# DIR@FPIR1%, failures to acquire (by cause for facegate), ms/image (the
+# reference: one thread, one photo at a time; facegate: wall time over the
+# photos with `vision.workers` engines, one per core as shipped, so its
+# ms/image is the inverse of its throughput). Throughput against the
+# reference at ONNX Runtime's default threading: benches/throughput.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FACES=${1:-${FACEGATE_FACES:-../shared/faces}}

@@ -135,6 +135,10 @@ pub struct VisionConfig {
     pub onnxruntime: Option<PathBuf>,
     /// Intra-op threads per ONNX session.
     pub threads: usize,
+    /// Face engines working side by side on bulk work (`facegate eval`),
+    /// each with its own sessions of `threads` threads; 0 = one per core.
+    /// Cameras have one engine each and ignore this.
+    pub workers: usize,
     /// Which entry of `detectors` runs.
     pub detector: String,
     /// Which entry of `embedders` runs.
@@ -161,6 +165,7 @@ impl Default for VisionConfig {
             models_dir: PathBuf::from("models"),
             onnxruntime: None,
             threads: 1,
+            workers: 0,
             detector: "yunet".into(),
             embedder: "arcface_mbf".into(),
             detectors,
@@ -1091,6 +1096,12 @@ impl Config {
         }
         if v.threads == 0 || v.threads > 64 {
             return Err(bad("vision.threads", "must be between 1 and 64".into()));
+        }
+        if v.workers > 64 {
+            return Err(bad(
+                "vision.workers",
+                "must be between 0 (one per core) and 64".into(),
+            ));
         }
         for (name, d) in &v.detectors {
             let key = format!("vision.detectors.{name}");

@@ -272,8 +272,13 @@ pub struct EvalReport {
     pub dir_at_fpir_1e2: f64,
     #[serde(rename = "threshold_fpir_1e-2")]
     pub threshold_fpir_1e2: f32,
-    /// Detect + align + embed per photo, milliseconds (decoding excluded).
+    /// Detect + align + embed, wall time over the photos, milliseconds
+    /// (decoding excluded); with several workers, the inverse of throughput.
     pub ms_per_image: f64,
+    /// Photos per second through detect + align + embed (decoding excluded).
+    pub images_per_s: f64,
+    /// Face engines that shared the work (`vision.workers`).
+    pub workers: usize,
 }
 
 /// Scores already-embedded samples (`None` = failed to acquire).
@@ -353,60 +358,192 @@ pub fn score(samples: &[Sample], embeddings: &[Option<Vec<f32>>]) -> EvalReport 
         dir_at_fpir_1e2: dir,
         threshold_fpir_1e2: tf,
         ms_per_image: 0.0,
+        images_per_s: 0.0,
+        workers: 1,
     }
 }
 
 /// Runs the whole protocol over a dataset folder, or over one half of its
-/// identities.
+/// identities, on one engine.
 pub fn run(
     engine: &mut FaceEngine,
     dir: &Path,
     split: Option<Split>,
 ) -> Result<EvalReport, EvalError> {
+    run_on(std::slice::from_mut(engine), dir, split)
+}
+
+/// Photos decoded ahead of the timed work, at most (per worker), and at
+/// most this many bytes of RGB held at once.
+const AHEAD_PER_WORKER: usize = 16;
+const AHEAD_BYTES: usize = 256 << 20;
+
+/// [`run`] with the photos spread over several engines, one thread each
+/// (`FaceEngine::pool`). Every photo's outcome is the one a single engine
+/// gives (each photo is handled whole by one engine), so the figures do not
+/// depend on the number of engines; only the time does.
+///
+/// Timing: photos are decoded in groups, untimed; the wall time of
+/// detect + align + embed over each group, all engines at work, is summed.
+/// `ms_per_image` is that time over the number of photos: with one engine
+/// the mean time per photo, with several the inverse of the throughput.
+pub fn run_on(
+    engines: &mut [FaceEngine],
+    dir: &Path,
+    split: Option<Split>,
+) -> Result<EvalReport, EvalError> {
+    if engines.is_empty() {
+        return Err(EvalError::Dataset(
+            dir.to_owned(),
+            "no face engine to run the eval on (vision.workers)".into(),
+        ));
+    }
     let mut samples = list_dataset(dir)?;
     if let Some(half) = split {
         samples = select_half(samples, half);
     }
-    // Timed: detect + align + embed, not the file decoding (as the reference
-    // times it), nor the diagnosis of failures.
+    let workers = engines.len();
     let mut elapsed = 0.0;
-    let mut outcomes: Vec<Result<Acquired, FailCause>> = Vec::with_capacity(samples.len());
-    for s in &samples {
-        let img = load_photo(&s.path, PhotoLimits::default())?;
+    let mut outcomes: Vec<Option<Acquired>> = Vec::with_capacity(samples.len());
+    let mut next = 0;
+    while next < samples.len() {
+        // Decode a group (untimed, as the reference does not time decoding).
+        let mut images: Vec<image::RgbImage> = Vec::new();
+        let mut bytes = 0;
+        while next < samples.len()
+            && images.len() < AHEAD_PER_WORKER * workers
+            && bytes < AHEAD_BYTES
+        {
+            let end = (next + workers).min(samples.len());
+            let decoded = parallel_map(workers, &samples[next..end], |_, s| {
+                load_photo(&s.path, PhotoLimits::default()).map_err(EvalError::from)
+            })?;
+            bytes += decoded.iter().map(|i| i.as_raw().len()).sum::<usize>();
+            images.extend(decoded);
+            next = end;
+        }
         let start = Instant::now();
-        let got = acquire_image(engine, &img)?;
+        let mut slots: Vec<&mut FaceEngine> = engines.iter_mut().collect();
+        let got = parallel_map_with(&mut slots, &images, |engine, img| {
+            acquire_image(engine, img)
+        })?;
         elapsed += start.elapsed().as_secs_f64() * 1000.0;
-        outcomes.push(match got {
-            Some(a) => Ok(a),
-            None => Err(fail_cause(engine, &img)?),
-        });
+        outcomes.extend(got);
+    }
+    // Diagnose failures (untimed; rare).
+    let mut causes: Vec<Option<FailCause>> = vec![None; samples.len()];
+    for (i, o) in outcomes.iter().enumerate() {
+        if o.is_none() {
+            let img = load_photo(&samples[i].path, PhotoLimits::default())?;
+            causes[i] = Some(fail_cause(&mut engines[0], &img)?);
+        }
     }
     let embeddings: Vec<Option<Vec<f32>>> = outcomes
         .iter()
-        .map(|o| o.as_ref().ok().map(|a| a.embedding.clone()))
+        .map(|o| o.as_ref().map(|a| a.embedding.clone()))
         .collect();
     let mut report = score(&samples, &embeddings);
-    let min_px = engine.min_face_px() as f32;
-    for (s, o) in samples.iter().zip(&outcomes) {
-        match o {
-            Err(cause) => {
+    let min_px = engines[0].min_face_px() as f32;
+    for ((s, o), cause) in samples.iter().zip(&outcomes).zip(&causes) {
+        match (o, cause) {
+            (Some(a), _) => {
+                report.retried += usize::from(a.retried);
+                report.below_min_face_px += usize::from(a.size_px < min_px);
+            }
+            (None, Some(cause)) => {
                 *report.failed_by_cause.entry(*cause).or_default() += 1;
                 let file = s.path.file_name().unwrap_or_default().to_string_lossy();
                 report
                     .failed
                     .push((format!("{}/{file}", s.identity), *cause));
             }
-            Ok(a) => {
-                report.retried += usize::from(a.retried);
-                report.below_min_face_px += usize::from(a.size_px < min_px);
-            }
+            (None, None) => {}
         }
     }
     report.split = split.map(|h| h.to_string());
+    report.workers = workers;
     report.ms_per_image = elapsed / samples.len().max(1) as f64;
+    report.images_per_s = if elapsed > 0.0 {
+        samples.len() as f64 * 1000.0 / elapsed
+    } else {
+        0.0
+    };
     report.dataset = dir.display().to_string();
-    report.model = engine.model_id().to_owned();
+    report.model = engines[0].model_id().to_owned();
     Ok(report)
+}
+
+/// `f` over `items` on `threads` scoped threads; results in input order,
+/// the first error (in input order) wins.
+fn parallel_map<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(usize, &T) -> Result<R, EvalError> + Sync,
+) -> Result<Vec<R>, EvalError> {
+    let mut units: Vec<usize> = (0..threads.max(1)).collect();
+    let mut slots: Vec<&mut usize> = units.iter_mut().collect();
+    parallel_map_with(&mut slots, items, |w, item| f(*w, item))
+}
+
+/// `f(worker, item)` over `items`, each worker (an engine) on its own scoped
+/// thread taking the next item as it is free; results in input order.
+fn parallel_map_with<W: Send, T: Sync, R: Send>(
+    workers: &mut [&mut W],
+    items: &[T],
+    f: impl Fn(&mut W, &T) -> Result<R, EvalError> + Sync,
+) -> Result<Vec<R>, EvalError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if workers.len() <= 1 || items.len() <= 1 {
+        let Some(w) = workers.first_mut() else {
+            return Ok(Vec::new());
+        };
+        return items.iter().map(|item| f(w, item)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let done: Vec<Vec<(usize, Result<R, EvalError>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .map(|w| {
+                let (next, f) = (&next, &f);
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        let r = f(w, item);
+                        let failed = r.is_err();
+                        out.push((i, r));
+                        if failed {
+                            break;
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut slots: Vec<Option<Result<R, EvalError>>> = (0..items.len()).map(|_| None).collect();
+    for (i, r) in done.into_iter().flatten() {
+        slots[i] = Some(r);
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for slot in slots {
+        match slot {
+            Some(r) => out.push(r?),
+            // Only after an earlier error stopped a worker.
+            None => {
+                return Err(EvalError::Dataset(
+                    PathBuf::new(),
+                    "a worker stopped early".into(),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

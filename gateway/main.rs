@@ -689,8 +689,8 @@ fn run() -> Result<()> {
             split,
             json,
         } => {
-            let mut engine = FaceEngine::new(&config)?;
-            let r = facegate::eval::run(&mut engine, &dataset, split)?;
+            let mut engines = FaceEngine::pool(&config)?;
+            let r = facegate::eval::run_on(&mut engines, &dataset, split)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -6,7 +6,7 @@
 //! when the face is larger than the template it averages several samples
 //! per output pixel, so large faces are not aliased on the way down.
 
-use super::image::RgbView;
+use super::image::{RgbView, round_to_u8};
 use crate::config::AlignTemplate;
 
 /// ArcFace's 112×112 landmark template.
@@ -117,6 +117,22 @@ fn sample(img: &RgbView<'_>, x: f32, y: f32, acc: &mut [f32; 3], weight: f32) {
     let fy = y - y0;
     let (x0, y0) = (x0 as i64, y0 as i64);
     let (w, h) = (img.width as i64, img.height as i64);
+    if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+        // All four pixels inside: the same terms in the same order as below
+        // (a zero-weight term adds +0.0 to a non-negative sum: no change).
+        let i = x0 as usize * 3;
+        let r0 = &img.row(y0 as usize)[i..i + 6];
+        let r1 = &img.row(y0 as usize + 1)[i..i + 6];
+        for (row, wy) in [(r0, 1.0 - fy), (r1, fy)] {
+            for (o, wx) in [(0, 1.0 - fx), (3, fx)] {
+                let k = weight * wx * wy;
+                acc[0] += k * row[o] as f32;
+                acc[1] += k * row[o + 1] as f32;
+                acc[2] += k * row[o + 2] as f32;
+            }
+        }
+        return;
+    }
     for (dy, wy) in [(0i64, 1.0 - fy), (1, fy)] {
         let yy = y0 + dy;
         if yy < 0 || yy >= h || wy == 0.0 {
@@ -157,7 +173,7 @@ pub fn warp(img: RgbView<'_>, to_crop: &Similarity, size: u32) -> Vec<u8> {
             }
             let o = &mut out[(y * size + x) * 3..(y * size + x) * 3 + 3];
             for c in 0..3 {
-                o[c] = acc[c].round().clamp(0.0, 255.0) as u8;
+                o[c] = round_to_u8(acc[c]);
             }
         }
     }
@@ -216,7 +232,7 @@ pub fn gaussian_blur(crop: &mut [u8], size: u32, sigma: f32) {
                     let yy = reflect(y as isize + k as isize - radius as isize);
                     acc += w * tmp[(yy * n + x) * 3 + c];
                 }
-                crop[(y * n + x) * 3 + c] = acc.round().clamp(0.0, 255.0) as u8;
+                crop[(y * n + x) * 3 + c] = round_to_u8(acc);
             }
         }
     }
@@ -307,5 +323,97 @@ mod tests {
         let m = mirror(&crop, 4);
         assert_eq!(&m[0..3], &crop[9..12]);
         assert_eq!(mirror(&m, 4), crop);
+    }
+
+    /// `sample` and `warp` as they were before the interior fast path: the
+    /// reference for bit-exactness.
+    fn sample_before(img: &RgbView<'_>, x: f32, y: f32, acc: &mut [f32; 3], weight: f32) {
+        let x0 = x.floor();
+        let y0 = y.floor();
+        let fx = x - x0;
+        let fy = y - y0;
+        let (x0, y0) = (x0 as i64, y0 as i64);
+        let (w, h) = (img.width as i64, img.height as i64);
+        for (dy, wy) in [(0i64, 1.0 - fy), (1, fy)] {
+            let yy = y0 + dy;
+            if yy < 0 || yy >= h || wy == 0.0 {
+                continue;
+            }
+            let row = img.row(yy as usize);
+            for (dx, wx) in [(0i64, 1.0 - fx), (1, fx)] {
+                let xx = x0 + dx;
+                if xx < 0 || xx >= w || wx == 0.0 {
+                    continue;
+                }
+                let k = weight * wx * wy;
+                let p = &row[xx as usize * 3..xx as usize * 3 + 3];
+                acc[0] += k * p[0] as f32;
+                acc[1] += k * p[1] as f32;
+                acc[2] += k * p[2] as f32;
+            }
+        }
+    }
+    fn warp_before(img: RgbView<'_>, to_crop: &Similarity, size: u32) -> Vec<u8> {
+        let inv = to_crop.inverse();
+        let size = size as usize;
+        // Samples per axis: enough to cover an input pixel footprint when shrinking.
+        let n = (1.0 / to_crop.scale()).ceil().clamp(1.0, 4.0) as usize;
+        let weight = 1.0 / (n * n) as f32;
+        let offsets: Vec<f32> = (0..n).map(|i| (i as f32 + 0.5) / n as f32 - 0.5).collect();
+        let mut out = vec![0u8; size * size * 3];
+        for y in 0..size {
+            for x in 0..size {
+                let mut acc = [0f32; 3];
+                for oy in &offsets {
+                    for ox in &offsets {
+                        let p = inv.apply([x as f32 + ox, y as f32 + oy]);
+                        sample_before(&img, p[0], p[1], &mut acc, weight);
+                    }
+                }
+                let o = &mut out[(y * size + x) * 3..(y * size + x) * 3 + 3];
+                for c in 0..3 {
+                    o[c] = acc[c].round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn warp_gives_the_bytes_of_the_bounds_checked_version() {
+        let (w, h) = (300u32, 200u32);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..w * h * 3)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let img = RgbView::new(w, h, w as usize * 3, &data).unwrap();
+        // Faces inside, across the border, enlarged and shrunk (1 to 16
+        // samples per crop pixel), turned.
+        for (cx, cy, side, angle) in [
+            (150.0f32, 100.0f32, 60.0f32, 0.0f32),
+            (150.0, 100.0, 150.0, 0.3),
+            (10.0, 190.0, 80.0, -0.5),
+            (290.0, 5.0, 400.0, 1.2),
+            (150.5, 99.25, 20.0, 0.1),
+        ] {
+            let s = 112.0 / side;
+            let (c, sn) = (angle.cos() * s, angle.sin() * s);
+            let m = Similarity {
+                a: c,
+                b: sn,
+                tx: 56.0 - (c * cx - sn * cy),
+                ty: 56.0 - (sn * cx + c * cy),
+            };
+            assert_eq!(
+                warp(img, &m, 112),
+                warp_before(img, &m, 112),
+                "{cx},{cy} {side} {angle}"
+            );
+        }
     }
 }

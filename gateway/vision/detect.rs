@@ -8,7 +8,7 @@ use ort::value::TensorRef;
 use serde::Serialize;
 
 use super::VisionError;
-use super::image::{RgbView, pack_tensor, resize};
+use super::image::{RgbView, pack_tensor, pack_tensor_mirrored, resize, resize_mirrored};
 use super::runtime;
 use crate::config::{DetectorKind, DetectorModel};
 
@@ -66,6 +66,9 @@ pub struct Detector {
     cfg: DetectorModel,
     session: Session,
     input: String,
+    /// The last input tensor's buffer, reused by the next detection (a
+    /// 640×480 input is 3.7 MB: fresh pages on every frame otherwise).
+    spare: Vec<f32>,
 }
 
 impl Detector {
@@ -81,6 +84,7 @@ impl Detector {
             cfg: cfg.clone(),
             session,
             input,
+            spare: Vec::new(),
         })
     }
 
@@ -109,31 +113,7 @@ impl Detector {
 
     /// Scales the image by `scale` and packs it, padded to multiples of 32.
     pub fn prepare_scaled(&self, img: RgbView<'_>, scale: f32) -> Prepared {
-        let w = ((img.width as f32 * scale).round() as u32).max(1);
-        let h = ((img.height as f32 * scale).round() as u32).max(1);
-        let tw = (w as usize).div_ceil(32) * 32;
-        let th = (h as usize).div_ceil(32) * 32;
-        let mut tensor = vec![0f32; 3 * tw * th];
-        if w == img.width && h == img.height {
-            pack_tensor(img, &self.cfg.pixels, tw, th, &mut tensor);
-        } else {
-            let scaled = resize(img, w, h);
-            pack_tensor(
-                RgbView::from_image(&scaled),
-                &self.cfg.pixels,
-                tw,
-                th,
-                &mut tensor,
-            );
-        }
-        // Effective scale per axis differs by rounding; use the mean.
-        let eff = (w as f32 / img.width.max(1) as f32 + h as f32 / img.height.max(1) as f32) / 2.0;
-        Prepared {
-            tensor,
-            width: tw,
-            height: th,
-            scale: eff,
-        }
+        prepare_into(&self.cfg, img, scale, false, Vec::new())
     }
 
     /// Runs the model on a prepared input and decodes faces in tensor coordinates.
@@ -195,14 +175,79 @@ impl Detector {
         img: RgbView<'_>,
         factor: f32,
     ) -> Result<Vec<Detection>, VisionError> {
-        let p = self.prepare_scaled(img, self.input_scale(img.width, img.height) * factor);
+        self.detect_impl(img, factor, false)
+    }
+
+    /// Detects faces in the image mirrored left to right, in the mirror
+    /// image's coordinates: the same as [`Self::detect`] on the mirror image,
+    /// without making it.
+    pub fn detect_mirrored(&mut self, img: RgbView<'_>) -> Result<Vec<Detection>, VisionError> {
+        self.detect_impl(img, 1.0, true)
+    }
+
+    fn detect_impl(
+        &mut self,
+        img: RgbView<'_>,
+        factor: f32,
+        mirror: bool,
+    ) -> Result<Vec<Detection>, VisionError> {
+        let scale = self.input_scale(img.width, img.height) * factor;
+        let spare = std::mem::take(&mut self.spare);
+        let p = prepare_into(&self.cfg, img, scale, mirror, spare);
         let inv = 1.0 / p.scale;
-        let dets = self.run(&p)?;
-        Ok(dets
+        let dets = self.run(&p);
+        self.spare = p.tensor;
+        Ok(dets?
             .into_iter()
             .map(|d| d.transformed(inv, 0.0, 0.0))
             .filter(|d| d.bbox[0] < img.width as f32 && d.bbox[1] < img.height as f32)
             .collect())
+    }
+}
+
+/// Scales the image (mirrored when `mirror`) by `scale` and packs it into
+/// `tensor` (resized, every value written), padded to multiples of 32.
+fn prepare_into(
+    cfg: &DetectorModel,
+    img: RgbView<'_>,
+    scale: f32,
+    mirror: bool,
+    mut tensor: Vec<f32>,
+) -> Prepared {
+    let w = ((img.width as f32 * scale).round() as u32).max(1);
+    let h = ((img.height as f32 * scale).round() as u32).max(1);
+    let tw = (w as usize).div_ceil(32) * 32;
+    let th = (h as usize).div_ceil(32) * 32;
+    tensor.resize(3 * tw * th, 0.0);
+    let pack = if mirror {
+        pack_tensor_mirrored
+    } else {
+        pack_tensor
+    };
+    if w == img.width && h == img.height {
+        pack(img, &cfg.pixels, tw, th, &mut tensor);
+    } else {
+        // The scaled copy is already mirrored: pack it as it is.
+        let scaled = if mirror {
+            resize_mirrored(img, w, h)
+        } else {
+            resize(img, w, h)
+        };
+        pack_tensor(
+            RgbView::from_image(&scaled),
+            &cfg.pixels,
+            tw,
+            th,
+            &mut tensor,
+        );
+    }
+    // Effective scale per axis differs by rounding; use the mean.
+    let eff = (w as f32 / img.width.max(1) as f32 + h as f32 / img.height.max(1) as f32) / 2.0;
+    Prepared {
+        tensor,
+        width: tw,
+        height: th,
+        scale: eff,
     }
 }
 

@@ -417,52 +417,131 @@ fn taps(src: usize, dst: usize) -> Taps {
     }
 }
 
+/// One horizontal pass: each output's taps summed in tap order into `out`
+/// (`outputs × 3`), the channels in three running sums. With `mirror`, the
+/// row is read right to left (pixel `i` is pixel `w − 1 − i`), which gives
+/// the pass of the mirrored row without copying it.
+fn horizontal_pass(t: &Taps, row: &[u8], out: &mut [f32], mirror: bool) {
+    let last = (row.len() / 3).saturating_sub(1);
+    for (x, o) in out.chunks_exact_mut(3).enumerate() {
+        let (s, n) = (t.start[x], t.len[x]);
+        let w = &t.weights[x * t.width..x * t.width + n];
+        let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
+        if mirror {
+            for (k, wk) in w.iter().enumerate() {
+                let i = (last - (s + k)) * 3;
+                let p = &row[i..i + 3];
+                r += wk * p[0] as f32;
+                g += wk * p[1] as f32;
+                b += wk * p[2] as f32;
+            }
+        } else {
+            let px = &row[s * 3..(s + n) * 3];
+            for (wk, p) in w.iter().zip(px.chunks_exact(3)) {
+                r += wk * p[0] as f32;
+                g += wk * p[1] as f32;
+                b += wk * p[2] as f32;
+            }
+        }
+        o[0] = r;
+        o[1] = g;
+        o[2] = b;
+    }
+}
+
+/// `v.round().clamp(0.0, 255.0) as u8`, inlined (`round` is a libm call
+/// on baseline x86-64): for `c` in [0, 255], `c - trunc(c)` is exact, and
+/// round-half-away-from-zero adds one when it is at least 0.5.
+#[inline]
+pub(crate) fn round_to_u8(v: f32) -> u8 {
+    let c = v.clamp(0.0, 255.0);
+    if c.is_nan() {
+        return 0;
+    }
+    let t = c as u32;
+    (t + u32::from(c - t as f32 >= 0.5)) as u8
+}
+
 /// Resamples an RGB view to `dst_w × dst_h` (packed RGB out).
 pub fn resize(src: RgbView<'_>, dst_w: u32, dst_h: u32) -> RgbImage {
+    resize_impl(src, dst_w, dst_h, false)
+}
+
+/// [`resize`] of the view mirrored left to right, byte for byte, without
+/// making the mirror image first (the landmark-flip detector pass).
+pub fn resize_mirrored(src: RgbView<'_>, dst_w: u32, dst_h: u32) -> RgbImage {
+    resize_impl(src, dst_w, dst_h, true)
+}
+
+/// Writes `row` mirrored left to right (pixel order reversed) into `out`.
+fn mirror_row(row: &[u8], out: &mut [u8]) {
+    for (d, s) in out.chunks_exact_mut(3).zip(row.chunks_exact(3).rev()) {
+        d.copy_from_slice(s);
+    }
+}
+
+/// Source row `y`, mirrored into `line` when `mirror`.
+#[inline]
+fn source_row<'r, 'a: 'r>(
+    src: &RgbView<'a>,
+    y: usize,
+    mirror: bool,
+    line: &'r mut [u8],
+) -> &'r [u8] {
+    let row = src.row(y);
+    if mirror {
+        mirror_row(row, line);
+        line
+    } else {
+        row
+    }
+}
+
+fn resize_impl(src: RgbView<'_>, dst_w: u32, dst_h: u32, mirror: bool) -> RgbImage {
     let (sw, sh) = (src.width as usize, src.height as usize);
     let (dw, dh) = (dst_w.max(1) as usize, dst_h.max(1) as usize);
     if sw == 0 || sh == 0 {
         return RgbImage::new(dw as u32, dh as u32);
     }
     if sw == dw && sh == dh {
-        return src.to_image();
+        let mut line = vec![0u8; if mirror { sw * 3 } else { 0 }];
+        let mut out = Vec::with_capacity(sw * sh * 3);
+        for y in 0..sh {
+            out.extend_from_slice(source_row(&src, y, mirror, &mut line));
+        }
+        return RgbImage::from_raw(dw as u32, dh as u32, out).unwrap_or_default();
     }
     let tx = taps(sw, dw);
     let ty = taps(sh, dh);
-    // Horizontal pass, only over the source rows the vertical pass reads.
-    let mut tmp = vec![0f32; sh * dw * 3];
-    for y in 0..sh {
-        let row = src.row(y);
-        let out = &mut tmp[y * dw * 3..(y + 1) * dw * 3];
-        for x in 0..dw {
-            let (s, n) = (tx.start[x], tx.len[x]);
-            let w = &tx.weights[x * tx.width..x * tx.width + n];
-            let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
-            for (k, wk) in w.iter().enumerate() {
-                let p = &row[(s + k) * 3..(s + k) * 3 + 3];
-                r += wk * p[0] as f32;
-                g += wk * p[1] as f32;
-                b += wk * p[2] as f32;
-            }
-            out[x * 3] = r;
-            out[x * 3 + 1] = g;
-            out[x * 3 + 2] = b;
-        }
-    }
+    // Horizontal results of the source rows the current output row reads:
+    // a ring of `ty.width` rows (the start rows never decrease), so the
+    // intermediate stays in cache instead of a fresh `sh × dw` buffer.
+    let cap = ty.width.max(1);
+    let mut ring = vec![0f32; cap * dw * 3];
+    let mut next_row = 0;
     let mut out = vec![0u8; dw * dh * 3];
+    let mut acc = vec![0f32; dw * 3];
     for y in 0..dh {
         let (s, n) = (ty.start[y], ty.len[y]);
+        next_row = next_row.max(s);
+        while next_row < s + n {
+            let slot = next_row % cap;
+            let out = &mut ring[slot * dw * 3..(slot + 1) * dw * 3];
+            horizontal_pass(&tx, src.row(next_row), out, mirror);
+            next_row += 1;
+        }
         let w = &ty.weights[y * ty.width..y * ty.width + n];
         let dst = &mut out[y * dw * 3..(y + 1) * dw * 3];
-        let mut acc = vec![0f32; dw * 3];
+        acc.fill(0.0);
         for (k, wk) in w.iter().enumerate() {
-            let row = &tmp[(s + k) * dw * 3..(s + k + 1) * dw * 3];
+            let slot = (s + k) % cap;
+            let row = &ring[slot * dw * 3..(slot + 1) * dw * 3];
             for (a, v) in acc.iter_mut().zip(row) {
                 *a += wk * v;
             }
         }
         for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = a.round().clamp(0.0, 255.0) as u8;
+            *d = round_to_u8(*a);
         }
     }
     RgbImage::from_raw(dw as u32, dh as u32, out).unwrap_or_default()
@@ -478,6 +557,29 @@ pub fn pack_tensor(
     tensor_h: usize,
     out: &mut [f32],
 ) {
+    pack_tensor_impl(src, fmt, tensor_w, tensor_h, out, false);
+}
+
+/// [`pack_tensor`] of the view mirrored left to right (same values as
+/// packing the mirror image).
+pub fn pack_tensor_mirrored(
+    src: RgbView<'_>,
+    fmt: &PixelFormat,
+    tensor_w: usize,
+    tensor_h: usize,
+    out: &mut [f32],
+) {
+    pack_tensor_impl(src, fmt, tensor_w, tensor_h, out, true);
+}
+
+fn pack_tensor_impl(
+    src: RgbView<'_>,
+    fmt: &PixelFormat,
+    tensor_w: usize,
+    tensor_h: usize,
+    out: &mut [f32],
+    mirror: bool,
+) {
     let plane = tensor_w * tensor_h;
     debug_assert!(out.len() >= plane * 3);
     let order: [usize; 3] = match fmt.channels {
@@ -490,21 +592,33 @@ pub fn pack_tensor(
         -fmt.mean[1] * scale[1],
         -fmt.mean[2] * scale[2],
     ];
-    // Padding is black (0) in pixel units, normalised like any other pixel.
-    for (c, v) in bias.iter().enumerate() {
-        match fmt.layout {
-            Layout::Nchw => out[c * plane..(c + 1) * plane].fill(*v),
-            Layout::Nhwc => out[..plane * 3]
-                .iter_mut()
-                .skip(c)
-                .step_by(3)
-                .for_each(|o| *o = *v),
-        }
-    }
     let w = (src.width as usize).min(tensor_w);
     let h = (src.height as usize).min(tensor_h);
+    // Padding (right of the image, below it) is black (0) in pixel units,
+    // normalised like any other pixel; the image's pixels are written below,
+    // so each value is written once.
+    match fmt.layout {
+        Layout::Nchw => {
+            for (c, v) in bias.iter().enumerate() {
+                let p = &mut out[c * plane..(c + 1) * plane];
+                for y in 0..h {
+                    p[y * tensor_w + w..(y + 1) * tensor_w].fill(*v);
+                }
+                p[h * tensor_w..].fill(*v);
+            }
+        }
+        Layout::Nhwc => {
+            for y in 0..tensor_h {
+                let x0 = if y < h { w } else { 0 };
+                for px in out[(y * tensor_w + x0) * 3..(y + 1) * tensor_w * 3].chunks_exact_mut(3) {
+                    px.copy_from_slice(&bias);
+                }
+            }
+        }
+    }
+    let mut line = vec![0u8; if mirror { src.width as usize * 3 } else { 0 }];
     for y in 0..h {
-        let row = &src.row(y)[..w * 3];
+        let row = &source_row(&src, y, mirror, &mut line)[..w * 3];
         match fmt.layout {
             Layout::Nchw => {
                 for (c, &sc) in order.iter().enumerate() {
@@ -670,5 +784,149 @@ mod tests {
             decode_photo(&jpeg, "a", small),
             Err(PhotoError::TooManyPixels { .. })
         ));
+    }
+
+    /// A noisy image (a fixed-seed xorshift), so that any change in the
+    /// order of the arithmetic shows in the rounding somewhere.
+    fn noise(w: u32, h: u32, seed: u64) -> RgbImage {
+        let mut x = seed;
+        RgbImage::from_fn(w, h, |_, _| {
+            let mut px = [0u8; 3];
+            for p in &mut px {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *p = (x >> 24) as u8;
+            }
+            image::Rgb(px)
+        })
+    }
+
+    fn mirrored(img: &RgbImage) -> RgbImage {
+        let w = img.width();
+        RgbImage::from_fn(w, img.height(), |x, y| *img.get_pixel(w - 1 - x, y))
+    }
+
+    #[test]
+    fn mirrored_resize_and_packing_equal_those_of_the_mirror_image_byte_for_byte() {
+        let fmt = PixelFormat {
+            channels: Channels::Bgr,
+            layout: Layout::Nchw,
+            mean: [127.0, 120.0, 110.0],
+            std: [128.0, 64.0, 32.0],
+        };
+        for (w, h, dw, dh, seed) in [
+            (250, 250, 250, 250, 1),
+            (1200, 800, 640, 427, 2),
+            (970, 2204, 282, 640, 3),
+            (101, 77, 333, 254, 4),
+        ] {
+            let img = noise(w, h, seed);
+            let m = mirrored(&img);
+            let view = RgbView::from_image(&img);
+            assert_eq!(
+                resize_mirrored(view, dw, dh),
+                resize(RgbView::from_image(&m), dw, dh),
+                "{w}x{h} -> {dw}x{dh}"
+            );
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                let fmt = PixelFormat {
+                    layout,
+                    ..fmt.clone()
+                };
+                let (tw, th) = (
+                    (w as usize).div_ceil(32) * 32,
+                    (h as usize).div_ceil(32) * 32,
+                );
+                let mut a = vec![0f32; 3 * tw * th];
+                let mut b = vec![1f32; 3 * tw * th];
+                pack_tensor_mirrored(view, &fmt, tw, th, &mut a);
+                pack_tensor(RgbView::from_image(&m), &fmt, tw, th, &mut b);
+                assert!(a == b, "{w}x{h} {layout:?}");
+                // The last value (channel 2 in both layouts) is padding
+                // (every size here is padded): black, normalised.
+                let black = -fmt.mean[2] * (1.0 / fmt.std[2]);
+                assert_eq!(a[a.len() - 1], black, "{w}x{h} {layout:?} padding");
+            }
+        }
+    }
+
+    /// `resize` as it was before the tap-major pass and the row ring (one
+    /// sum per output, a full intermediate): the reference for bit-exactness.
+    fn resize_before(src: RgbView<'_>, dst_w: u32, dst_h: u32) -> RgbImage {
+        let (sw, sh) = (src.width as usize, src.height as usize);
+        let (dw, dh) = (dst_w.max(1) as usize, dst_h.max(1) as usize);
+        if sw == 0 || sh == 0 {
+            return RgbImage::new(dw as u32, dh as u32);
+        }
+        if sw == dw && sh == dh {
+            return src.to_image();
+        }
+        let tx = taps(sw, dw);
+        let ty = taps(sh, dh);
+        // Horizontal pass, only over the source rows the vertical pass reads.
+        let mut tmp = vec![0f32; sh * dw * 3];
+        for y in 0..sh {
+            let row = src.row(y);
+            let out = &mut tmp[y * dw * 3..(y + 1) * dw * 3];
+            for x in 0..dw {
+                let (s, n) = (tx.start[x], tx.len[x]);
+                let w = &tx.weights[x * tx.width..x * tx.width + n];
+                let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
+                for (k, wk) in w.iter().enumerate() {
+                    let p = &row[(s + k) * 3..(s + k) * 3 + 3];
+                    r += wk * p[0] as f32;
+                    g += wk * p[1] as f32;
+                    b += wk * p[2] as f32;
+                }
+                out[x * 3] = r;
+                out[x * 3 + 1] = g;
+                out[x * 3 + 2] = b;
+            }
+        }
+        let mut out = vec![0u8; dw * dh * 3];
+        for y in 0..dh {
+            let (s, n) = (ty.start[y], ty.len[y]);
+            let w = &ty.weights[y * ty.width..y * ty.width + n];
+            let dst = &mut out[y * dw * 3..(y + 1) * dw * 3];
+            let mut acc = vec![0f32; dw * 3];
+            for (k, wk) in w.iter().enumerate() {
+                let row = &tmp[(s + k) * dw * 3..(s + k + 1) * dw * 3];
+                for (a, v) in acc.iter_mut().zip(row) {
+                    *a += wk * v;
+                }
+            }
+            for (d, a) in dst.iter_mut().zip(&acc) {
+                *d = a.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        RgbImage::from_raw(dw as u32, dh as u32, out).unwrap_or_default()
+    }
+
+    #[test]
+    fn resize_gives_the_bytes_of_the_one_sum_per_output_version() {
+        for (w, h, dw, dh, seed) in [
+            (1200, 800, 640, 427, 5),
+            (970, 2204, 282, 640, 6),
+            (250, 250, 112, 112, 7),
+            (101, 77, 333, 254, 8),
+            (640, 480, 641, 479, 9),
+            (3, 2, 1, 1, 10),
+            (1, 5, 7, 2, 11),
+        ] {
+            let img = noise(w, h, seed);
+            let v = RgbView::from_image(&img);
+            assert_eq!(
+                resize(v, dw, dh),
+                resize_before(v, dw, dh),
+                "{w}x{h} -> {dw}x{dh}"
+            );
+        }
+        // Extremes of the rounding: values near .5 and outside [0, 255].
+        for v in [
+            -3.0f32, -0.5, -0.0, 0.49999997, 0.5, 1.5, 2.5, 254.49998, 254.5, 255.0, 300.0,
+        ] {
+            assert_eq!(round_to_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+        }
     }
 }

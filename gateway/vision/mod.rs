@@ -142,20 +142,6 @@ fn embed_one(e: &mut Embedder, crop: &[u8], flip: bool) -> Result<Vec<f32>, Visi
     Ok(v)
 }
 
-/// The image mirrored left to right.
-fn mirror_image(img: RgbView<'_>) -> ::image::RgbImage {
-    let (w, h) = (img.width as usize, img.height as usize);
-    let mut out = vec![0u8; w * h * 3];
-    for y in 0..h {
-        let src = img.row(y);
-        let dst = &mut out[y * w * 3..(y + 1) * w * 3];
-        for x in 0..w {
-            dst[(w - 1 - x) * 3..(w - x) * 3].copy_from_slice(&src[x * 3..x * 3 + 3]);
-        }
-    }
-    ::image::RgbImage::from_raw(img.width, img.height, out).unwrap_or_default()
-}
-
 /// Maps a detection made on the mirrored image back: x → W − x, and the
 /// left/right landmarks swap places (eyes 0↔1, mouth corners 3↔4).
 fn unmirror(d: &Detection, width: f32) -> Detection {
@@ -182,6 +168,14 @@ fn average_landmarks(d: Detection, flipped: &[Detection]) -> Detection {
         *o = [(o[0] + p[0]) / 2.0, (o[1] + p[1]) / 2.0];
     }
     out
+}
+
+/// How many engines `vision.workers` asks for: 0 = one per core.
+pub fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Finds the models folder: as configured, else next to the binary's tree.
@@ -278,6 +272,14 @@ impl FaceEngine {
         })
     }
 
+    /// `vision.workers` engines (one per core when 0), for bulk work that
+    /// spreads photos over them (`facegate eval`). Each owns its sessions.
+    pub fn pool(config: &Config) -> Result<Vec<Self>, VisionError> {
+        (0..worker_count(config.vision.workers))
+            .map(|_| Self::new(config))
+            .collect()
+    }
+
     /// Identifies the embedding model and how it is used; templates made
     /// under another id are not comparable with this engine's.
     pub fn model_id(&self) -> &str {
@@ -324,11 +326,10 @@ impl FaceEngine {
         if !self.landmark_flip || found.is_empty() {
             return Ok(found);
         }
-        let mirrored = mirror_image(img);
         let width = img.width as f32;
         let flipped: Vec<Detection> = self
             .detector
-            .detect(RgbView::from_image(&mirrored))?
+            .detect_mirrored(img)?
             .iter()
             .map(|d| unmirror(d, width))
             .collect();
