@@ -420,9 +420,27 @@ enum WatchCmd {
 }
 
 fn main() {
+    limit_malloc_arenas();
     if let Err(e) = run() {
         eprintln!("facegate: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// glibc gives each thread that allocates under contention its own malloc
+/// arena (up to 8 per core); with GStreamer's, ONNX Runtime's and the
+/// cameras' threads each churning through frame-sized buffers, freed memory
+/// stays spread over many arenas and the resident size creeps up (the
+/// 30-minute soak: +13.7% from minute 5 to 30 with the default). Two arenas
+/// keep it compact; an explicit `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator tunable; called before any
+        // other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }
 
