@@ -35,6 +35,9 @@ case "$ARCH" in
 esac
 ORT=$(ls "$LIBDIR"/libonnxruntime.so.1.*.* | head -1)
 [ -f "$BIN" ] || { echo "deb: no binary at $BIN" >&2; exit 1; }
+case "$ARCH" in amd64) MACHINE=x86-64 ;; arm64) MACHINE=aarch64 ;; esac
+file -L "$BIN" | grep -q "ELF 64-bit.*$MACHINE" ||
+  { echo "deb: $BIN is not an $MACHINE binary (FACEGATE_BIN set for another machine?)" >&2; exit 1; }
 [ -f "$ORT" ] || { echo "deb: no ONNX Runtime library in $LIBDIR" >&2; exit 1; }
 
 PKG=$ROOT/target/deb/facegate_${VERSION}_${ARCH}

@@ -143,7 +143,10 @@ wait_for() {
       sed -n "$((SHOWN + 1)),${n}p" "$WORK/received.txt"
       SHOWN=$n
     fi
-    if tail -n +"$((FROM + 1))" "$WORK/received.txt" | grep -q "$pattern"; then return 0; fi
+    # Only the lines already shown: a line arriving after the count above is shown on the next turn.
+    if [ "$n" -gt "$FROM" ] && sed -n "$((FROM + 1)),${n}p" "$WORK/received.txt" | grep -q "$pattern"; then
+      return 0
+    fi
     if ! kill -0 "$GW" 2>/dev/null; then
       echo "demo: the gateway stopped; its log:" >&2
       tail -20 "$WORK/gateway.log" >&2

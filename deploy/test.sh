@@ -34,4 +34,4 @@ FACEGATE_X86_BIN="$FACEGATE_BIN" deploy/arm64.sh smoke "$A" "$B"
 # The arm64 .deb from that cross build, checked without installing it (an install test would need a
 # whole emulated arm64 root): aarch64 binary and libonnxruntime, models and their checksums, the
 # conffile, the maintainer scripts, the unit (systemd-analyze verify).
-deploy/deb-check.sh "$(deploy/deb.sh arm64 | tail -1)" aarch64
+deploy/deb-check.sh "$(FACEGATE_BIN= deploy/deb.sh arm64 | tail -1)" aarch64

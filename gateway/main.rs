@@ -430,9 +430,10 @@ fn main() {
 /// glibc gives each thread that allocates under contention its own malloc
 /// arena (up to 8 per core); with GStreamer's, ONNX Runtime's and the
 /// cameras' threads each churning through frame-sized buffers, freed memory
-/// stays spread over many arenas and the resident size creeps up (the
-/// 30-minute soak: +13.7% from minute 5 to 30 with the default). Two arenas
-/// keep it compact; an explicit `MALLOC_ARENA_MAX` in the environment wins.
+/// stays spread over many arenas and the resident size creeps up. The
+/// 30-minute soak (`benches/soak.sh`, BENCHMARKS.md §10), RSS from minute 5
+/// to 30: +13.7% with the default, +1.25% with two arenas. An explicit
+/// `MALLOC_ARENA_MAX` in the environment wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
