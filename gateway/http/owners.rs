@@ -483,7 +483,7 @@ pub async fn export(
         .map(|(path, bytes)| {
             serde_json::json!({
                 "path": path,
-                "content_type": content_type(bytes),
+                "content_type": crate::registry::image_type(bytes).1,
                 "bytes": bytes.len(),
                 "data_base64": base64::engine::general_purpose::STANDARD.encode(bytes),
             })
@@ -501,29 +501,6 @@ pub async fn export(
         Json(body),
     )
         .into_response())
-}
-
-fn content_type(bytes: &[u8]) -> &'static str {
-    match bytes {
-        [0xff, 0xd8, ..] => "image/jpeg",
-        [0x89, b'P', b'N', b'G', ..] => "image/png",
-        [
-            b'R',
-            b'I',
-            b'F',
-            b'F',
-            _,
-            _,
-            _,
-            _,
-            b'W',
-            b'E',
-            b'B',
-            b'P',
-            ..,
-        ] => "image/webp",
-        _ => "application/octet-stream",
-    }
 }
 
 /// `POST /api/v1/owners/{id}/faces`

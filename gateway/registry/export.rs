@@ -123,7 +123,7 @@ impl Registry {
         let photos = self.photos_of(id)?;
         let mut files = Vec::new();
         for (template, bytes) in photos {
-            let rel = format!("photos/template-{template}.{}", extension(&bytes));
+            let rel = format!("photos/template-{template}.{}", image_type(&bytes).0);
             files.push((rel, bytes));
         }
         if let Some(dir) = self.snapshot_dir.clone() {
@@ -210,11 +210,12 @@ impl Registry {
     }
 }
 
-/// The file extension for an image's bytes.
-fn extension(bytes: &[u8]) -> &'static str {
+/// The file extension and MIME type of an image's bytes (JPEG, PNG, WebP;
+/// anything else is `bin`, `application/octet-stream`).
+pub(crate) fn image_type(bytes: &[u8]) -> (&'static str, &'static str) {
     match bytes {
-        [0xff, 0xd8, ..] => "jpg",
-        [0x89, b'P', b'N', b'G', ..] => "png",
+        [0xff, 0xd8, ..] => ("jpg", "image/jpeg"),
+        [0x89, b'P', b'N', b'G', ..] => ("png", "image/png"),
         [
             b'R',
             b'I',
@@ -229,8 +230,8 @@ fn extension(bytes: &[u8]) -> &'static str {
             b'B',
             b'P',
             ..,
-        ] => "webp",
-        _ => "bin",
+        ] => ("webp", "image/webp"),
+        _ => ("bin", "application/octet-stream"),
     }
 }
 

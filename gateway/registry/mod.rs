@@ -60,6 +60,7 @@ use erasure::*;
 use owners::*;
 use templates::*;
 
+pub(crate) use export::image_type;
 pub use export::{OwnerExport, OwnerExportFiles};
 pub use gallery::Gallery;
 pub use index::{FaceIndex, IndexError, Match};
