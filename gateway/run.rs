@@ -258,11 +258,11 @@ fn start_publisher(
         return Ok(None);
     }
     let commands = match config.mqtt.command_secret {
-        Some(_) => Some(crate::publish::CommandHandler::new(
+        Some(_) => Some(crate::http::commands::CommandHandler::new(
             &config.mqtt,
             &config.site.code,
             gallery.clone(),
-            crate::publish::lazy_engine_embedder(config.clone()),
+            crate::http::commands::lazy_engine_embedder(config.clone()),
         )?),
         None => None,
     };

@@ -244,8 +244,9 @@ fn config_parser() {
 const SECRET: &str = "fuzz-command-secret-0123456789";
 const SITE: &str = "gy-001";
 
-fn command_handler(dir: &Path) -> facegate::publish::CommandHandler {
-    use facegate::publish::{CommandHandler, EmbedFn, MqttConfig};
+fn command_handler(dir: &Path) -> facegate::http::commands::CommandHandler {
+    use facegate::http::commands::{CommandHandler, EmbedFn};
+    use facegate::publish::MqttConfig;
     use facegate::registry::{FaceTemplate, Gallery, Registry};
     let p = dir.join("secret");
     std::fs::write(&p, SECRET).unwrap();
@@ -350,7 +351,7 @@ fn command_input() -> impl Strategy<Value = (String, Vec<u8>, bool)> {
         json_value(),
     )
         .prop_map(|(topic_cmd, cmd, site, ts, nonce, args)| {
-            let payload = facegate::publish::sign_command(
+            let payload = facegate::http::commands::sign_command(
                 &Secret::new(SECRET.as_bytes().to_vec()),
                 &site,
                 &cmd,
@@ -368,7 +369,7 @@ fn command_input() -> impl Strategy<Value = (String, Vec<u8>, bool)> {
                 payload,
             )
         });
-    let good = facegate::publish::sign_command(
+    let good = facegate::http::commands::sign_command(
         &Secret::new(SECRET.as_bytes().to_vec()),
         SITE,
         "status",

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use broker::{Broker, Valve, mosquitto_available, write_file};
 use facegate::config::CameraRole;
 use facegate::events::{Event, EventKind, EventStore, Place};
+use facegate::http::commands;
 use facegate::publish::config::Secret;
 use facegate::publish::{self, MqttConfig, PublisherSetup, messages_for, sign};
 use facegate::registry::{Gallery, Registry, Subject};
@@ -830,7 +831,7 @@ async fn a_full_outbox_drops_the_oldest_and_says_so_on_the_status_topic() {
 // ---------------------------------------------------------------------------
 
 fn command(cmd: &str, site: &str, ts: OffsetDateTime, nonce: &str, args: Value) -> Vec<u8> {
-    publish::sign_command(
+    commands::sign_command(
         &Secret::new(CMD_SECRET.as_bytes().to_vec()),
         site,
         cmd,
@@ -897,14 +898,14 @@ async fn commands_are_verified_and_a_valid_watchlist_add_makes_a_hit() {
     assert_eq!(before[0].decision, Decision::Stranger);
 
     let e2 = engine.clone();
-    let embed: publish::EmbedFn = Box::new(move |bytes: &[u8]| {
+    let embed: commands::EmbedFn = Box::new(move |bytes: &[u8]| {
         let img = facegate::vision::image::decode_photo(bytes, "photo", PhotoLimits::default())
             .map_err(|e| e.to_string())?;
         identify::enrolment_template(&mut e2.lock().unwrap(), RgbView::from_image(&img), "photo")
             .map(|(_, t)| t)
             .map_err(|e| e.to_string())
     });
-    let handler = publish::CommandHandler::new(&cfg, site, gallery.clone(), embed).unwrap();
+    let handler = commands::CommandHandler::new(&cfg, site, gallery.clone(), embed).unwrap();
 
     let photo = std::fs::read(faces.join("identities/Colin_Powell/1.jpg")).unwrap();
     let add_args = json!({

@@ -32,8 +32,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 
+use facegate::http::commands::sign_command;
 use facegate::publish::config::Secret;
-use facegate::publish::sign_command;
 
 const CMD_SECRET: &str = "command-centre-secret-0123456789";
 const GATE_SECRET: &str = "gate-1-controller-secret-0123";

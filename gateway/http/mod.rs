@@ -10,6 +10,10 @@
 //!   included.
 //! - [`owners`] (owners, watch list, identify, search by photo) and
 //!   [`feed`] (events, snapshots, the live SSE feed, cameras, metrics).
+//! - [`commands`]: the command centre's signed commands over MQTT
+//!   (`watchlist_add`, `watchlist_remove`, `gate_open`, `status`): the same
+//!   registry operations as the handlers above, reached through the
+//!   publisher's connection instead of HTTP.
 //!
 //! Inference and SQLite run on the blocking pool, never on the runtime's
 //! threads.
@@ -34,6 +38,7 @@ use crate::registry::{Gallery, Registry};
 use crate::vision::FaceEngine;
 
 pub mod auth;
+pub mod commands;
 pub mod error;
 pub mod feed;
 pub mod owners;

@@ -17,15 +17,14 @@
 //!   acknowledgement batches, rewinds), pure, with the time passed in.
 //! - [`publisher`]: the loop that sends the outbox and matches PUBACKs to
 //!   rows; [`start`] and [`PublisherHandle`].
-//! - [`commands`]: signed commands from the command centre
-//!   ([`CommandHandler`] checks them and records nonces on disk,
-//!   [`WatchAdder`] embeds `watchlist_add` photos); the publisher hands
-//!   them to two worker threads over bounded channels and never runs the
-//!   models itself.
+//!
+//! Commands from the command centre arrive on the publisher's connection,
+//! but are checked and run by [`crate::http::commands`], next to the HTTP
+//! API's handlers: the publisher hands them over bounded channels, never
+//! runs the models and only publishes the replies.
 //!
 //! `docs/mqtt.md` documents every topic, payload and signature.
 
-pub mod commands;
 pub mod config;
 pub mod connection;
 mod delivery;
@@ -34,10 +33,6 @@ pub mod payload;
 pub mod publisher;
 pub mod sign;
 
-pub use commands::{
-    Checked, CommandHandler, CommandOutcome, EmbedFn, PhotoJob, Refusal, Replier, WatchAdder,
-    engine_embedder, lazy_engine_embedder, sign_command,
-};
 pub use config::MqttConfig;
 pub use payload::{Topics, messages_for, messages_for_with_face, messages_with_snapshot};
 pub use publisher::{PublisherHandle, PublisherSetup, PublisherStats, start};

@@ -21,6 +21,7 @@
 //! `publisher.rs`). [`CommandHandler::handle`] does both in line (tests,
 //! tools).
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -28,12 +29,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
-use super::config::{MqttConfig, Secret};
-use super::outbox::{NonceClaim, NonceStore};
-use super::payload::{GateOpenCause, PAYLOAD_SCHEMA, Topics, fmt_ts, gate_open_message};
-use super::{PublishError, sign};
 use crate::events::OutboxMessage;
+use crate::publish::config::{MqttConfig, Secret};
+use crate::publish::outbox::{NonceClaim, NonceStore, Outbox};
+use crate::publish::payload::{GateOpenCause, PAYLOAD_SCHEMA, Topics, fmt_ts, gate_open_message};
+use crate::publish::{PublishError, sign};
 use crate::registry::{FaceTemplate, Gallery, NewWatchEntry, Priority};
 
 /// Turns a photo (JPEG/PNG bytes) into a face template of the gallery's
@@ -686,6 +689,128 @@ pub fn sign_command(
         .into_bytes()
 }
 
+// The lanes: where the publisher hands commands over (bounded channels)
+// and gets the replies back to publish.
+
+/// Commands waiting for the check lane, at most.
+pub(crate) const COMMAND_QUEUE: usize = 32;
+/// `watchlist_add` photos waiting for the photo lane, at most (each holds
+/// its photo in memory).
+const PHOTO_QUEUE: usize = 2;
+
+/// A command as it came from the broker.
+pub(crate) struct Incoming {
+    pub(crate) name: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) retained: bool,
+    pub(crate) received: OffsetDateTime,
+    /// What a `status` command answers, as of its arrival.
+    pub(crate) status: Value,
+}
+
+/// The publisher's side of the two command lanes.
+pub(crate) struct CommandLanes {
+    pub(crate) tx: mpsc::Sender<Incoming>,
+    pub(crate) replies: mpsc::Receiver<CommandOutcome>,
+    pub(crate) replier: Replier,
+}
+
+impl CommandLanes {
+    /// Opens the nonce store and an outbox connection on the database and
+    /// starts both lanes on the blocking pool. They end when the publisher
+    /// loop drops its sender (the photo lane after its current photo).
+    pub(crate) fn start(
+        mut handler: CommandHandler,
+        db: &Path,
+        tracker: &TaskTracker,
+    ) -> Result<Self, PublishError> {
+        if !handler.has_nonce_store() {
+            handler = handler.with_nonce_store(NonceStore::open(db)?);
+        }
+        let outbox = Outbox::open(db)?;
+        let replier = handler.replier().clone();
+        let adder = handler.take_adder();
+        let (tx, rx) = mpsc::channel::<Incoming>(COMMAND_QUEUE);
+        let (reply_tx, replies) = mpsc::channel::<CommandOutcome>(COMMAND_QUEUE);
+        let (photo_tx, photo_rx) = mpsc::channel::<PhotoJob>(PHOTO_QUEUE);
+        if let Some(mut adder) = adder {
+            let reply_tx = reply_tx.clone();
+            let mut photo_rx = photo_rx;
+            tracker.spawn_blocking(move || {
+                while let Some(job) = photo_rx.blocking_recv() {
+                    if reply_tx.blocking_send(adder.run(job)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let r = replier.clone();
+        tracker.spawn_blocking(move || check_lane(handler, outbox, rx, photo_tx, reply_tx, r));
+        Ok(Self {
+            tx,
+            replies,
+            replier,
+        })
+    }
+}
+
+/// The check lane: verify, record the nonce, run the cheap commands (a
+/// gate open is queued in the outbox before its reply), pass photos on.
+fn check_lane(
+    mut handler: CommandHandler,
+    outbox: Outbox,
+    mut rx: mpsc::Receiver<Incoming>,
+    photos: mpsc::Sender<PhotoJob>,
+    replies: mpsc::Sender<CommandOutcome>,
+    replier: Replier,
+) {
+    while let Some(c) = rx.blocking_recv() {
+        let out = match handler.check(&c.name, &c.payload, c.retained, c.received, &c.status) {
+            Checked::Done(out) => queue_messages(&outbox, out, c.received),
+            Checked::Photo(job) => match photos.try_send(job) {
+                Ok(()) => continue,
+                Err(e) => {
+                    let job = e.into_inner();
+                    replier.reply(
+                        &c.name,
+                        Some(job.nonce()),
+                        Err(Refusal::QueueFull {
+                            queue: "watch-list photos",
+                            max: PHOTO_QUEUE,
+                        }),
+                        c.received,
+                        Vec::new(),
+                    )
+                }
+            },
+        };
+        if replies.blocking_send(out).is_err() {
+            break;
+        }
+    }
+}
+
+/// Queues what an accepted command sends (a gate open); if that fails the
+/// reply says so instead.
+fn queue_messages(outbox: &Outbox, mut out: CommandOutcome, now: OffsetDateTime) -> CommandOutcome {
+    if out.enqueue.is_empty() {
+        return out;
+    }
+    if let Err(e) = outbox.enqueue(&out.enqueue, now) {
+        tracing::error!(error = %e, "command accepted but its message could not be queued");
+        out.ok = false;
+        if let Ok(mut v) = serde_json::from_slice::<Value>(&out.reply) {
+            v["ok"] = json!(false);
+            v["code"] = json!("failed");
+            v["error"] = json!(format!("not queued: {e}"));
+            v["result"] = Value::Null;
+            out.reply = v.to_string().into_bytes();
+        }
+    }
+    out.enqueue.clear();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -985,5 +1110,119 @@ mod tests {
         assert!(o.ok, "{}", reply(&o));
         assert_eq!(reply(&o)["nonce"], json!("n-photo-01"));
         assert_eq!(*calls.lock().unwrap(), 1);
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+    use crate::publish::PublisherSetup;
+    use crate::registry::{FaceTemplate, Gallery, Registry};
+    use std::sync::mpsc as std_mpsc;
+    use time::format_description::well_known::Rfc3339;
+
+    const SECRET: &str = "command-secret-0123456789";
+
+    fn incoming(name: &str, nonce: &str, args: Value) -> Incoming {
+        let now = OffsetDateTime::now_utc();
+        let payload = sign_command(
+            &Secret::new(SECRET.as_bytes().to_vec()),
+            "gy-001",
+            name,
+            &now.format(&Rfc3339).unwrap(),
+            nonce,
+            &args,
+        );
+        Incoming {
+            name: name.into(),
+            payload,
+            retained: false,
+            received: now,
+            status: json!({ "state": "online" }),
+        }
+    }
+
+    /// With a photo being embedded (held by the test) and the photo queue
+    /// full, a further `watchlist_add` is refused as busy at once and a
+    /// `status` is answered; the photos then complete in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_photo_queue_refuses_as_busy_and_status_still_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let cfg = MqttConfig {
+            url: "mqtt://127.0.0.1:1".into(),
+            command_secret: Some(format!("file:{}", secret.display())),
+            ..Default::default()
+        };
+        let now = OffsetDateTime::now_utc();
+        let gallery = Gallery::open(Registry::open(&db).unwrap(), "m", 4, now).unwrap();
+        let (started_tx, started) = std_mpsc::channel::<()>();
+        let (release, release_rx) = std_mpsc::channel::<()>();
+        let embed: EmbedFn = Box::new(move |_: &[u8]| {
+            started_tx.send(()).unwrap();
+            release_rx.recv().map_err(|e| e.to_string())?;
+            Ok(FaceTemplate {
+                model_id: "m".into(),
+                embedding: vec![1.0, 0.0, 0.0, 0.0],
+                quality: 0.9,
+                photo: None,
+            })
+        });
+        let handler =
+            CommandHandler::new(&cfg, "gy-001", Arc::new(Mutex::new(gallery)), embed).unwrap();
+        let setup = PublisherSetup {
+            site: "gy-001".into(),
+            cameras: Vec::new(),
+            db,
+            version: "test".into(),
+        };
+        let tracker = TaskTracker::new();
+        let mut lanes = CommandLanes::start(handler, &setup.db, &tracker).unwrap();
+        let add = |n: u32| {
+            incoming(
+                "watchlist_add",
+                &format!("add-{n:08}"),
+                json!({ "name": format!("P{n}"), "reason": "test", "photo": "eA==" }),
+            )
+        };
+        let reply = |o: &CommandOutcome| serde_json::from_slice::<Value>(&o.reply).unwrap();
+        assert!(lanes.tx.try_send(add(1)).is_ok());
+        // Photo 1 is in the embedder (held); 2 and 3 fill the photo queue.
+        let _started = tokio::task::spawn_blocking(move || {
+            started.recv().unwrap();
+            started
+        })
+        .await
+        .unwrap();
+        for n in 2..=4 {
+            assert!(lanes.tx.try_send(add(n)).is_ok());
+        }
+        let status = incoming("status", "status-0001", Value::Null);
+        assert!(lanes.tx.try_send(status).is_ok());
+        let first = lanes.replies.recv().await.unwrap();
+        assert_eq!(reply(&first)["code"], json!("busy"), "{}", reply(&first));
+        assert_eq!(reply(&first)["nonce"], json!("add-00000004"));
+        assert!(
+            reply(&first)["error"]
+                .as_str()
+                .unwrap()
+                .contains("watch-list photos")
+        );
+        let second = lanes.replies.recv().await.unwrap();
+        assert_eq!(second.name, "status");
+        assert!(second.ok);
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for n in 1..=3 {
+            let o = lanes.replies.recv().await.unwrap();
+            assert!(o.ok, "{}", reply(&o));
+            assert_eq!(reply(&o)["nonce"], json!(format!("add-{n:08}")));
+        }
+        drop(lanes);
+        tracker.close();
+        tracker.wait().await;
     }
 }
