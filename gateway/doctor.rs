@@ -131,6 +131,7 @@ pub fn run(config: &Config, opts: &Options, mut on_check: impl FnMut(&Check)) ->
         push(c);
     }
     push(database_check(config));
+    push(sync_check(config));
     push(clock_check());
     push(disk_check(&config.storage.data_dir));
     if opts.broker {
@@ -441,6 +442,41 @@ fn database_check(config: &Config) -> Check {
 
 /// Signed commands carry timestamps: a clock off by more than their
 /// allowed skew refuses every command (or accepts stale ones).
+/// Registry sync between the boxes of one site: the settings hang
+/// together and the shared secret can be read and is long enough (a box
+/// with a wrong secret refuses every other box's message with a WARN, and
+/// theirs refuse its: nothing would be shared).
+fn sync_check(config: &Config) -> Check {
+    let sync = &config.sync;
+    if !sync.enabled() {
+        return Check::ok(
+            "sync",
+            "off (sync.box_id empty): this box shares owners with no other",
+        );
+    }
+    if let Err((key, why)) = sync.validate(&config.mqtt) {
+        return Check::fail(
+            "sync",
+            format!("{key}: {why}"),
+            format!("fix {key} in the config"),
+        );
+    }
+    match sync.resolve_secret() {
+        Ok(_) => Check::ok(
+            "sync",
+            format!(
+                "box {} shares owners on {}/{}/registry/# (secret readable)",
+                sync.box_id, config.mqtt.prefix, config.site.code
+            ),
+        ),
+        Err(e) => Check::fail(
+            "sync",
+            e.to_string(),
+            "give sync.secret the site's shared secret (env:NAME or file:PATH readable by the service user, the same on every box, at least 16 bytes)",
+        ),
+    }
+}
+
 fn clock_check() -> Check {
     let ntp = std::process::Command::new("timedatectl")
         .args(["show", "-p", "NTPSynchronized", "--value"])
@@ -758,6 +794,30 @@ mod tests {
                 |c| c.name == "model fusion embedder mobilefacenet" && c.status == Status::Warn
             )
         );
+    }
+
+    #[test]
+    fn sync_off_is_ok_and_an_unreadable_or_short_secret_fails() {
+        let mut config = Config::default();
+        assert_eq!(sync_check(&config).status, Status::Ok);
+        let dir = tempfile::tempdir().unwrap();
+        config.mqtt.url = "mqtt://127.0.0.1:1883".into();
+        config.mqtt.client_id = Some("box-a".into());
+        config.sync.box_id = "box-a".into();
+        let secret = dir.path().join("sync.secret");
+        config.sync.secret = Some(format!("file:{}", secret.display()));
+        let absent = sync_check(&config);
+        assert_eq!(absent.status, Status::Fail, "{absent}");
+        assert!(absent.detail.contains("sync.secret"), "{absent}");
+        std::fs::write(&secret, "short").unwrap();
+        let short = sync_check(&config);
+        assert_eq!(short.status, Status::Fail, "{short}");
+        assert!(short.detail.contains("shorter"), "{short}");
+        std::fs::write(&secret, "a-site-secret-of-enough-bytes").unwrap();
+        let good = sync_check(&config);
+        assert_eq!(good.status, Status::Ok, "{good}");
+        config.sync.secret = None;
+        assert_eq!(sync_check(&config).status, Status::Fail);
     }
 
     #[test]

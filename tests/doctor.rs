@@ -92,12 +92,14 @@ fn doctor_passes_on_a_working_box_and_names_each_failure() {
     );
     assert!(line(&out, "onnxruntime:").starts_with("ok"), "{out}");
     assert!(line(&out, "gstreamer:").starts_with("ok"), "{out}");
+    assert!(line(&out, "sync:").starts_with("ok"), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
     // Doctor changes nothing: no database was created.
     assert!(!dir.path().join("facegate.db").exists());
 
-    // The same box with a camera nobody serves, a broker that is down and
-    // a detector file that is not the one the config names.
+    // The same box with a camera nobody serves, a broker that is down, a
+    // detector file that is not the one the config names and a registry
+    // sync whose shared secret file is missing.
     let dead = format!("rtsp://127.0.0.1:{}/cam", free_port());
     let wrong_model = r#"
 [vision.detectors.yunet]
@@ -115,11 +117,15 @@ nms_iou = 0.3
         bad_dir.path(),
         &dead,
         &format!("mqtt://127.0.0.1:{}", free_port()),
-        "",
+        &format!(
+            "\n[sync]\nbox_id = \"box-a\"\nsecret = \"file:{}\"\n",
+            bad_dir.path().join("absent-sync.secret").display()
+        ),
     );
     // The model override goes before the cameras (TOML tables).
     let text = std::fs::read_to_string(&broken).unwrap();
     let text = text.replacen("[storage]", &format!("{wrong_model}\n[storage]"), 1);
+    let text = text.replacen("[mqtt]\n", "[mqtt]\nclient_id = \"box-a\"\n", 1);
     std::fs::write(&broken, text).unwrap();
     let o = facegate(&broken, &["doctor", "--camera-timeout-s", "3"]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -141,7 +147,12 @@ nms_iou = 0.3
         line(&out, "model embedder arcface_mbf:").starts_with("ok"),
         "{out}"
     );
-    assert!(line(&out, "doctor:").contains("3 failed"), "{out}");
+    let sync = line(&out, "sync:");
+    assert!(
+        sync.starts_with("FAIL") && sync.contains("sync.secret") && sync.contains("->"),
+        "{sync}"
+    );
+    assert!(line(&out, "doctor:").contains("4 failed"), "{out}");
 }
 
 #[test]
