@@ -132,6 +132,7 @@ pub fn run(config: &Config, opts: &Options, mut on_check: impl FnMut(&Check)) ->
     }
     push(database_check(config));
     push(sync_check(config));
+    push(priority_check());
     push(clock_check());
     push(disk_check(&config.storage.data_dir));
     if opts.broker {
@@ -473,6 +474,25 @@ fn sync_check(config: &Config) -> Check {
             "sync",
             e.to_string(),
             "give sync.secret the site's shared secret (env:NAME or file:PATH readable by the service user, the same on every box, at least 16 bytes)",
+        ),
+    }
+}
+
+/// Whether background work (enrolment models, index rebuilds) can yield
+/// the CPU to the cameras ([`crate::sched`]).
+fn priority_check() -> Check {
+    match crate::sched::check() {
+        Ok(()) => Check::ok(
+            "priority",
+            format!(
+                "enrolment models and index rebuilds run at nice {} and yield to the cameras",
+                crate::sched::NICE
+            ),
+        ),
+        Err(why) => Check::warn(
+            "priority",
+            why,
+            "run under the packaged systemd unit (LimitNICE=+0) or raise the nice limit (ulimit -e 20)",
         ),
     }
 }

@@ -205,6 +205,8 @@ pub fn enrolment_template(
     img: RgbView<'_>,
     photo: &str,
 ) -> Result<(Detection, FaceTemplate), EnrolPhotoError> {
+    // The models yield to the cameras (no lock is held here).
+    let _bg = crate::sched::background();
     let dets = engine.detect_with_border(img)?;
     if dets.is_empty() {
         return Err(EnrolPhotoError::NoFace {
@@ -325,8 +327,12 @@ pub fn enrolment_templates(
 ) -> Result<Vec<FaceTemplate>, EnrolPhotoError> {
     let mut out = Vec::with_capacity(photos.len());
     for p in photos {
-        let img = crate::vision::image::decode_photo(&p.bytes, &p.name, rules.limits)?;
-        let (_, mut t) = enrolment_template(engine, RgbView::from_image(&img), &p.name)?;
+        let (_, mut t) = {
+            let _bg = crate::sched::background();
+            let img = crate::vision::image::decode_photo(&p.bytes, &p.name, rules.limits)?;
+            enrolment_template(engine, RgbView::from_image(&img), &p.name)?
+        };
+        // Normal priority again: the search below locks the gallery.
         check_not_enrolled_elsewhere(gallery, &t, owner_id, rules.threshold, &p.name, now)?;
         if rules.keep_photo {
             t.photo = Some(p.bytes);

@@ -40,6 +40,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod registry;
 pub mod run;
+pub mod sched;
 pub mod source;
 pub mod sync;
 pub mod systemd;

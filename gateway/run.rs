@@ -61,6 +61,9 @@ pub async fn run(
             "nothing to run: no cameras configured (add [[cameras]] or pass --camera NAME=URL) and HTTP is off (http.listen is empty)".into(),
         ));
     }
+    if let Err(why) = crate::sched::check() {
+        tracing::warn!("{why}");
+    }
     let config = Arc::new(config);
     // Everything started below stops with `stop`: on `cancel`, and also
     // when every camera has ended.

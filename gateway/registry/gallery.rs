@@ -154,12 +154,19 @@ impl Gallery {
             let Some(ticket) = lock(shared)?.reload_ticket()? else {
                 return Ok(false);
             };
-            let reader = Registry::open(db)?;
-            let loaded = load(&reader, &ticket.model_id, ticket.dim, now)?;
+            // The build yields to the cameras; the swap under the lock
+            // does not (a camera would wait for a slowed lock holder).
+            let loaded = {
+                let _bg = crate::sched::background();
+                let reader = Registry::open(db)?;
+                load(&reader, &ticket.model_id, ticket.dim, now)?
+            };
             let old = lock(shared)?.finish_reload(&ticket, loaded);
             // The old index (hundreds of MB at 100k) is freed out here,
             // not under the lock.
-            if old.is_some() {
+            if let Some(old) = old {
+                let _bg = crate::sched::background();
+                drop(old);
                 return Ok(true);
             }
         }
