@@ -8,7 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::broker::{Broker, free_port, mosquitto_available};
+use common::broker::{Broker, mosquitto_available};
+use common::free_port;
 use common::rtsp::{Codec, RtspServer, video_dir};
 
 fn repo() -> PathBuf {

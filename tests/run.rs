@@ -10,7 +10,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::broker::{Broker, free_port, mosquitto_available, wait_for};
+use common::broker::{Broker, mosquitto_available, wait_for};
+use common::free_port;
 use facegate::events::{EventFilter, EventKind, EventStore};
 use facegate::registry::{Registry, Role};
 use tokio_util::sync::CancellationToken;

@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod cli;
+pub mod clip;
+pub mod http;
+pub mod mqtt;
 pub mod rtsp;
 
 use std::path::PathBuf;
@@ -31,6 +35,14 @@ pub fn faces_dir() -> Option<PathBuf> {
     None
 }
 
+/// A port of 127.0.0.1 nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
 /// Camera `gate-1` in the gate role at `url`, with more TOML keys in `extra`
 /// (one `key = value` per line), as an operator writes it in the config.
 pub fn gate_camera(url: &str, extra: &str) -> facegate::config::CameraConfig {
@@ -53,6 +65,31 @@ pub fn spawn_live(
     config.http.listen = String::new();
     let (config, db, data, cancel) = (config, db.to_owned(), data.to_owned(), cancel.clone());
     tokio::spawn(async move { facegate::run::run(config, &db, &data, cancel).await })
+}
+
+/// An event of kind `kind` at `ts` from camera `gate-1` in the gate role,
+/// no place: what the pipeline starts a gate decision from.
+pub fn gate_event(
+    kind: facegate::events::EventKind,
+    ts: time::OffsetDateTime,
+) -> facegate::events::Event {
+    facegate::events::Event::new(
+        kind,
+        ts,
+        "gate-1",
+        facegate::config::CameraRole::Gate,
+        &facegate::events::Place::default(),
+    )
+}
+
+/// The newest 1000 events in the store (every event of a test).
+pub fn recent_events(store: &facegate::events::EventStore) -> Vec<facegate::events::Event> {
+    store
+        .list(&facegate::events::EventFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
 }
 
 /// The face engine with the shipped configuration and the real models.
@@ -102,4 +139,16 @@ pub fn enrol(config: &Config, db: &std::path::Path, id: &str, name: &str, photo:
             now,
         )
         .unwrap();
+}
+
+/// Enrols the man of the test clips (Lin-Manuel Miranda, owner `H-1`) from
+/// his reference photo in `video/refs`.
+pub fn enrol_clip_owner(config: &Config, db: &std::path::Path, video: &std::path::Path) {
+    enrol(
+        config,
+        db,
+        "H-1",
+        "Lin-Manuel Miranda",
+        &video.join("refs/Lin_Manuel_Miranda.jpg"),
+    );
 }
