@@ -92,6 +92,30 @@ fn save_stranger(store: &EventStore, cfg: &MqttConfig, site: &str) -> String {
     e.id
 }
 
+/// What the outage tests start from: a broker, a valve in front of it (to
+/// cut the network), and a temporary folder with the database `r.db`.
+struct Rig {
+    broker: Broker,
+    valve: Valve,
+    dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let broker = Broker::start();
+        let valve = Valve::new(broker.port());
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        Rig {
+            broker,
+            valve,
+            dir,
+            db,
+        }
+    }
+}
+
 fn outbox_rows(db: &Path) -> i64 {
     let c = rusqlite::Connection::open(db).expect("open db");
     c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
@@ -118,10 +142,12 @@ async fn a_20_s_broker_outage_loses_no_event() {
         return;
     }
     let site = "outage";
-    let mut broker = Broker::start();
-    let valve = Valve::new(broker.port());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
+    let Rig {
+        mut broker,
+        valve,
+        dir: _dir,
+        db,
+    } = Rig::start();
     let store = EventStore::open(&db).unwrap();
     let cfg = test_cfg(&valve.url());
     let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/events/#")]).await;
@@ -211,10 +237,12 @@ async fn network_cuts_in_the_middle_of_a_backlog_lose_nothing() {
         return;
     }
     let site = "cuts";
-    let broker = Broker::start();
-    let valve = Valve::new(broker.port());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
+    let Rig {
+        broker,
+        valve,
+        dir: _dir,
+        db,
+    } = Rig::start();
     let store = EventStore::open(&db).unwrap();
     let cfg = test_cfg(&valve.url());
     let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/events/#")]).await;
@@ -408,10 +436,12 @@ async fn kill_9_loses_nothing_and_the_last_will_marks_the_gateway_offline() {
         return;
     }
     let site = "kill9";
-    let broker = Broker::start();
-    let valve = Valve::new(broker.port());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
+    let Rig {
+        broker,
+        valve,
+        dir: _dir,
+        db,
+    } = Rig::start();
     let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/#")]).await;
     let online = |sub: &TestClient, n: usize| {
         sub.on(&format!("facegate/{site}/status"))
@@ -566,10 +596,12 @@ async fn a_gate_open_that_expired_during_an_outage_is_never_sent() {
         return;
     }
     let site = "gates";
-    let broker = Broker::start();
-    let valve = Valve::new(broker.port());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
+    let Rig {
+        broker,
+        valve,
+        dir,
+        db,
+    } = Rig::start();
     let store = EventStore::open(&db).unwrap();
     let secret = write_file(dir.path(), "gate-1.secret", GATE_SECRET.as_bytes());
     let mut cfg = test_cfg(&valve.url());
