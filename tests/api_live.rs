@@ -10,7 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
-use common::free_port;
+use common::broker::free_port;
 use common::http::{json, multipart};
 use common::rtsp::{Codec, RtspServer};
 use facegate::registry::{Registry, Role};

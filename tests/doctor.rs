@@ -8,8 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::broker::{Broker, mosquitto_available};
-use common::free_port;
+use common::broker::{Broker, free_port, mosquitto_available};
 use common::rtsp::{Codec, RtspServer, video_dir};
 
 fn repo() -> PathBuf {

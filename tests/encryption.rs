@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::broker::free_port;
 use common::cli::{Workdir, contains, enroll_args, stdout_of_success};
-use common::free_port;
 
 const PLAIN_HEADER: &[u8] = b"SQLite format 3\0";
 const NAME: &str = "Qiao Encrypted-Owner";

@@ -442,7 +442,7 @@ impl ExternalRtsp {
             return None;
         }
         let mut s = ExternalRtsp {
-            port: common::free_port(),
+            port: common::broker::free_port(),
             clip: clip.to_owned(),
             child: None,
         };

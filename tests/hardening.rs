@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::free_port;
+use common::broker::free_port;
 use common::http::{app_state, multipart, staff_tokens};
 use facegate::config::Config;
 use facegate::http::AppState;

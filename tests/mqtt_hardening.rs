@@ -15,9 +15,8 @@
 
 mod common;
 
-use common::broker::{Broker, mosquitto_available, wait_for, write_file};
+use common::broker::{Broker, free_port, mosquitto_available, wait_for, write_file};
 use common::cli::{append_stderr, shipped_config_head};
-use common::free_port;
 use common::mqtt::TestClient;
 
 use std::path::{Path, PathBuf};

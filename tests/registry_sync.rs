@@ -19,9 +19,8 @@
 
 mod common;
 
-use common::broker::{Broker, mosquitto_available, write_file};
+use common::broker::{Broker, free_port, mosquitto_available, write_file};
 use common::cli::{append_stderr, shipped_config_head};
-use common::free_port;
 use common::http::{json, multipart};
 
 use std::path::{Path, PathBuf};

@@ -10,8 +10,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::broker::{Broker, mosquitto_available, wait_for};
-use common::free_port;
+use common::broker::{Broker, free_port, mosquitto_available, wait_for};
 use facegate::events::{EventFilter, EventKind, EventStore};
 use facegate::registry::{Registry, Role};
 use tokio_util::sync::CancellationToken;

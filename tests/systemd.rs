@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::free_port;
+use common::broker::free_port;
 
 #[test]
 fn run_notifies_systemd_ready_watchdog_and_stopping() {

@@ -13,8 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::free_port;
-
 /// Whether `mosquitto` can run here; when it cannot, the caller skips
 /// loudly (or fails, with `FACEGATE_REQUIRE_MOSQUITTO` set, as in CI).
 pub fn mosquitto_available() -> bool {
@@ -36,6 +34,15 @@ pub fn mosquitto_available() -> bool {
         "\n!!!!! SKIPPED: mosquitto not found (apt-get install mosquitto mosquitto-clients); this test did not run !!!!!\n"
     );
     false
+}
+
+/// A port of 127.0.0.1 nobody listens on right now (here, not in
+/// `common/mod.rs`, because `benches/outbox.rs` includes this file alone).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
 }
 
 /// Waits until something accepts connections on the port.

@@ -1,5 +1,13 @@
-//! Shared by the integration tests: where the face photos are, the real
-//! models, and a loud skip when the photos are not there.
+//! Shared by the integration tests, one copy of each helper: where the face
+//! photos are (and a loud skip when they are not), the real models, a free
+//! port, gate events and enrolment. Helpers used by one file stay there.
+//!
+//! - `broker`: a real mosquitto, and a valve to cut the network to it
+//! - `cli`: the `facegate` binary, and a test's temporary folder for it
+//! - `clip`: an H.264 MP4 made from JPEG frames
+//! - `http`: multipart bodies, JSON answers, the API's state and tokens
+//! - `mqtt`: a test's own MQTT client that records what it receives
+//! - `rtsp`: an in-process RTSP server looping a real clip
 #![allow(dead_code)]
 
 pub mod broker;
@@ -33,14 +41,6 @@ pub fn faces_dir() -> Option<PathBuf> {
         dir.display()
     );
     None
-}
-
-/// A port of 127.0.0.1 nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
 }
 
 /// Camera `gate-1` in the gate role at `url`, with more TOML keys in `extra`
