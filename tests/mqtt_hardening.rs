@@ -16,7 +16,7 @@
 mod common;
 
 use common::broker::{Broker, free_port, mosquitto_available, wait_for, write_file};
-use common::cli::{append_stderr, shipped_config_head};
+use common::cli::{shipped_config_head, spawn_run};
 use common::mqtt::TestClient;
 
 use std::path::{Path, PathBuf};
@@ -68,21 +68,14 @@ impl Site {
 
     /// `facegate run` on this site's database against `mqtt_url`.
     fn start(&self, mqtt_url: &str) -> Gateway {
-        let mut child = common::cli::facegate()
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--db")
-            .arg(self.dir.path().join("registry.db"))
-            .args(["run", "--http", "127.0.0.1:0", "--mqtt", mqtt_url])
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .env("FACEGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start facegate run");
         let stderr = Arc::new(Mutex::new(String::new()));
-        append_stderr(&mut child, &stderr);
+        let child = spawn_run(
+            &self.config,
+            self.dir.path(),
+            &["--http", "127.0.0.1:0", "--mqtt", mqtt_url],
+            "warn",
+            &stderr,
+        );
         Gateway { child, stderr }
     }
 

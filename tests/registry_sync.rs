@@ -20,11 +20,11 @@
 mod common;
 
 use common::broker::{Broker, free_port, mosquitto_available, write_file};
-use common::cli::{append_stderr, shipped_config_head};
+use common::cli::{shipped_config_head, spawn_run};
 use common::http::{json, multipart};
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,20 +86,13 @@ impl Gatebox {
     /// when `/healthz` answers.
     fn start(&mut self) {
         assert!(self.child.is_none());
-        let mut child = common::cli::facegate()
-            .arg("--config")
-            .arg(self.dir.path().join("facegate.toml"))
-            .arg("--db")
-            .arg(self.db())
-            .args(["run", "--http", &format!("127.0.0.1:{}", self.port)])
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .env("FACEGATE_LOG", "warn,facegate::sync=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start facegate run");
-        append_stderr(&mut child, &self.log);
+        let child = spawn_run(
+            &self.dir.path().join("facegate.toml"),
+            self.dir.path(),
+            &["--http", &format!("127.0.0.1:{}", self.port)],
+            "warn,facegate::sync=info",
+            &self.log,
+        );
         self.child = Some(child);
         let up = wait_for(Duration::from_secs(90), || {
             ureq::get(&format!("{}/healthz", self.base()))

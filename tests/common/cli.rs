@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 /// One test's temporary folder (`registry.db`, `data/`, `facegate.toml`
@@ -174,6 +174,34 @@ pub fn shipped_config_head(site: &str) -> String {
                 root.join("models").display().to_string()
             ),
         )
+}
+
+/// `facegate --config CONFIG --db DIR/registry.db run RUN_ARGS… --data-dir
+/// DIR/data` as a running gateway: `FACEGATE_LOG=log_filter`, stdout
+/// dropped, stderr appended to `log` as it comes.
+pub fn spawn_run(
+    config: &Path,
+    dir: &Path,
+    run_args: &[&str],
+    log_filter: &str,
+    log: &Arc<Mutex<String>>,
+) -> Child {
+    let mut child = facegate()
+        .arg("--config")
+        .arg(config)
+        .arg("--db")
+        .arg(dir.join("registry.db"))
+        .arg("run")
+        .args(run_args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("FACEGATE_LOG", log_filter)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start facegate run");
+    append_stderr(&mut child, log);
+    child
 }
 
 /// Reads `child`'s piped stderr on a thread of its own, as it comes, onto
