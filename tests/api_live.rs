@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use common::broker::free_port;
-use common::http::{json, multipart};
+use common::http::{json, multipart, send_form};
 use common::rtsp::{Codec, RtspServer};
 use facegate::registry::{Registry, Role};
 use serde_json::Value;
@@ -80,7 +80,7 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
             .call()
             .expect("second event stream");
         // Enrol one of the two men while the camera runs.
-        let (ct, body) = multipart(
+        let form = multipart(
             &[
                 ("id", "H-1"),
                 ("name", "Lin-Manuel Miranda"),
@@ -88,13 +88,12 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
             ],
             &[("p.jpg", &lin)],
         );
-        let (s, o) = json(
+        let (s, o) = json(send_form(
             agent
                 .post(&format!("{base}/api/v1/owners"))
-                .set("authorization", &auth(&admin))
-                .set("content-type", &ct)
-                .send_bytes(&body),
-        );
+                .set("authorization", &auth(&admin)),
+            form,
+        ));
         assert_eq!(s, 201, "{o}");
 
         // The feed shows a pass for him and a stranger alert for the other man.
@@ -194,14 +193,13 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
         // Search by photo: Lin's reference photo finds his events first,
         // Alex's finds the stranger's, not Lin's.
         let search = |photo: &[u8]| {
-            let (ct, body) = multipart(&[], &[("p.jpg", photo)]);
-            json(
+            let form = multipart(&[], &[("p.jpg", photo)]);
+            json(send_form(
                 agent
                     .post(&format!("{base}/api/v1/search/face"))
-                    .set("authorization", &auth(&admin))
-                    .set("content-type", &ct)
-                    .send_bytes(&body),
-            )
+                    .set("authorization", &auth(&admin)),
+                form,
+            ))
         };
         let (s, r) = search(&lin);
         assert_eq!(s, 200, "{r}");
@@ -214,14 +212,13 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
         // default threshold. Ranked with no threshold, every event comes
         // back, best first; which one is first is noise at these scores
         // (0.0007 against -0.007 was seen), so only the order is checked.
-        let (ct, body) = multipart(&[("min_score", "-1")], &[("p.jpg", &alex)]);
-        let (s, all) = json(
+        let form = multipart(&[("min_score", "-1")], &[("p.jpg", &alex)]);
+        let (s, all) = json(send_form(
             agent
                 .post(&format!("{base}/api/v1/search/face"))
-                .set("authorization", &auth(&admin))
-                .set("content-type", &ct)
-                .send_bytes(&body),
-        );
+                .set("authorization", &auth(&admin)),
+            form,
+        ));
         assert_eq!(s, 200, "{all}");
         let hits = all["hits"].as_array().unwrap();
         assert!(hits.len() >= 2, "{all}");

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::broker::free_port;
-use common::http::{app_state, multipart, staff_tokens};
+use common::http::{app_state, multipart, send_form, staff_tokens};
 use facegate::config::Config;
 use facegate::http::AppState;
 use facegate::live::Live;
@@ -295,16 +295,15 @@ impl Gateway {
                     photo.clone(),
                 );
                 std::thread::spawn(move || {
-                    let (ct, body) = multipart(&[], &[("p", photo.as_slice())]);
-                    let (s, v, _) = call(
+                    let form = multipart(&[], &[("p", photo.as_slice())]);
+                    let (s, v, _) = call(send_form(
                         ureq::AgentBuilder::new()
                             .timeout(Duration::from_secs(300))
                             .build()
                             .post(&url)
-                            .set("Authorization", &format!("Bearer {token}"))
-                            .set("Content-Type", &ct)
-                            .send_bytes(&body),
-                    );
+                            .set("Authorization", &format!("Bearer {token}")),
+                        form,
+                    ));
                     (s, v)
                 })
             })
@@ -594,14 +593,13 @@ async fn identify_names_nobody_below_the_threshold_and_is_audited() {
     let (base, enroller, admin) = (srv.base.clone(), srv.enroller.clone(), srv.admin.clone());
     client(move || {
         let identify = |photo: &Path| {
-            let (ct, body) = multipart(&[], &[("p", std::fs::read(photo).unwrap())]);
-            call(
+            let form = multipart(&[], &[("p", std::fs::read(photo).unwrap())]);
+            call(send_form(
                 agent()
                     .post(&format!("{base}/api/v1/identify"))
-                    .set("Authorization", &format!("Bearer {enroller}"))
-                    .set("Content-Type", &ct)
-                    .send_bytes(&body),
-            )
+                    .set("Authorization", &format!("Bearer {enroller}")),
+                form,
+            ))
         };
         let (s, r, _) = identify(&ids.join("Barack_Obama/3.jpg"));
         assert_eq!(s, 200, "{r}");
@@ -686,7 +684,7 @@ async fn faces_are_not_cached_query_tokens_are_narrow_and_old_consent_is_refused
             );
         }
         // Consent given in the year 1: refused before any photo is looked at.
-        let (ct, body) = multipart(
+        let form = multipart(
             &[
                 ("id", "C-1"),
                 ("name", "Zhang Wei"),
@@ -695,13 +693,12 @@ async fn faces_are_not_cached_query_tokens_are_narrow_and_old_consent_is_refused
             ],
             &[("p", b"not looked at")],
         );
-        let (s, v, _) = call(
+        let (s, v, _) = call(send_form(
             agent()
                 .post(&format!("{base}/api/v1/owners"))
-                .set("Authorization", &format!("Bearer {enroller}"))
-                .set("Content-Type", &ct)
-                .send_bytes(&body),
-        );
+                .set("Authorization", &format!("Bearer {enroller}")),
+            form,
+        ));
         assert_eq!(s, 400, "{v}");
         assert!(
             v["error"]["message"]

@@ -21,7 +21,7 @@ mod common;
 
 use common::broker::{Broker, free_port, mosquitto_available, write_file};
 use common::cli::{shipped_config_head, spawn_run};
-use common::http::{json, multipart};
+use common::http::{json, multipart, send_form};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -120,15 +120,11 @@ impl Gatebox {
     }
 
     fn enrol(&self, id: &str, name: &str, photo: &Path) {
-        let (ct, body) = multipart(
+        let form = multipart(
             &[("id", id), ("name", name), ("consent_method", "written")],
             &[("p.jpg", std::fs::read(photo).unwrap())],
         );
-        let (s, v) = json(
-            self.request("POST", "/api/v1/owners")
-                .set("content-type", &ct)
-                .send_bytes(&body),
-        );
+        let (s, v) = json(send_form(self.request("POST", "/api/v1/owners"), form));
         assert_eq!(s, 201, "enrol {id} on {}: {v}", self.name);
     }
 
@@ -142,12 +138,8 @@ impl Gatebox {
 
     /// The owner id the photo's face is identified as, if any.
     fn identify(&self, photo: &Path) -> Option<String> {
-        let (ct, body) = multipart(&[], &[("p.jpg", std::fs::read(photo).unwrap())]);
-        let (s, v) = json(
-            self.request("POST", "/api/v1/identify")
-                .set("content-type", &ct)
-                .send_bytes(&body),
-        );
+        let form = multipart(&[], &[("p.jpg", std::fs::read(photo).unwrap())]);
+        let (s, v) = json(send_form(self.request("POST", "/api/v1/identify"), form));
         assert_eq!(s, 200, "identify on {}: {v}", self.name);
         let face = &v["faces"][0];
         if face["decision"] != "owner" {

@@ -43,6 +43,14 @@ pub fn multipart<N: AsRef<str>, B: AsRef<[u8]>>(
     (format!("multipart/form-data; boundary={BOUNDARY}"), body)
 }
 
+/// Sends a form made by [`multipart`] (content type, body) with `req`.
+pub fn send_form(
+    req: ureq::Request,
+    (content_type, body): (String, Vec<u8>),
+) -> Result<ureq::Response, ureq::Error> {
+    req.set("content-type", &content_type).send_bytes(&body)
+}
+
 /// A blocking (ureq) request's status and JSON body (`Null` when the body
 /// is not JSON); an error status is an answer too, a failed connection a
 /// panic.
