@@ -92,28 +92,18 @@ fn save_stranger(store: &EventStore, cfg: &MqttConfig, site: &str) -> String {
     e.id
 }
 
-/// What the outage tests start from: a broker, a valve in front of it (to
-/// cut the network), and a temporary folder with the database `r.db`.
-struct Rig {
-    broker: Broker,
-    valve: Valve,
-    dir: tempfile::TempDir,
-    db: PathBuf,
-}
-
-impl Rig {
-    fn start() -> Rig {
-        let broker = Broker::start();
-        let valve = Valve::new(broker.port());
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("r.db");
-        Rig {
-            broker,
-            valve,
-            dir,
-            db,
-        }
+/// What the outage tests start from (`None`, after a loud skip, without
+/// mosquitto): a broker, a valve in front of it (to cut the network), and a
+/// temporary folder with the database path `r.db` in it.
+fn outage_rig() -> Option<(Broker, Valve, tempfile::TempDir, PathBuf)> {
+    if !mosquitto_available() {
+        return None;
     }
+    let broker = Broker::start();
+    let valve = Valve::new(broker.port());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    Some((broker, valve, dir, db))
 }
 
 fn outbox_rows(db: &Path) -> i64 {
@@ -138,16 +128,10 @@ fn last_status(c: &TestClient, site: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_s_broker_outage_loses_no_event() {
-    if !mosquitto_available() {
-        return;
-    }
     let site = "outage";
-    let Rig {
-        mut broker,
-        valve,
-        dir: _dir,
-        db,
-    } = Rig::start();
+    let Some((mut broker, valve, _dir, db)) = outage_rig() else {
+        return;
+    };
     let store = EventStore::open(&db).unwrap();
     let cfg = test_cfg(&valve.url());
     let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/events/#")]).await;
@@ -233,16 +217,10 @@ async fn a_20_s_broker_outage_loses_no_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_cuts_in_the_middle_of_a_backlog_lose_nothing() {
-    if !mosquitto_available() {
-        return;
-    }
     let site = "cuts";
-    let Rig {
-        broker,
-        valve,
-        dir: _dir,
-        db,
-    } = Rig::start();
+    let Some((broker, valve, _dir, db)) = outage_rig() else {
+        return;
+    };
     let store = EventStore::open(&db).unwrap();
     let cfg = test_cfg(&valve.url());
     let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/events/#")]).await;
@@ -432,16 +410,10 @@ fn child_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_and_the_last_will_marks_the_gateway_offline() {
-    if !mosquitto_available() {
-        return;
-    }
     let site = "kill9";
-    let Rig {
-        broker,
-        valve,
-        dir: _dir,
-        db,
-    } = Rig::start();
+    let Some((broker, valve, _dir, db)) = outage_rig() else {
+        return;
+    };
     let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/#")]).await;
     let online = |sub: &TestClient, n: usize| {
         sub.on(&format!("facegate/{site}/status"))
@@ -592,16 +564,10 @@ fn verify_gate_open(m: &Msg, site: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_open_that_expired_during_an_outage_is_never_sent() {
-    if !mosquitto_available() {
-        return;
-    }
     let site = "gates";
-    let Rig {
-        broker,
-        valve,
-        dir,
-        db,
-    } = Rig::start();
+    let Some((broker, valve, dir, db)) = outage_rig() else {
+        return;
+    };
     let store = EventStore::open(&db).unwrap();
     let secret = write_file(dir.path(), "gate-1.secret", GATE_SECRET.as_bytes());
     let mut cfg = test_cfg(&valve.url());
