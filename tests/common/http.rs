@@ -44,6 +44,8 @@ pub fn multipart<N: AsRef<str>, B: AsRef<[u8]>>(
 }
 
 /// Sends a form made by [`multipart`] (content type, body) with `req`.
+/// The result is ureq's own, for [`json`] or a caller reading headers.
+#[allow(clippy::result_large_err)]
 pub fn send_form(
     req: ureq::Request,
     (content_type, body): (String, Vec<u8>),
