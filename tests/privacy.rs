@@ -508,12 +508,19 @@ fn facegate_run_expires_old_data_and_warns_near_the_filing_threshold() {
         .unwrap();
     let store = EventStore::open(&env.db()).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while store.get(&old.id).unwrap().is_some() || old_face.exists() {
+    // The task logs its deletion after it commits: wait for both, or the
+    // kill below can come between them.
+    let logged = || {
+        std::fs::read_to_string(env.dir.path().join("run.log"))
+            .unwrap_or_default()
+            .contains("retention: expired data deleted")
+    };
+    while store.get(&old.id).unwrap().is_some() || old_face.exists() || !logged() {
         if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the retention task did not expire the 100-day-old event: {}",
+                "the retention task did not expire (and log) the 100-day-old event: {}",
                 std::fs::read_to_string(env.dir.path().join("run.log")).unwrap()
             );
         }
