@@ -10,10 +10,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::http::{app_state, multipart, staff_tokens};
 use facegate::config::Config;
-use facegate::http::{AppState, router};
-use facegate::live::Live;
-use facegate::registry::{Registry, Role};
+use facegate::http::router;
+use facegate::registry::Registry;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -29,27 +29,8 @@ struct Api {
 fn setup(config: Config) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("fg.db");
-    let now = time::OffsetDateTime::now_utc();
-    let (admin, enroller, viewer) = {
-        let r = Registry::open(&db).unwrap();
-        (
-            r.token_create("boss", Role::Admin, "test", now).unwrap(),
-            r.token_create("gate-desk", Role::Enroller, "test", now)
-                .unwrap(),
-            r.token_create("guard", Role::Viewer, "test", now).unwrap(),
-        )
-    };
-    let engine = facegate::vision::FaceEngine::new(&config).unwrap();
-    let gallery = facegate::pipeline::open_gallery(&db, &engine).unwrap();
-    let state = AppState::new(
-        Arc::new(config),
-        &db,
-        &dir.path().join("data"),
-        gallery,
-        Arc::new(Live::new()),
-    )
-    .unwrap()
-    .with_engine(engine);
+    let (admin, enroller, viewer) = staff_tokens(&db);
+    let state = app_state(config, &db, &dir.path().join("data"));
     Api {
         router: router(Arc::new(state)),
         admin,
@@ -58,30 +39,6 @@ fn setup(config: Config) -> Api {
         db,
         _dir: dir,
     }
-}
-
-/// A multipart/form-data body: text fields, then files as `photo` parts.
-fn multipart(fields: &[(&str, &str)], photos: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
-    let boundary = "----facegate-test-boundary-7d1f";
-    let mut body = Vec::new();
-    for (k, v) in fields {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    for (name, bytes) in photos {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 impl Api {
@@ -111,8 +68,13 @@ impl Api {
         (status, v)
     }
 
+    /// A request without a body, as the holder of `token`.
+    async fn call(&self, method: &str, uri: &str, token: &str) -> (StatusCode, Value) {
+        self.send(method, uri, Some(token), None).await
+    }
+
     async fn get(&self, uri: &str, token: &str) -> (StatusCode, Value) {
-        self.send("GET", uri, Some(token), None).await
+        self.call("GET", uri, token).await
     }
 
     async fn enrol(
@@ -133,6 +95,13 @@ impl Api {
             &[("photo.jpg", bytes)],
         );
         self.send("POST", "/api/v1/owners", Some(token), Some(body))
+            .await
+    }
+
+    /// Puts the face of `photo` on the watch list with `fields`, as admin.
+    async fn watch(&self, fields: &[(&str, &str)], photo: &FsPath) -> (StatusCode, Value) {
+        let body = multipart(fields, &[("p.jpg", std::fs::read(photo).unwrap())]);
+        self.send("POST", "/api/v1/watchlist", Some(&self.admin), Some(body))
             .await
     }
 
@@ -208,25 +177,15 @@ async fn enrol_identify_suspend_and_erase_through_the_router() {
     assert_eq!(s, StatusCode::OK, "{o}");
     assert_eq!(o["unit"], "5-0302");
     let (s, _) = api
-        .send(
-            "POST",
-            "/api/v1/owners/B-0101/suspend",
-            Some(&api.enroller),
-            None,
-        )
+        .call("POST", "/api/v1/owners/B-0101/suspend", &api.enroller)
         .await;
     assert_eq!(s, StatusCode::OK);
     let (_, r) = api
         .identify(&api.enroller, &ids.join("Barack_Obama/3.jpg"))
         .await;
     assert_eq!(r["faces"][0]["decision"], "stranger", "suspended: {r}");
-    api.send(
-        "POST",
-        "/api/v1/owners/B-0101/activate",
-        Some(&api.enroller),
-        None,
-    )
-    .await;
+    api.call("POST", "/api/v1/owners/B-0101/activate", &api.enroller)
+        .await;
 
     // A second face photo, then removing it again.
     let body = multipart(
@@ -248,11 +207,10 @@ async fn enrol_identify_suspend_and_erase_through_the_router() {
     assert_eq!(o["template_count"], 2);
     let tid = o["templates"][1]["id"].as_i64().unwrap();
     let (s, _) = api
-        .send(
+        .call(
             "DELETE",
             &format!("/api/v1/owners/B-0101/faces/{tid}"),
-            Some(&api.enroller),
-            None,
+            &api.enroller,
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -265,22 +223,20 @@ async fn enrol_identify_suspend_and_erase_through_the_router() {
     // A withdrawal of consent is the same erasure, with its reason audited;
     // an unknown reason erases nothing.
     let (s, e) = api
-        .send(
+        .call(
             "DELETE",
             "/api/v1/owners/B-0101?reason=changed_mind",
-            Some(&api.admin),
-            None,
+            &api.admin,
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     let (s, _) = api.get("/api/v1/owners/B-0101", &api.enroller).await;
     assert_eq!(s, StatusCode::OK, "a refused erasure erases nothing");
     let (s, _) = api
-        .send(
+        .call(
             "DELETE",
             "/api/v1/owners/B-0101?reason=consent_withdrawn",
-            Some(&api.admin),
-            None,
+            &api.admin,
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -359,11 +315,10 @@ async fn no_token_is_401_and_a_low_role_is_403() {
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {uri}: {e}");
         assert_eq!(error_code(&e), "unauthorized");
         let (s, _) = api
-            .send(
+            .call(
                 method,
                 uri,
-                Some("fg_0123456789ab_not-a-real-secret-not-a-real-secret-xx"),
-                None,
+                "fg_0123456789ab_not-a-real-secret-not-a-real-secret-xx",
             )
             .await;
         assert_eq!(
@@ -668,12 +623,7 @@ async fn bad_input_is_a_4xx_json_error_and_nothing_is_written() {
     }
     // A non-numeric template id, an unknown owner.
     let (s, _) = api
-        .send(
-            "DELETE",
-            "/api/v1/owners/B-0101/faces/abc",
-            Some(&api.enroller),
-            None,
-        )
+        .call("DELETE", "/api/v1/owners/B-0101/faces/abc", &api.enroller)
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = api.get("/api/v1/owners/NOBODY", &api.enroller).await;
@@ -705,20 +655,17 @@ async fn watch_list_through_the_api_gives_a_watchlist_hit() {
     };
     let api = setup(common::shipped_config());
     let ids = faces.join("identities");
-    let body = multipart(
-        &[
-            ("name", "Missing grandfather"),
-            ("reason", "寻人: left home 11-26"),
-            ("priority", "high"),
-            ("expires_at", "2099-01-01T00:00:00Z"),
-        ],
-        &[(
-            "p.jpg",
-            std::fs::read(ids.join("Colin_Powell/1.jpg")).unwrap(),
-        )],
-    );
+    let photo = ids.join("Colin_Powell/1.jpg");
     let (s, w) = api
-        .send("POST", "/api/v1/watchlist", Some(&api.admin), Some(body))
+        .watch(
+            &[
+                ("name", "Missing grandfather"),
+                ("reason", "寻人: left home 11-26"),
+                ("priority", "high"),
+                ("expires_at", "2099-01-01T00:00:00Z"),
+            ],
+            &photo,
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{w}");
     assert_eq!(w["priority"], "high");
@@ -729,11 +676,10 @@ async fn watch_list_through_the_api_gives_a_watchlist_hit() {
         .await;
     assert_eq!(r["faces"][0]["decision"], "watchlist", "{r}");
     let (s, _) = api
-        .send(
+        .call(
             "DELETE",
             &format!("/api/v1/watchlist/{}", w["id"]),
-            Some(&api.admin),
-            None,
+            &api.admin,
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -742,19 +688,15 @@ async fn watch_list_through_the_api_gives_a_watchlist_hit() {
         .await;
     assert_eq!(r["faces"][0]["decision"], "stranger", "{r}");
     // An expiry in the past is refused.
-    let body = multipart(
-        &[
-            ("name", "X"),
-            ("reason", "Y"),
-            ("expires_at", "2001-01-01T00:00:00Z"),
-        ],
-        &[(
-            "p.jpg",
-            std::fs::read(ids.join("Colin_Powell/1.jpg")).unwrap(),
-        )],
-    );
     let (s, _) = api
-        .send("POST", "/api/v1/watchlist", Some(&api.admin), Some(body))
+        .watch(
+            &[
+                ("name", "X"),
+                ("reason", "Y"),
+                ("expires_at", "2001-01-01T00:00:00Z"),
+            ],
+            &photo,
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }

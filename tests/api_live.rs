@@ -10,44 +10,12 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
+use common::broker::free_port;
+use common::http::{json, multipart, send_form};
 use common::rtsp::{Codec, RtspServer};
 use facegate::registry::{Registry, Role};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-
-fn multipart(fields: &[(&str, &str)], photo: &[u8]) -> (String, Vec<u8>) {
-    let b = "----facegate-live-test";
-    let mut body = Vec::new();
-    for (k, v) in fields {
-        body.extend_from_slice(
-            format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!("--{b}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n")
-            .as_bytes(),
-    );
-    body.extend_from_slice(photo);
-    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={b}"), body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn json(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
-    match r {
-        Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
-        Err(ureq::Error::Status(s, r)) => (s, r.into_json().unwrap_or(Value::Null)),
-        Err(e) => panic!("request failed: {e}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_gateway_serves_its_live_state_over_http() {
@@ -112,21 +80,20 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
             .call()
             .expect("second event stream");
         // Enrol one of the two men while the camera runs.
-        let (ct, body) = multipart(
+        let form = multipart(
             &[
                 ("id", "H-1"),
                 ("name", "Lin-Manuel Miranda"),
                 ("consent_method", "electronic"),
             ],
-            &lin,
+            &[("p.jpg", &lin)],
         );
-        let (s, o) = json(
+        let (s, o) = json(send_form(
             agent
                 .post(&format!("{base}/api/v1/owners"))
-                .set("authorization", &auth(&admin))
-                .set("content-type", &ct)
-                .send_bytes(&body),
-        );
+                .set("authorization", &auth(&admin)),
+            form,
+        ));
         assert_eq!(s, 201, "{o}");
 
         // The feed shows a pass for him and a stranger alert for the other man.
@@ -226,14 +193,13 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
         // Search by photo: Lin's reference photo finds his events first,
         // Alex's finds the stranger's, not Lin's.
         let search = |photo: &[u8]| {
-            let (ct, body) = multipart(&[], photo);
-            json(
+            let form = multipart(&[], &[("p.jpg", photo)]);
+            json(send_form(
                 agent
                     .post(&format!("{base}/api/v1/search/face"))
-                    .set("authorization", &auth(&admin))
-                    .set("content-type", &ct)
-                    .send_bytes(&body),
-            )
+                    .set("authorization", &auth(&admin)),
+                form,
+            ))
         };
         let (s, r) = search(&lin);
         assert_eq!(s, 200, "{r}");
@@ -246,14 +212,13 @@ async fn a_running_gateway_serves_its_live_state_over_http() {
         // default threshold. Ranked with no threshold, every event comes
         // back, best first; which one is first is noise at these scores
         // (0.0007 against -0.007 was seen), so only the order is checked.
-        let (ct, body) = multipart(&[("min_score", "-1")], &alex);
-        let (s, all) = json(
+        let form = multipart(&[("min_score", "-1")], &[("p.jpg", &alex)]);
+        let (s, all) = json(send_form(
             agent
                 .post(&format!("{base}/api/v1/search/face"))
-                .set("authorization", &auth(&admin))
-                .set("content-type", &ct)
-                .send_bytes(&body),
-        );
+                .set("authorization", &auth(&admin)),
+            form,
+        ));
         assert_eq!(s, 200, "{all}");
         let hits = all["hits"].as_array().unwrap();
         assert!(hits.len() >= 2, "{all}");

@@ -3,86 +3,43 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-struct Env {
-    dir: tempfile::TempDir,
-    faces: PathBuf,
+use common::cli::{Workdir, enroll_args};
+
+/// Runs a command that must fail; returns its one-line error.
+fn fails(env: &Workdir, args: &[&str]) -> String {
+    let o = env.run(args);
+    let err = String::from_utf8_lossy(&o.stderr).trim().to_owned();
+    assert!(!o.status.success(), "facegate {args:?} should have failed");
+    assert_eq!(err.lines().count(), 1, "error should be one line: {err}");
+    assert!(err.starts_with("facegate: "), "{err}");
+    err
 }
 
-impl Env {
-    fn new() -> Option<Env> {
-        Some(Env {
-            dir: tempfile::tempdir().unwrap(),
-            faces: common::faces_dir()?,
-        })
-    }
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("registry.db")
-    }
-    fn photo(&self, who: &str, n: u32) -> PathBuf {
-        self.faces
-            .join("identities")
-            .join(who)
-            .join(format!("{n}.jpg"))
-    }
-    fn scene(&self, name: &str) -> PathBuf {
-        self.faces.join("scenes").join(name)
-    }
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_facegate"));
-        c.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("--db")
-            .arg(self.db())
-            .args(args);
-        c.output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "facegate {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    /// Runs a command that must fail; returns its one-line error.
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        let err = String::from_utf8_lossy(&o.stderr).trim().to_owned();
-        assert!(!o.status.success(), "facegate {args:?} should have failed");
-        assert_eq!(err.lines().count(), 1, "error should be one line: {err}");
-        assert!(err.starts_with("facegate: "), "{err}");
-        err
-    }
-    fn enroll(&self, id: &str, photos: &[&Path]) -> Output {
-        let mut args = vec![
-            "enroll",
-            "--owner-id",
-            id,
-            "--name",
-            id,
-            "--unit",
-            "3-2-501",
-            "--consent-by",
-            "staff-wang",
-        ];
-        let p: Vec<String> = photos.iter().map(|p| p.display().to_string()).collect();
-        args.extend(p.iter().map(String::as_str));
-        self.run(&args)
-    }
-    fn owner_count(&self) -> usize {
-        self.ok(&["owners", "list", "--json"]).lines().count()
-    }
+fn enroll(env: &Workdir, id: &str, photos: &[&Path]) -> Output {
+    let mut args = vec![
+        "enroll",
+        "--owner-id",
+        id,
+        "--name",
+        id,
+        "--unit",
+        "3-2-501",
+        "--consent-by",
+        "staff-wang",
+    ];
+    let p: Vec<String> = photos.iter().map(|p| p.display().to_string()).collect();
+    args.extend(p.iter().map(String::as_str));
+    env.run(&args)
 }
 
-fn identify(env: &Env, photo: &Path) -> serde_json::Value {
+fn owner_count(env: &Workdir) -> usize {
+    env.ok(&["owners", "list", "--json"]).lines().count()
+}
+
+fn identify(env: &Workdir, photo: &Path) -> serde_json::Value {
     serde_json::from_str(&env.ok(&["identify", &photo.display().to_string()])).unwrap()
 }
 
@@ -97,8 +54,9 @@ fn decisions(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn enrol_identify_round_trip_then_erasure() {
-    let Some(env) = Env::new() else { return };
-    let o = env.enroll(
+    let Some(env) = Workdir::new() else { return };
+    let o = enroll(
+        &env,
         "A-0301",
         &[
             &env.photo("Angelina_Jolie", 1),
@@ -147,7 +105,7 @@ fn enrol_identify_round_trip_then_erasure() {
         decisions(&identify(&env, &env.photo("Angelina_Jolie", 3))),
         ["stranger"]
     );
-    assert_eq!(env.owner_count(), 0);
+    assert_eq!(owner_count(&env), 0);
     let audit = env.ok(&["audit"]);
     assert!(
         audit.contains("owner.remove") && audit.contains("manager-li"),
@@ -158,7 +116,7 @@ fn enrol_identify_round_trip_then_erasure() {
 
 #[test]
 fn watch_list_hit_is_reported_as_watchlist() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = Workdir::new() else { return };
     env.ok(&[
         "watchlist",
         "add",
@@ -185,17 +143,16 @@ fn watch_list_hit_is_reported_as_watchlist() {
 
 #[test]
 fn enrolment_photos_with_no_face_or_several_faces_are_refused_and_nothing_is_written() {
-    let Some(env) = Env::new() else { return };
-    let err = env.fails(&[
-        "enroll",
-        "--owner-id",
-        "B-1",
-        "--name",
-        "B",
-        "--consent-by",
-        "s",
-        &env.scene("frec_obama_and_biden.jpg").display().to_string(),
-    ]);
+    let Some(env) = Workdir::new() else { return };
+    let err = fails(
+        &env,
+        &enroll_args(
+            "B-1",
+            "B",
+            "s",
+            &[&env.scene("frec_obama_and_biden.jpg").display().to_string()],
+        ),
+    );
     assert!(err.contains("3 faces found"), "{err}");
 
     let mut blank = Vec::new();
@@ -206,63 +163,32 @@ fn enrolment_photos_with_no_face_or_several_faces_are_refused_and_nothing_is_wri
         )
         .unwrap();
     let blank = env.file("wall.jpg", &blank);
-    let err = env.fails(&[
-        "enroll",
-        "--owner-id",
-        "B-1",
-        "--name",
-        "B",
-        "--consent-by",
-        "s",
-        &blank.display().to_string(),
-    ]);
+    let err = fails(
+        &env,
+        &enroll_args("B-1", "B", "s", &[&blank.display().to_string()]),
+    );
     assert!(err.contains("no face found"), "{err}");
 
     // A good photo followed by a bad one: the enrolment is one transaction.
     let good = env.photo("Matt_Damon", 1).display().to_string();
-    let err = env.fails(&[
-        "enroll",
-        "--owner-id",
-        "B-1",
-        "--name",
-        "B",
-        "--consent-by",
-        "s",
-        &good,
-        &blank.display().to_string(),
-    ]);
+    let err = fails(
+        &env,
+        &enroll_args("B-1", "B", "s", &[&good, &blank.display().to_string()]),
+    );
     assert!(err.contains("wall.jpg"), "{err}");
-    assert_eq!(env.owner_count(), 0);
+    assert_eq!(owner_count(&env), 0);
 
     // The same face cannot be enrolled as two owners.
-    env.ok(&[
-        "enroll",
-        "--owner-id",
-        "B-1",
-        "--name",
-        "B",
-        "--consent-by",
-        "s",
-        &good,
-    ]);
+    env.ok(&enroll_args("B-1", "B", "s", &[&good]));
     let other = env.photo("Matt_Damon", 2).display().to_string();
-    let err = env.fails(&[
-        "enroll",
-        "--owner-id",
-        "B-2",
-        "--name",
-        "C",
-        "--consent-by",
-        "s",
-        &other,
-    ]);
+    let err = fails(&env, &enroll_args("B-2", "C", "s", &[&other]));
     assert!(err.contains("already enrolled as owner B-1"), "{err}");
-    assert_eq!(env.owner_count(), 1);
+    assert_eq!(owner_count(&env), 1);
 }
 
 #[test]
 fn bad_photos_get_one_line_errors() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = Workdir::new() else { return };
     let real = std::fs::read(env.photo("Barack_Obama", 1)).unwrap();
     // Garble the tables after the EXIF block (quantisation, Huffman, frame header).
     let exif_end = 4 + u16::from_be_bytes([real[4], real[5]]) as usize;
@@ -314,22 +240,22 @@ fn bad_photos_get_one_line_errors() {
                 p.as_str(),
             ],
         ] {
-            let err = env.fails(&args);
+            let err = fails(&env, &args);
             assert!(err.contains(name) && err.contains(why), "{name}: {err}");
         }
     }
-    let err = env.fails(&["identify", "/nonexistent/photo.jpg"]);
+    let err = fails(&env, &["identify", "/nonexistent/photo.jpg"]);
     assert!(err.contains("/nonexistent/photo.jpg"), "{err}");
-    assert_eq!(env.owner_count(), 0);
+    assert_eq!(owner_count(&env), 0);
 }
 
 #[test]
 fn events_list_names_every_event_kind_in_its_help_and_its_error() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = Workdir::new() else { return };
     // Both from the one declaration (`undecided` was missing from the
     // hand-written help).
     let help = env.ok(&["events", "list", "--help"]);
-    let err = env.fails(&["events", "list", "--kind", "party"]);
+    let err = fails(&env, &["events", "list", "--kind", "party"]);
     assert!(err.contains("--kind party: unknown event kind"), "{err}");
     for kind in facegate::events::EventKind::ALL {
         assert!(
@@ -346,33 +272,36 @@ fn events_list_names_every_event_kind_in_its_help_and_its_error() {
 
 #[test]
 fn unknown_owner_ids_are_named() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = Workdir::new() else { return };
     for args in [
         vec!["owners", "show", "NOPE-9"],
         vec!["owners", "remove", "NOPE-9"],
         vec!["owners", "suspend", "NOPE-9"],
     ] {
-        let err = env.fails(&args);
+        let err = fails(&env, &args);
         assert!(err.contains("no owner with id 'NOPE-9'"), "{err}");
     }
     let p = env.photo("Matt_Damon", 1).display().to_string();
-    let err = env.fails(&[
-        "enroll",
-        "--add",
-        "--owner-id",
-        "NOPE-9",
-        "--name",
-        "x",
-        "--consent-by",
-        "s",
-        &p,
-    ]);
+    let err = fails(
+        &env,
+        &[
+            "enroll",
+            "--add",
+            "--owner-id",
+            "NOPE-9",
+            "--name",
+            "x",
+            "--consent-by",
+            "s",
+            &p,
+        ],
+    );
     assert!(err.contains("NOPE-9"), "{err}");
 }
 
 #[test]
 fn a_wrong_or_missing_model_stops_with_its_name() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = Workdir::new() else { return };
     let photo = env.photo("Matt_Damon", 1).display().to_string();
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
 
@@ -399,7 +328,10 @@ fn a_wrong_or_missing_model_stops_with_its_name() {
         )
         .as_bytes(),
     );
-    let err = env.fails(&["--config", &cfg.display().to_string(), "identify", &photo]);
+    let err = fails(
+        &env,
+        &["--config", &cfg.display().to_string(), "identify", &photo],
+    );
     assert!(
         err.contains("arcface_mbf_faceplugin_512.onnx") && err.contains("checksum mismatch"),
         "{err}"
@@ -430,7 +362,10 @@ fn a_wrong_or_missing_model_stops_with_its_name() {
 
     // A model file that is not there.
     std::fs::remove_file(bad_models.join("yunet_2023mar_dynamic.onnx")).unwrap();
-    let err = env.fails(&["--config", &cfg.display().to_string(), "identify", &photo]);
+    let err = fails(
+        &env,
+        &["--config", &cfg.display().to_string(), "identify", &photo],
+    );
     assert!(
         err.contains("yunet_2023mar_dynamic.onnx") && err.contains("not found"),
         "{err}"
@@ -441,34 +376,39 @@ fn a_wrong_or_missing_model_stops_with_its_name() {
         "nolib.toml",
         b"[vision]\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n",
     );
-    let err = env.fails(&["--config", &cfg.display().to_string(), "identify", &photo]);
+    let err = fails(
+        &env,
+        &["--config", &cfg.display().to_string(), "identify", &photo],
+    );
     assert!(err.contains("ONNX Runtime library not found"), "{err}");
 
     // A config with a typo names the key.
     let cfg = env.file("typo.toml", b"[matching]\nthreshhold = 0.5\n");
-    let err = env.fails(&["--config", &cfg.display().to_string(), "identify", &photo]);
+    let err = fails(
+        &env,
+        &["--config", &cfg.display().to_string(), "identify", &photo],
+    );
     assert!(err.contains("threshhold"), "{err}");
 }
 
 #[test]
 fn templates_of_another_model_are_refused_at_start() {
-    let Some(env) = Env::new() else { return };
-    env.ok(&[
-        "enroll",
-        "--owner-id",
+    let Some(env) = Workdir::new() else { return };
+    env.ok(&enroll_args(
         "C-1",
-        "--name",
         "C",
-        "--consent-by",
         "s",
-        &env.photo("Matt_Damon", 1).display().to_string(),
-    ]);
+        &[&env.photo("Matt_Damon", 1).display().to_string()],
+    ));
     let cfg = env.file("mfn.toml", b"[vision]\nembedder = \"mobilefacenet\"\n[vision.fusion]\nenabled = false\nembedder = \"arcface_mbf\"\nweight = 0.2\n");
-    let err = env.fails(&[
-        "--config",
-        &cfg.display().to_string(),
-        "identify",
-        &env.photo("Matt_Damon", 2).display().to_string(),
-    ]);
+    let err = fails(
+        &env,
+        &[
+            "--config",
+            &cfg.display().to_string(),
+            "identify",
+            &env.photo("Matt_Damon", 2).display().to_string(),
+        ],
+    );
     assert!(err.contains("re-enrol"), "{err}");
 }

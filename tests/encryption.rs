@@ -4,127 +4,63 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
+
+use common::broker::free_port;
+use common::cli::{Workdir, contains, enroll_args, stdout_of_success};
 
 const PLAIN_HEADER: &[u8] = b"SQLite format 3\0";
 const NAME: &str = "Qiao Encrypted-Owner";
 
-struct Env {
-    dir: tempfile::TempDir,
-    faces: PathBuf,
+/// Rewrites the config with (or without) `storage.key_file`.
+fn set_key_file(env: &Workdir, key: Option<&Path>) {
+    let key = key
+        .map(|k| format!("key_file = \"{}\"\n", k.display()))
+        .unwrap_or_default();
+    env.write_config(&key);
 }
 
-impl Env {
-    fn new() -> Option<Env> {
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            faces: common::faces_dir()?,
-        };
-        std::fs::create_dir(env.data()).unwrap();
-        env.set_key_file(None);
-        Some(env)
+/// Runs the binary; `env_key` is FACEGATE_DB_KEY (never inherited).
+fn run(env: &Workdir, env_key: Option<&str>, args: &[&str]) -> Output {
+    let mut c = env.command();
+    c.env_remove("FACEGATE_DB_KEY").args(args);
+    if let Some(k) = env_key {
+        c.env("FACEGATE_DB_KEY", k);
     }
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("registry.db")
-    }
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("facegate.toml")
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    /// Rewrites the config with (or without) `storage.key_file`.
-    fn set_key_file(&self, key: Option<&Path>) {
-        let key = key
-            .map(|k| format!("key_file = \"{}\"\n", k.display()))
-            .unwrap_or_default();
-        std::fs::write(
-            self.config(),
-            format!(
-                "[storage]\ndb = \"{}\"\ndata_dir = \"{}\"\n{key}",
-                self.db().display(),
-                self.data().display()
-            ),
-        )
-        .unwrap();
-    }
-    /// Runs the binary; `env_key` is FACEGATE_DB_KEY (never inherited).
-    fn run(&self, env_key: Option<&str>, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_facegate"));
-        c.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("FACEGATE_DB_KEY")
-            .arg("--config")
-            .arg(self.config())
-            .args(args);
-        if let Some(k) = env_key {
-            c.env("FACEGATE_DB_KEY", k);
-        }
-        c.output().unwrap()
-    }
-    fn ok(&self, env_key: Option<&str>, args: &[&str]) -> String {
-        let o = self.run(env_key, args);
-        assert!(
-            o.status.success(),
-            "facegate {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    /// Fails, and says so on stderr with `expected`.
-    fn fails(&self, env_key: Option<&str>, args: &[&str], expected: &str) {
-        let o = self.run(env_key, args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "facegate {args:?} succeeded: {err}");
-        assert!(err.contains(expected), "expected {expected:?} in: {err}");
-    }
-    fn enroll(&self, env_key: Option<&str>) {
-        let photo = self.faces.join("identities/Barack_Obama/1.jpg");
-        self.ok(
-            env_key,
-            &[
-                "enroll",
-                "--owner-id",
-                "Q-1",
-                "--name",
-                NAME,
-                "--consent-by",
-                "test",
-                photo.to_str().unwrap(),
-            ],
-        );
-    }
-    /// The database file and its companions, as bytes.
-    fn db_bytes(&self) -> Vec<u8> {
-        let mut all = std::fs::read(self.db()).unwrap();
-        for c in ["-wal", "-shm"] {
-            let mut p = self.db().into_os_string();
-            p.push(c);
-            if let Ok(b) = std::fs::read(PathBuf::from(p)) {
-                all.extend(b);
-            }
-        }
-        all
-    }
-    /// Every file name in the temporary folder, sorted.
-    fn listing(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
+    c.output().unwrap()
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+fn ok(env: &Workdir, env_key: Option<&str>, args: &[&str]) -> String {
+    stdout_of_success(args, run(env, env_key, args))
+}
+
+/// Fails, and says so on stderr with `expected`.
+fn fails(env: &Workdir, env_key: Option<&str>, args: &[&str], expected: &str) {
+    let o = run(env, env_key, args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "facegate {args:?} succeeded: {err}");
+    assert!(err.contains(expected), "expected {expected:?} in: {err}");
+}
+
+fn enroll(env: &Workdir, env_key: Option<&str>) {
+    let photo = env.faces.join("identities/Barack_Obama/1.jpg");
+    ok(
+        env,
+        env_key,
+        &enroll_args("Q-1", NAME, "test", &[photo.to_str().unwrap()]),
+    );
+}
+
+/// Every file name in the temporary folder, sorted.
+fn listing(env: &Workdir) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 fn hex_key(byte: u8) -> String {
@@ -141,102 +77,104 @@ fn chmod(p: &Path, mode: u32) {
 #[test]
 fn the_database_is_unreadable_and_unopenable_without_its_key() {
     use std::os::unix::fs::PermissionsExt;
-    let Some(env) = Env::new() else {
+    let Some(env) = Workdir::with_config("") else {
         return;
     };
     let key = env.path("db.key");
-    env.ok(None, &["db", "keygen", key.to_str().unwrap()]);
+    ok(&env, None, &["db", "keygen", key.to_str().unwrap()]);
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "keygen writes a private key file");
-    env.set_key_file(Some(&key));
-    env.enroll(None);
+    set_key_file(&env, Some(&key));
+    enroll(&env, None);
 
     // On disk: no SQLite header, no name.
     let bytes = env.db_bytes();
     assert_ne!(&bytes[..16], PLAIN_HEADER, "the file is encrypted");
     assert!(!contains(&bytes, NAME), "the owner's name is in the file");
-    assert!(env.ok(None, &["owners", "list"]).contains(NAME));
+    assert!(ok(&env, None, &["owners", "list"]).contains(NAME));
 
     // Without the key, or with a wrong one: a clear error, and nothing made
     // or changed.
-    let before = (env.listing(), std::fs::read(env.db()).unwrap());
-    env.set_key_file(None);
-    env.fails(
+    let before = (listing(&env), std::fs::read(env.db()).unwrap());
+    set_key_file(&env, None);
+    fails(
+        &env,
         None,
         &["owners", "list"],
         "is encrypted: set storage.key_file or FACEGATE_DB_KEY",
     );
-    env.fails(
+    fails(
+        &env,
         Some(&hex_key(0x42)),
         &["owners", "list"],
         "does not open with this key",
     );
     // A configured key file wins over the variable.
-    env.set_key_file(Some(&key));
-    assert!(
-        env.ok(Some(&hex_key(0x42)), &["owners", "list"])
-            .contains(NAME)
+    set_key_file(&env, Some(&key));
+    assert!(ok(&env, Some(&hex_key(0x42)), &["owners", "list"]).contains(NAME));
+    set_key_file(&env, None);
+    fails(
+        &env,
+        Some("not-hex"),
+        &["owners", "list"],
+        "FACEGATE_DB_KEY",
     );
-    env.set_key_file(None);
-    env.fails(Some("not-hex"), &["owners", "list"], "FACEGATE_DB_KEY");
-    assert_eq!((env.listing(), std::fs::read(env.db()).unwrap()), before);
+    assert_eq!((listing(&env), std::fs::read(env.db()).unwrap()), before);
 
     // A key file others can read is refused, saying why.
-    env.set_key_file(Some(&key));
+    set_key_file(&env, Some(&key));
     chmod(&key, 0o644);
-    env.fails(None, &["owners", "list"], "mode 0644");
+    fails(&env, None, &["owners", "list"], "mode 0644");
     chmod(&key, 0o400);
-    assert!(env.ok(None, &["owners", "list"]).contains(NAME));
+    assert!(ok(&env, None, &["owners", "list"]).contains(NAME));
 
     // Rekey: the old key no longer opens it, the new one does.
     let new_key = env.path("db2.key");
-    env.ok(None, &["db", "keygen", new_key.to_str().unwrap()]);
-    env.ok(
+    ok(&env, None, &["db", "keygen", new_key.to_str().unwrap()]);
+    ok(
+        &env,
         None,
         &["db", "rekey", "--new-key-file", new_key.to_str().unwrap()],
     );
-    env.fails(None, &["owners", "list"], "does not open with this key");
-    env.set_key_file(Some(&new_key));
-    assert!(env.ok(None, &["owners", "list"]).contains(NAME));
+    fails(
+        &env,
+        None,
+        &["owners", "list"],
+        "does not open with this key",
+    );
+    set_key_file(&env, Some(&new_key));
+    assert!(ok(&env, None, &["owners", "list"]).contains(NAME));
     assert!(!contains(&env.db_bytes(), NAME));
 }
 
 #[test]
 fn db_encrypt_turns_a_plain_database_into_an_encrypted_one_with_its_owners() {
-    let Some(env) = Env::new() else {
+    let Some(env) = Workdir::with_config("") else {
         return;
     };
-    env.enroll(None);
+    enroll(&env, None);
     let bytes = env.db_bytes();
     assert_eq!(&bytes[..16], PLAIN_HEADER);
     assert!(contains(&bytes, NAME), "a plain file shows the name");
 
     let key = hex_key(0x17);
     // A key for a plain file: told to run `db encrypt`, file untouched.
-    env.fails(Some(&key), &["owners", "list"], "facegate db encrypt");
+    fails(&env, Some(&key), &["owners", "list"], "facegate db encrypt");
     assert_eq!(&std::fs::read(env.db()).unwrap()[..16], PLAIN_HEADER);
 
-    env.ok(Some(&key), &["db", "encrypt"]);
+    ok(&env, Some(&key), &["db", "encrypt"]);
     let bytes = env.db_bytes();
     assert_ne!(&bytes[..16], PLAIN_HEADER);
     assert!(!contains(&bytes, NAME), "the name survived encryption");
     assert!(
-        !env.listing().iter().any(|f| f.contains("encrypting")),
+        !listing(&env).iter().any(|f| f.contains("encrypting")),
         "no temporary copy left: {:?}",
-        env.listing()
+        listing(&env)
     );
-    let owners = env.ok(Some(&key), &["owners", "list"]);
+    let owners = ok(&env, Some(&key), &["owners", "list"]);
     assert!(owners.contains(NAME) && owners.contains("Q-1"), "{owners}");
-    env.fails(None, &["owners", "list"], "is encrypted");
-    env.fails(Some(&key), &["db", "encrypt"], "already encrypted");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    fails(&env, None, &["owners", "list"], "is encrypted");
+    fails(&env, Some(&key), &["db", "encrypt"], "already encrypted");
 }
 
 /// The gateway's HTTP server (`facegate run`'s code path) over a real
@@ -244,8 +182,7 @@ fn free_port() -> u16 {
 /// snapshots are sealed on disk and served as JPEG.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_are_sealed_on_disk_and_served_as_jpeg() {
-    use facegate::config::CameraRole;
-    use facegate::events::{Event, EventKind, EventStore, Place, SnapshotWriter};
+    use facegate::events::{EventKind, EventStore, SnapshotWriter};
     use facegate::registry::{Registry, Role};
     use facegate::vision::image::{PhotoLimits, load_photo};
 
@@ -269,13 +206,7 @@ async fn snapshots_are_sealed_on_disk_and_served_as_jpeg() {
         PhotoLimits::default(),
     )
     .unwrap();
-    let mut e = Event::new(
-        EventKind::OwnerPass,
-        now,
-        "gate-1",
-        CameraRole::Gate,
-        &Place::default(),
-    );
+    let mut e = common::gate_event(EventKind::OwnerPass, now);
     let photo = faces.join("identities/Barack_Obama/1.jpg");
     common::enrol(&common::shipped_config(), &db, "Q-1", NAME, &photo);
     e.subject = Some(facegate::registry::Subject::Owner {

@@ -41,8 +41,7 @@ fn config_with_workers(dir: &Path, workers: &str) -> std::path::PathBuf {
 }
 
 fn eval(config: &Path, dataset: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let out = common::cli::facegate()
         .arg("--config")
         .arg(config)
         .args(["eval", "--json", "--dataset"])

@@ -17,34 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use facegate::http::{AppState, router};
-use facegate::live::Live;
+use common::http::{app_state, multipart};
+use facegate::http::router;
 use facegate::registry::{Registry, Role};
 use serde_json::Value;
-
-/// A multipart/form-data body: text fields, then files as `photo` parts.
-fn multipart(fields: &[(&str, &str)], photos: &[Vec<u8>]) -> (String, Vec<u8>) {
-    let boundary = "----facegate-lock-test-3b9e";
-    let mut body = Vec::new();
-    for (k, v) in fields {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    for (i, bytes) in photos.iter().enumerate() {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p{i}.jpg\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
 
 /// A photo made larger (2×, re-encoded), in memory only, so that decoding
 /// and detection take long enough to ask for the list meanwhile.
@@ -76,17 +52,7 @@ async fn owners_list_is_served_while_a_large_enrolment_runs_its_models() {
         .unwrap()
         .token_create("gate-desk", Role::Enroller, "test", now)
         .unwrap();
-    let engine = facegate::vision::FaceEngine::new(&config).unwrap();
-    let gallery = facegate::pipeline::open_gallery(&db, &engine).unwrap();
-    let state = AppState::new(
-        Arc::new(config),
-        &db,
-        &dir.path().join("data"),
-        gallery,
-        Arc::new(Live::new()),
-    )
-    .unwrap()
-    .with_engine(engine);
+    let state = app_state(config, &db, &dir.path().join("data"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -99,7 +65,10 @@ async fn owners_list_is_served_while_a_large_enrolment_runs_its_models() {
     let person = faces.join("identities/Barack_Obama");
     let mut photos = Vec::new();
     for i in 0..10 {
-        photos.push(enlarged(&person.join(format!("{}.jpg", i % 5 + 1))));
+        photos.push((
+            format!("p{i}.jpg"),
+            enlarged(&person.join(format!("{}.jpg", i % 5 + 1))),
+        ));
     }
     let (content_type, body) = multipart(
         &[

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::rtsp::{Codec, RtspServer};
-use facegate::events::{Event, EventFilter, EventKind, EventStore};
+use facegate::events::{Event, EventKind, EventStore};
 use facegate::registry::Subject;
 use tokio_util::sync::CancellationToken;
 
@@ -49,23 +49,7 @@ fn slideshow(dir: &Path, shots: &[(PathBuf, usize)]) -> PathBuf {
         }
     }
     let out = dir.join("slideshow.mp4");
-    let status = std::process::Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(
-            format!(
-                "multifilesrc location={}/f%04d.jpg index=0 stop-index={} caps=image/jpeg,framerate=10/1 \
-                 ! jpegdec ! videoconvert ! video/x-raw,format=I420 \
-                 ! x264enc bitrate=800 key-int-max=10 speed-preset=ultrafast ! h264parse ! mp4mux \
-                 ! filesink location={}",
-                frames.display(),
-                n - 1,
-                out.display()
-            )
-            .split_whitespace(),
-        )
-        .status()
-        .expect("gst-launch-1.0 (gstreamer1.0-tools)");
-    assert!(status.success(), "slideshow encoding failed");
+    common::clip::encode_jpeg_frames(&frames, n, &out, 800, 10);
     out
 }
 
@@ -124,12 +108,7 @@ async fn owner_then_stranger_in_the_same_spot_gives_two_decisions_over_rtsp() {
     let store = EventStore::open(&db).unwrap();
     let start = Instant::now();
     loop {
-        let events = store
-            .list(&EventFilter {
-                limit: 1000,
-                ..Default::default()
-            })
-            .unwrap();
+        let events = common::recent_events(&store);
         let count = |k| events.iter().filter(|e| e.kind == k).count();
         if (count(EventKind::OwnerPass) >= 3 && count(EventKind::Stranger) >= 2)
             || start.elapsed() > Duration::from_secs(60)
@@ -141,12 +120,7 @@ async fn owner_then_stranger_in_the_same_spot_gives_two_decisions_over_rtsp() {
     cancel.cancel();
     live.await.unwrap().unwrap();
     drop(server);
-    let events: Vec<Event> = store
-        .list(&EventFilter {
-            limit: 1000,
-            ..Default::default()
-        })
-        .unwrap()
+    let events: Vec<Event> = common::recent_events(&store)
         .into_iter()
         .filter(|e| is_primary(e.kind))
         .collect();

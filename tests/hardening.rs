@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::broker::free_port;
+use common::http::{app_state, multipart, send_form, staff_tokens};
 use facegate::config::Config;
 use facegate::http::AppState;
 use facegate::live::Live;
@@ -28,32 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-fn multipart(fields: &[(&str, &str)], photo: &[u8]) -> (String, Vec<u8>) {
-    let b = "----facegate-hardening-test";
-    let mut body = Vec::new();
-    for (k, v) in fields {
-        body.extend_from_slice(
-            format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!("--{b}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p\"\r\nContent-Type: application/octet-stream\r\n\r\n")
-            .as_bytes(),
-    );
-    body.extend_from_slice(photo);
-    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={b}"), body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Status, JSON body and the `Retry-After` header.
 fn call(r: Result<ureq::Response, ureq::Error>) -> (u16, Value, Option<String>) {
@@ -65,6 +41,16 @@ fn call(r: Result<ureq::Response, ureq::Error>) -> (u16, Value, Option<String>) 
     let status = r.status();
     let retry = r.header("retry-after").map(str::to_owned);
     (status, r.into_json().unwrap_or(Value::Null), retry)
+}
+
+/// `GET /api/v1/me` of the server at `base` with `token` as the bearer.
+fn get_me(base: &str, token: &str) -> (u16, Value, Option<String>) {
+    call(
+        agent()
+            .get(&format!("{base}/api/v1/me"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call(),
+    )
 }
 
 fn agent() -> ureq::Agent {
@@ -95,34 +81,17 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("fg.db");
         let data = dir.path().join("data");
-        let now = time::OffsetDateTime::now_utc();
-        let (admin, enroller, viewer) = {
-            let r = Registry::open(&db).unwrap();
-            (
-                r.token_create("boss", Role::Admin, "test", now).unwrap(),
-                r.token_create("gate-desk", Role::Enroller, "test", now)
-                    .unwrap(),
-                r.token_create("guard", Role::Viewer, "test", now).unwrap(),
-            )
-        };
+        let (admin, enroller, viewer) = staff_tokens(&db);
         let mut config = common::shipped_config();
         http(&mut config);
-        let (gallery, engine) = if with_engine {
-            let engine = facegate::vision::FaceEngine::new(&config).unwrap();
-            (
-                facegate::pipeline::open_gallery(&db, &engine).unwrap(),
-                Some(engine),
-            )
+        let state = Arc::new(if with_engine {
+            app_state(config, &db, &data)
         } else {
+            let now = time::OffsetDateTime::now_utc();
             let g = Gallery::open(Registry::open(&db).unwrap(), "none", 4, now).unwrap();
-            (Arc::new(std::sync::Mutex::new(g)), None)
-        };
-        let mut state =
-            AppState::new(Arc::new(config), &db, &data, gallery, Arc::new(Live::new())).unwrap();
-        if let Some(e) = engine {
-            state = state.with_engine(e);
-        }
-        let state = Arc::new(state);
+            let gallery = Arc::new(std::sync::Mutex::new(g));
+            AppState::new(Arc::new(config), &db, &data, gallery, Arc::new(Live::new())).unwrap()
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cancel = CancellationToken::new();
@@ -326,16 +295,15 @@ impl Gateway {
                     photo.clone(),
                 );
                 std::thread::spawn(move || {
-                    let (ct, body) = multipart(&[], &photo);
-                    let (s, v, _) = call(
+                    let form = multipart(&[], &[("p", photo.as_slice())]);
+                    let (s, v, _) = call(send_form(
                         ureq::AgentBuilder::new()
                             .timeout(Duration::from_secs(300))
                             .build()
                             .post(&url)
-                            .set("Authorization", &format!("Bearer {token}"))
-                            .set("Content-Type", &ct)
-                            .send_bytes(&body),
-                    );
+                            .set("Authorization", &format!("Bearer {token}")),
+                        form,
+                    ));
                     (s, v)
                 })
             })
@@ -403,15 +371,7 @@ async fn a_verified_token_stays_cached_after_its_first_ttl() {
     let srv = Server::start(|c| c.http.token_cache_s = 1, false).await;
     let (state, base, viewer) = (srv.state.clone(), srv.base.clone(), srv.viewer.clone());
     client(move || {
-        let me = |t: &str| {
-            call(
-                agent()
-                    .get(&format!("{base}/api/v1/me"))
-                    .set("Authorization", &format!("Bearer {t}"))
-                    .call(),
-            )
-            .0
-        };
+        let me = |t: &str| get_me(&base, t).0;
         assert_eq!(me(&viewer), 200);
         assert_eq!(state.auth_cache.verifications(), 1);
         for _ in 0..3 {
@@ -445,14 +405,7 @@ async fn failed_logins_are_limited_and_valid_tokens_go_on() {
     let (state, base) = (srv.state.clone(), srv.base.clone());
     let (admin, viewer) = (srv.admin.clone(), srv.viewer.clone());
     client(move || {
-        let me = |t: &str| {
-            call(
-                agent()
-                    .get(&format!("{base}/api/v1/me"))
-                    .set("Authorization", &format!("Bearer {t}"))
-                    .call(),
-            )
-        };
+        let me = |t: &str| get_me(&base, t);
         assert_eq!(me(&admin).0, 200);
         let before = state.auth_cache.verifications();
         // A known id with a wrong secret and an unknown id cost the same
@@ -640,14 +593,13 @@ async fn identify_names_nobody_below_the_threshold_and_is_audited() {
     let (base, enroller, admin) = (srv.base.clone(), srv.enroller.clone(), srv.admin.clone());
     client(move || {
         let identify = |photo: &Path| {
-            let (ct, body) = multipart(&[], &std::fs::read(photo).unwrap());
-            call(
+            let form = multipart(&[], &[("p", std::fs::read(photo).unwrap())]);
+            call(send_form(
                 agent()
                     .post(&format!("{base}/api/v1/identify"))
-                    .set("Authorization", &format!("Bearer {enroller}"))
-                    .set("Content-Type", &ct)
-                    .send_bytes(&body),
-            )
+                    .set("Authorization", &format!("Bearer {enroller}")),
+                form,
+            ))
         };
         let (s, r, _) = identify(&ids.join("Barack_Obama/3.jpg"));
         assert_eq!(s, 200, "{r}");
@@ -732,22 +684,21 @@ async fn faces_are_not_cached_query_tokens_are_narrow_and_old_consent_is_refused
             );
         }
         // Consent given in the year 1: refused before any photo is looked at.
-        let (ct, body) = multipart(
+        let form = multipart(
             &[
                 ("id", "C-1"),
                 ("name", "Zhang Wei"),
                 ("consent_method", "written"),
                 ("consent_given_at", "0001-01-01T00:00:00Z"),
             ],
-            b"not looked at",
+            &[("p", b"not looked at")],
         );
-        let (s, v, _) = call(
+        let (s, v, _) = call(send_form(
             agent()
                 .post(&format!("{base}/api/v1/owners"))
-                .set("Authorization", &format!("Bearer {enroller}"))
-                .set("Content-Type", &ct)
-                .send_bytes(&body),
-        );
+                .set("Authorization", &format!("Bearer {enroller}")),
+            form,
+        ));
         assert_eq!(s, 400, "{v}");
         assert!(
             v["error"]["message"]
@@ -778,26 +729,13 @@ fn owner_names_and_secrets_stay_out_of_the_log() {
     );
     let g = Gateway::start_with(
         |_| {},
-        |db| {
-            common::enrol(
-                &common::shipped_config(),
-                db,
-                "H-1",
-                "Lin-Manuel Miranda",
-                &video.join("refs/Lin_Manuel_Miranda.jpg"),
-            )
-        },
+        |db| common::enrol_clip_owner(&common::shipped_config(), db, &video),
         &["--camera".into(), camera],
         Some(&log),
     );
     let g_token = g.token.clone();
     let wrong = wrong_secret(&g.token);
-    let (s, _, _) = call(
-        agent()
-            .get(&format!("{}/api/v1/me", g.base))
-            .set("Authorization", &format!("Bearer {wrong}"))
-            .call(),
-    );
+    let (s, _, _) = get_me(&g.base, &wrong);
     assert_eq!(s, 401);
     let (s, _, _) = call(
         agent()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::rtsp::{Codec, RtspServer};
-use facegate::events::{Event, EventFilter, EventKind, EventStore};
+use facegate::events::{Event, EventKind, EventStore};
 use tokio_util::sync::CancellationToken;
 
 /// Polls the events table until `pred` holds for one event after `after` (index), or times out.
@@ -21,12 +21,7 @@ async fn wait_for(
     let store = EventStore::open(db).unwrap();
     let start = Instant::now();
     loop {
-        let events = store
-            .list(&EventFilter {
-                limit: 1000,
-                ..Default::default()
-            })
-            .unwrap();
+        let events = common::recent_events(&store);
         if let Some(e) = events.into_iter().find(|e| pred(e)) {
             return e;
         }
@@ -50,13 +45,7 @@ async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
         &server.url(),
         "detect_fps = 5.0\nstall_timeout_s = 2.0",
     )];
-    common::enrol(
-        &config,
-        &db,
-        "H-1",
-        "Lin-Manuel Miranda",
-        &video.join("refs/Lin_Manuel_Miranda.jpg"),
-    );
+    common::enrol_clip_owner(&config, &db, &video);
 
     // The command centre: a real mosquitto and a subscriber to everything of the site.
     let broker = common::broker::Broker::start();
@@ -185,13 +174,7 @@ async fn a_gate_camera_over_rtsp_recognises_reports_outages_and_recovers() {
         "{log}"
     );
     assert!(log.contains(&format!("facegate/{site}/status ")), "{log}");
-    let all = EventStore::open(&db)
-        .unwrap()
-        .list(&EventFilter {
-            limit: 1000,
-            ..Default::default()
-        })
-        .unwrap();
+    let all = common::recent_events(&EventStore::open(&db).unwrap());
     // Per person, not per frame: dozens of frames with faces, a handful of events.
     let decisions = all
         .iter()

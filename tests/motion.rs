@@ -52,23 +52,7 @@ fn encode(dir: &Path, shots: &[Shot]) -> PathBuf {
         canvas.save(frames.join(format!("f{n:04}.jpg"))).unwrap();
     }
     let out = dir.join("gate.mp4");
-    let status = std::process::Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(
-            format!(
-                "multifilesrc location={}/f%04d.jpg index=0 stop-index={} caps=image/jpeg,framerate=10/1 \
-                 ! jpegdec ! videoconvert ! video/x-raw,format=I420 \
-                 ! x264enc bitrate=500 key-int-max=20 speed-preset=ultrafast ! h264parse ! mp4mux \
-                 ! filesink location={}",
-                frames.display(),
-                shots.len() - 1,
-                out.display()
-            )
-            .split_whitespace(),
-        )
-        .status()
-        .expect("gst-launch-1.0 (gstreamer1.0-tools)");
-    assert!(status.success(), "encoding failed");
+    common::clip::encode_jpeg_frames(&frames, shots.len(), &out, 500, 20);
     out
 }
 

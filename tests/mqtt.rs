@@ -12,23 +12,19 @@ mod common;
 
 use common::broker;
 use common::broker::wait_for;
+use common::mqtt::{Msg, TestClient};
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio_util::sync::CancellationToken;
 
 use broker::{Broker, Valve, mosquitto_available, write_file};
 use facegate::config::CameraRole;
@@ -97,6 +93,20 @@ fn save_stranger(store: &EventStore, cfg: &MqttConfig, site: &str) -> String {
     e.id
 }
 
+/// What the outage tests start from (`None`, after a loud skip, without
+/// mosquitto): a broker, a valve in front of it (to cut the network), and a
+/// temporary folder with the database path `r.db` in it.
+fn outage_rig() -> Option<(Broker, Valve, tempfile::TempDir, PathBuf)> {
+    if !mosquitto_available() {
+        return None;
+    }
+    let broker = Broker::start();
+    let valve = Valve::new(broker.port());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    Some((broker, valve, dir, db))
+}
+
 fn outbox_rows(db: &Path) -> i64 {
     let c = rusqlite::Connection::open(db).expect("open db");
     c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
@@ -104,134 +114,8 @@ fn outbox_rows(db: &Path) -> i64 {
 }
 
 // ---------------------------------------------------------------------------
-// A test client: subscribes (again after every reconnect), records, publishes
+// The test client (common::mqtt): subscribes, records, publishes
 // ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone)]
-struct Msg {
-    topic: String,
-    json: Value,
-    retain: bool,
-    /// MQTT 5 message expiry left when the broker forwarded it.
-    expiry: Option<u32>,
-}
-
-struct TestClient {
-    client: AsyncClient,
-    msgs: Arc<Mutex<Vec<Msg>>>,
-    subacks: Arc<AtomicU64>,
-    pubacks: Arc<AtomicU64>,
-    stop: CancellationToken,
-}
-
-impl TestClient {
-    fn start(port: u16, filters: &[&str]) -> Self {
-        let id = format!(
-            "test-{}-{}",
-            std::process::id(),
-            OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000
-        );
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_max_packet_size(Some(16 * 1024 * 1024));
-        o.set_keep_alive(Duration::from_secs(5));
-        let (client, mut el) = AsyncClient::new(o, 64);
-        let msgs: Arc<Mutex<Vec<Msg>>> = Arc::default();
-        let subacks = Arc::new(AtomicU64::new(0));
-        let pubacks = Arc::new(AtomicU64::new(0));
-        let stop = CancellationToken::new();
-        let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
-        let (c, m, s, p, st) = (
-            client.clone(),
-            msgs.clone(),
-            subacks.clone(),
-            pubacks.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let ev = tokio::select! {
-                    _ = st.cancelled() => break,
-                    ev = el.poll() => ev,
-                };
-                match ev {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        for f in &filters {
-                            let _ = c.try_subscribe(f.clone(), QoS::AtLeastOnce);
-                        }
-                    }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                        s.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
-                        p.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(MqttEvent::Incoming(Packet::Publish(pb))) => {
-                        m.lock().unwrap().push(Msg {
-                            topic: String::from_utf8_lossy(&pb.topic).into_owned(),
-                            json: serde_json::from_slice(&pb.payload).unwrap_or(Value::Null),
-                            retain: pb.retain,
-                            expiry: pb
-                                .properties
-                                .as_ref()
-                                .and_then(|p| p.message_expiry_interval),
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        TestClient {
-            client,
-            msgs,
-            subacks,
-            pubacks,
-            stop,
-        }
-    }
-
-    fn msgs(&self) -> Vec<Msg> {
-        self.msgs.lock().unwrap().clone()
-    }
-
-    fn on(&self, topic: &str) -> Vec<Msg> {
-        self.msgs()
-            .into_iter()
-            .filter(|m| m.topic == topic)
-            .collect()
-    }
-
-    fn ids_on(&self, topic_prefix: &str) -> Vec<String> {
-        self.msgs()
-            .into_iter()
-            .filter(|m| m.topic.starts_with(topic_prefix))
-            .filter_map(|m| m.json["id"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    fn subacks(&self) -> u64 {
-        self.subacks.load(Ordering::SeqCst)
-    }
-
-    /// Publishes with QoS 1 and waits for the broker's PUBACK.
-    async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
-        let before = self.pubacks.load(Ordering::SeqCst);
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
-            .await
-            .expect("queue publish");
-        wait_for("the broker's PUBACK", Duration::from_secs(5), || {
-            self.pubacks.load(Ordering::SeqCst) > before
-        })
-        .await;
-    }
-}
-
-impl Drop for TestClient {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
 
 fn last_status(c: &TestClient, site: &str) -> Option<Value> {
     c.on(&format!("facegate/{site}/status"))
@@ -245,21 +129,13 @@ fn last_status(c: &TestClient, site: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_s_broker_outage_loses_no_event() {
-    if !mosquitto_available() {
-        return;
-    }
     let site = "outage";
-    let mut broker = Broker::start();
-    let valve = Valve::new(broker.port());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
+    let Some((mut broker, valve, _dir, db)) = outage_rig() else {
+        return;
+    };
     let store = EventStore::open(&db).unwrap();
     let cfg = test_cfg(&valve.url());
-    let sub = TestClient::start(broker.port(), &[&format!("facegate/{site}/events/#")]);
-    wait_for("subscription", Duration::from_secs(5), || {
-        sub.subacks() >= 1
-    })
-    .await;
+    let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/events/#")]).await;
     let publisher = publish::start(&cfg, setup(site, &db), None).unwrap();
     wait_for("publisher connected", Duration::from_secs(5), || {
         publisher.stats().connected
@@ -342,21 +218,13 @@ async fn a_20_s_broker_outage_loses_no_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_cuts_in_the_middle_of_a_backlog_lose_nothing() {
-    if !mosquitto_available() {
-        return;
-    }
     let site = "cuts";
-    let broker = Broker::start();
-    let valve = Valve::new(broker.port());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
+    let Some((broker, valve, _dir, db)) = outage_rig() else {
+        return;
+    };
     let store = EventStore::open(&db).unwrap();
     let cfg = test_cfg(&valve.url());
-    let sub = TestClient::start(broker.port(), &[&format!("facegate/{site}/events/#")]);
-    wait_for("subscription", Duration::from_secs(5), || {
-        sub.subacks() >= 1
-    })
-    .await;
+    let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/events/#")]).await;
     valve.close();
     let publisher = publish::start(&cfg, setup(site, &db), None).unwrap();
     let ids: HashSet<String> = (0..1500)
@@ -543,19 +411,11 @@ fn child_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_and_the_last_will_marks_the_gateway_offline() {
-    if !mosquitto_available() {
-        return;
-    }
     let site = "kill9";
-    let broker = Broker::start();
-    let valve = Valve::new(broker.port());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
-    let sub = TestClient::start(broker.port(), &[&format!("facegate/{site}/#")]);
-    wait_for("subscription", Duration::from_secs(5), || {
-        sub.subacks() >= 1
-    })
-    .await;
+    let Some((broker, valve, _dir, db)) = outage_rig() else {
+        return;
+    };
+    let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/#")]).await;
     let online = |sub: &TestClient, n: usize| {
         sub.on(&format!("facegate/{site}/status"))
             .iter()
@@ -705,25 +565,17 @@ fn verify_gate_open(m: &Msg, site: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_open_that_expired_during_an_outage_is_never_sent() {
-    if !mosquitto_available() {
-        return;
-    }
     let site = "gates";
-    let broker = Broker::start();
-    let valve = Valve::new(broker.port());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
+    let Some((broker, valve, dir, db)) = outage_rig() else {
+        return;
+    };
     let store = EventStore::open(&db).unwrap();
     let secret = write_file(dir.path(), "gate-1.secret", GATE_SECRET.as_bytes());
     let mut cfg = test_cfg(&valve.url());
     cfg.gate_open_ttl_s = 1;
     cfg.gate_secrets
         .insert("gate-1".into(), format!("file:{}", secret.display()));
-    let sub = TestClient::start(broker.port(), &[&format!("facegate/{site}/#")]);
-    wait_for("subscription", Duration::from_secs(5), || {
-        sub.subacks() >= 1
-    })
-    .await;
+    let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/#")]).await;
     let publisher = publish::start(&cfg, setup(site, &db), None).unwrap();
     wait_for("connected", Duration::from_secs(5), || {
         publisher.stats().connected
@@ -772,11 +624,7 @@ async fn a_gate_open_that_expired_during_an_outage_is_never_sent() {
     assert_eq!(publisher.stats().expired, 1);
     assert_eq!(outbox_rows(&db), 0);
     // Nothing retained on the gate topic for a controller that connects later.
-    let later = TestClient::start(broker.port(), &[&format!("facegate/{site}/gates/#")]);
-    wait_for("subscription", Duration::from_secs(5), || {
-        later.subacks() >= 1
-    })
-    .await;
+    let later = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/gates/#")]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(later.msgs().is_empty(), "gate commands are never retained");
     publisher.shutdown().await;
@@ -795,11 +643,7 @@ async fn a_full_outbox_drops_the_oldest_and_says_so_on_the_status_topic() {
     let mut cfg = test_cfg(&broker.url());
     cfg.outbox_max_rows = 10;
     cfg.alert_expiry_s = 600;
-    let sub = TestClient::start(broker.port(), &[&format!("facegate/{site}/#")]);
-    wait_for("subscription", Duration::from_secs(5), || {
-        sub.subacks() >= 1
-    })
-    .await;
+    let sub = TestClient::subscribed(broker.port(), &[&format!("facegate/{site}/#")]).await;
     // 30 events (60 messages) waited while the gateway was down.
     let ids: Vec<String> = (0..30).map(|_| save_stranger(&store, &cfg, site)).collect();
     let publisher = publish::start(&cfg, setup(site, &db), None).unwrap();
@@ -916,16 +760,13 @@ async fn commands_are_verified_and_a_valid_watchlist_add_makes_a_hit() {
         "by": "duty officer 12",
     });
     let cmd_topic = |name: &str| format!("facegate/{site}/cmd/{name}");
-    let centre = TestClient::start(
+    let centre = TestClient::subscribed(
         broker.port(),
         &[
             &format!("facegate/{site}/cmd/+/reply"),
             &format!("facegate/{site}/gates/#"),
         ],
-    );
-    wait_for("subscription", Duration::from_secs(5), || {
-        centre.subacks() >= 1
-    })
+    )
     .await;
 
     // A valid command left retained on the broker before the gateway starts.

@@ -16,21 +16,18 @@
 mod common;
 
 use common::broker::{Broker, free_port, mosquitto_available, wait_for, write_file};
+use common::cli::{shipped_config_head, spawn_run};
+use common::mqtt::TestClient;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio_util::sync::CancellationToken;
 
 use facegate::http::commands::sign_command;
 use facegate::publish::config::Secret;
@@ -56,20 +53,7 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let cmd = write_file(dir.path(), "cmd.secret", CMD_SECRET.as_bytes());
         let gate = write_file(dir.path(), "gate.secret", GATE_SECRET.as_bytes());
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let shipped = std::fs::read_to_string(root.join("config/facegate.toml")).unwrap();
-        let head = &shipped[..shipped
-            .find("\n[mqtt]\n")
-            .expect("[mqtt] is the last section")];
-        let head = head
-            .replace("code = \"demo-estate\"", &format!("code = \"{SITE}\""))
-            .replace(
-                "models_dir = \"models\"",
-                &format!(
-                    "models_dir = {:?}",
-                    root.join("models").display().to_string()
-                ),
-            );
+        let head = shipped_config_head(SITE);
         let text = format!(
             "{head}\n{cameras}\n[mqtt]\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n\
              keep_alive_s = 5\nconnect_timeout_s = 2\nshutdown_grace_s = 1.0\n\
@@ -84,34 +68,14 @@ impl Site {
 
     /// `facegate run` on this site's database against `mqtt_url`.
     fn start(&self, mqtt_url: &str) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--db")
-            .arg(self.dir.path().join("registry.db"))
-            .args(["run", "--http", "127.0.0.1:0", "--mqtt", mqtt_url])
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .env("FACEGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start facegate run");
         let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let child = spawn_run(
+            &self.config,
+            self.dir.path(),
+            &["--http", "127.0.0.1:0", "--mqtt", mqtt_url],
+            "warn",
+            &stderr,
+        );
         Gateway { child, stderr }
     }
 
@@ -119,8 +83,7 @@ impl Site {
     /// whether it succeeded, and its output. Killed (and failed) if it is
     /// still running after a minute.
     fn run_to_exit(&self, args: &[&str]) -> (bool, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+        let mut child = common::cli::facegate()
             .arg("--config")
             .arg(&self.config)
             .arg("--db")
@@ -190,87 +153,34 @@ impl Drop for Gateway {
 // The command centre: a real MQTT client
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct Msg {
-    topic: String,
-    json: Value,
-}
-
+/// The command centre's client: subscribed to the site's status, command
+/// replies and gate topics before `start` returns.
 struct Centre {
-    client: AsyncClient,
-    msgs: Arc<Mutex<Vec<Msg>>>,
-    subscribed: Arc<Mutex<bool>>,
-    stop: CancellationToken,
+    client: TestClient,
 }
 
 impl Centre {
     async fn start(port: u16) -> Centre {
-        let id = format!("centre-{}-{}", std::process::id(), free_port());
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_max_packet_size(Some(32 * 1024 * 1024));
-        o.set_keep_alive(Duration::from_secs(5));
-        let (client, mut el) = AsyncClient::new(o, 64);
-        let msgs: Arc<Mutex<Vec<Msg>>> = Arc::default();
-        let subscribed = Arc::new(Mutex::new(false));
-        let stop = CancellationToken::new();
-        let (c, m, s, st) = (
-            client.clone(),
-            msgs.clone(),
-            subscribed.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let ev = tokio::select! {
-                    _ = st.cancelled() => break,
-                    ev = el.poll() => ev,
-                };
-                match ev {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        for f in [
-                            format!("facegate/{SITE}/status"),
-                            format!("facegate/{SITE}/cmd/+/reply"),
-                            format!("facegate/{SITE}/gates/#"),
-                        ] {
-                            let _ = c.try_subscribe(f, QoS::AtLeastOnce);
-                        }
-                    }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => *s.lock().unwrap() = true,
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => m.lock().unwrap().push(Msg {
-                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                        json: serde_json::from_slice(&p.payload).unwrap_or(Value::Null),
-                    }),
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        let c = Centre {
-            client,
-            msgs,
-            subscribed,
-            stop,
-        };
-        let s = c.subscribed.clone();
+        let filters = [
+            format!("facegate/{SITE}/status"),
+            format!("facegate/{SITE}/cmd/+/reply"),
+            format!("facegate/{SITE}/gates/#"),
+        ];
+        let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+        let client = TestClient::start_with(port, "centre", &filters, 32 * 1024 * 1024);
         wait_for(
             "the centre's subscriptions",
             Duration::from_secs(10),
-            || *s.lock().unwrap(),
+            || client.subacks() > 0,
         )
         .await;
         // The three SUBACKs come together; one more round trip to be sure.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        c
+        Centre { client }
     }
 
     fn on(&self, topic: &str) -> Vec<Value> {
-        self.msgs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m.topic == topic)
-            .map(|m| m.json.clone())
-            .collect()
+        self.client.on(topic).into_iter().map(|m| m.json).collect()
     }
 
     fn replies(&self, cmd: &str) -> Vec<Value> {
@@ -279,12 +189,11 @@ impl Centre {
 
     /// Every reply, in arrival order.
     fn all_replies(&self) -> Vec<Value> {
-        self.msgs
-            .lock()
-            .unwrap()
-            .iter()
+        self.client
+            .msgs()
+            .into_iter()
             .filter(|m| m.topic.ends_with("/reply"))
-            .map(|m| m.json.clone())
+            .map(|m| m.json)
             .collect()
     }
 
@@ -294,14 +203,8 @@ impl Centre {
 
     async fn send(&self, cmd: &str, payload: Vec<u8>, retain: bool) {
         self.client
-            .publish(
-                format!("facegate/{SITE}/cmd/{cmd}"),
-                QoS::AtLeastOnce,
-                retain,
-                payload,
-            )
-            .await
-            .unwrap();
+            .send(&format!("facegate/{SITE}/cmd/{cmd}"), payload, retain)
+            .await;
     }
 
     /// Waits for a gateway run's `online` status; runs are told apart by
@@ -329,12 +232,6 @@ impl Centre {
         )
         .await;
         self.replies(cmd)[n - 1].clone()
-    }
-}
-
-impl Drop for Centre {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

@@ -25,13 +25,7 @@ fn an_owner_at_the_gate_gets_a_pass_and_the_other_man_a_stranger_alert_once_per_
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
     let video = faces.join("video");
-    common::enrol(
-        &config,
-        &db,
-        "H-1",
-        "Lin-Manuel Miranda",
-        &video.join("refs/Lin_Manuel_Miranda.jpg"),
-    );
+    common::enrol_clip_owner(&config, &db, &video);
 
     let mut seen: Vec<Event> = Vec::new();
     let stats = replay_file(

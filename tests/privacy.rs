@@ -6,107 +6,32 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 
-use facegate::config::CameraRole;
-use facegate::events::{Event, EventKind, EventStore, Place, SnapshotWriter};
+use facegate::events::{Event, EventKind, EventStore, SnapshotWriter};
 use facegate::identify;
 use facegate::pipeline::{EventSink, MqttSink};
 use facegate::registry::Subject;
 use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
 use time::OffsetDateTime;
 
-struct Env {
-    dir: tempfile::TempDir,
-    faces: PathBuf,
+use common::cli::{Workdir, contains, enroll_args, facegate};
+
+/// A temporary folder with a config naming its database and data folder,
+/// enrolment photos kept.
+fn privacy_workdir() -> Option<Workdir> {
+    Workdir::with_config("\n[privacy]\nstore_enrolment_photos = true\n")
 }
 
-impl Env {
-    fn new() -> Option<Env> {
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            faces: common::faces_dir()?,
-        };
-        std::fs::create_dir(env.data()).unwrap();
-        std::fs::write(
-            env.config(),
-            format!(
-                "[storage]\ndb = \"{}\"\ndata_dir = \"{}\"\n\n[privacy]\nstore_enrolment_photos = true\n",
-                env.db().display(),
-                env.data().display()
-            ),
-        )
-        .unwrap();
-        Some(env)
-    }
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("registry.db")
-    }
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("facegate.toml")
-    }
-    fn photo(&self, who: &str, n: u32) -> PathBuf {
-        self.faces
-            .join("identities")
-            .join(who)
-            .join(format!("{n}.jpg"))
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_facegate"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "facegate {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn enroll(&self, id: &str, name: &str, photo: &Path) {
-        self.ok(&[
-            "enroll",
-            "--owner-id",
-            id,
-            "--name",
-            name,
-            "--consent-by",
-            "staff-wang",
-            &photo.display().to_string(),
-        ]);
-    }
-    /// The database file and its WAL, as raw bytes.
-    fn db_bytes(&self) -> Vec<u8> {
-        let mut bytes = std::fs::read(self.db()).unwrap();
-        let mut wal = self.db().into_os_string();
-        wal.push("-wal");
-        if let Ok(more) = std::fs::read(PathBuf::from(wal)) {
-            bytes.extend(more);
-        }
-        bytes
-    }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+fn enroll(env: &Workdir, id: &str, name: &str, photo: &Path) {
+    let photo = photo.display().to_string();
+    env.ok(&enroll_args(id, name, "staff-wang", &[&photo]));
 }
 
 /// The sink the gateway's cameras write through, with MQTT on (messages
 /// queue in the outbox; no publisher runs, so they stay undelivered) and
 /// search by photo on.
-fn sink(env: &Env, model_id: &str) -> EventSink {
+fn sink(env: &Workdir, model_id: &str) -> EventSink {
     let cfg: facegate::publish::MqttConfig =
         toml::from_str("url = \"mqtt://127.0.0.1:1\"").unwrap();
     EventSink::new(
@@ -122,9 +47,28 @@ fn sink(env: &Env, model_id: &str) -> EventSink {
     })
 }
 
-/// A gate pass of `id`/`name` with the face and snapshot of `photo`, as the
-/// pipeline records it (`emit_all`: snapshot first, then event, face and
-/// outbox in one transaction). Returns the event and its face embedding.
+/// An event of `kind` at the gate with the face and snapshot of `photo`,
+/// as the pipeline records it (`emit_all`: snapshot first, then event,
+/// face and outbox in one transaction); `fill` sets what the kind needs.
+/// Returns the event and its face embedding.
+fn record_with_face(
+    sink: &EventSink,
+    engine: &mut facegate::vision::FaceEngine,
+    kind: EventKind,
+    photo: &Path,
+    ts: OffsetDateTime,
+    fill: impl FnOnce(&mut Event),
+) -> (Event, Vec<f32>) {
+    let img = load_photo(photo, PhotoLimits::default()).unwrap();
+    let (_, t) = identify::enrolment_template(engine, RgbView::from_image(&img), "gate").unwrap();
+    let mut e = common::gate_event(kind, ts);
+    fill(&mut e);
+    e.snapshot = Some(sink.snapshots().save(&e.id, e.ts, &img, &img).unwrap());
+    sink.emit_with_face(&e, Some(&t.embedding));
+    (e, t.embedding)
+}
+
+/// A gate pass of `id`/`name` with the face and snapshot of `photo`.
 fn record_pass(
     sink: &EventSink,
     engine: &mut facegate::vision::FaceEngine,
@@ -133,25 +77,15 @@ fn record_pass(
     photo: &Path,
     ts: OffsetDateTime,
 ) -> (Event, Vec<f32>) {
-    let img = load_photo(photo, PhotoLimits::default()).unwrap();
-    let (_, t) = identify::enrolment_template(engine, RgbView::from_image(&img), "gate").unwrap();
-    let mut e = Event::new(
-        EventKind::OwnerPass,
-        ts,
-        "gate-1",
-        CameraRole::Gate,
-        &Place::default(),
-    );
-    e.subject = Some(Subject::Owner {
-        id: id.into(),
-        name: name.into(),
-    });
-    e.score = Some(0.8);
-    e.gate = Some("gate-1".into());
-    e.track_id = Some(1);
-    e.snapshot = Some(sink.snapshots().save(&e.id, e.ts, &img, &img).unwrap());
-    sink.emit_with_face(&e, Some(&t.embedding));
-    (e, t.embedding)
+    record_with_face(sink, engine, EventKind::OwnerPass, photo, ts, |e| {
+        e.subject = Some(Subject::Owner {
+            id: id.into(),
+            name: name.into(),
+        });
+        e.score = Some(0.8);
+        e.gate = Some("gate-1".into());
+        e.track_id = Some(1);
+    })
 }
 
 fn count(conn: &rusqlite::Connection, sql: &str, arg: &str) -> i64 {
@@ -163,12 +97,12 @@ fn count(conn: &rusqlite::Connection, sql: &str, arg: &str) -> i64 {
 /// message, and no byte of their name in the database file (or its WAL).
 #[test]
 fn erasing_an_owner_who_passed_a_gate_leaves_nothing() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = privacy_workdir() else { return };
     const NAME: &str = "Erasable Zhou Xiaoming";
     const KEPT: &str = "Control Person Kept";
     let (erased_photo, kept_photo) = (env.photo("Angelina_Jolie", 1), env.photo("Ariel_Sharon", 1));
-    env.enroll("A-1", NAME, &erased_photo);
-    env.enroll("B-2", KEPT, &kept_photo);
+    enroll(&env, "A-1", NAME, &erased_photo);
+    enroll(&env, "B-2", KEPT, &kept_photo);
 
     let mut engine = common::engine();
     let sink = sink(&env, engine.model_id());
@@ -299,20 +233,11 @@ fn record_stranger_seen(
     photo: &Path,
     ts: OffsetDateTime,
 ) -> Event {
-    let img = load_photo(photo, PhotoLimits::default()).unwrap();
-    let (_, t) = identify::enrolment_template(engine, RgbView::from_image(&img), "gate").unwrap();
-    let mut e = Event::new(
-        EventKind::Stranger,
-        ts,
-        "gate-1",
-        CameraRole::Gate,
-        &Place::default(),
-    );
-    e.stranger_id = Some(stranger.into());
-    e.track_id = Some(7);
-    e.snapshot = Some(sink.snapshots().save(&e.id, e.ts, &img, &img).unwrap());
-    sink.emit_with_face(&e, Some(&t.embedding));
-    e
+    record_with_face(sink, engine, EventKind::Stranger, photo, ts, |e| {
+        e.stranger_id = Some(stranger.into());
+        e.track_id = Some(7);
+    })
+    .0
 }
 
 /// An owner who was a stranger at the gate before they enrolled: erasing
@@ -321,7 +246,7 @@ fn record_stranger_seen(
 /// watch-list entry erases its sightings the same way.
 #[test]
 fn erasure_also_removes_captures_from_before_enrolment_and_watch_list_sightings() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = privacy_workdir() else { return };
     let mut engine = common::engine();
     let sink = sink(&env, engine.model_id());
     let now = OffsetDateTime::now_utc();
@@ -341,7 +266,12 @@ fn erasure_also_removes_captures_from_before_enrolment_and_watch_list_sightings(
         &env.photo("Ariel_Sharon", 2),
         now,
     );
-    env.enroll("A-1", "Later Enrolled", &env.photo("Angelina_Jolie", 1));
+    enroll(
+        &env,
+        "A-1",
+        "Later Enrolled",
+        &env.photo("Angelina_Jolie", 1),
+    );
     let files = |e: &Event| {
         let s = e.snapshot.as_ref().unwrap();
         [env.data().join(&s.face), env.data().join(&s.scene)]
@@ -392,13 +322,7 @@ fn erasure_also_removes_captures_from_before_enrolment_and_watch_list_sightings(
     let entry: serde_json::Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
     let wid = entry["id"].as_i64().unwrap();
     let img = load_photo(&env.photo("Colin_Powell", 3), PhotoLimits::default()).unwrap();
-    let mut hit = Event::new(
-        EventKind::Watchlist,
-        now,
-        "gate-1",
-        CameraRole::Gate,
-        &Place::default(),
-    );
+    let mut hit = common::gate_event(EventKind::Watchlist, now);
     hit.subject = Some(Subject::Watch {
         id: wid,
         name: "Missing Grandfather".into(),
@@ -438,7 +362,7 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn files_holding_faces_are_readable_by_the_service_user_only() {
     use std::os::unix::fs::PermissionsExt;
-    let Some(env) = Env::new() else { return };
+    let Some(env) = privacy_workdir() else { return };
     let loose =
         |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
 
@@ -473,13 +397,7 @@ fn files_holding_faces_are_readable_by_the_service_user_only() {
 /// A stranger event at `ts` with its face and snapshots, as the pipeline
 /// records it.
 fn record_stranger(sink: &EventSink, ts: OffsetDateTime) -> Event {
-    let mut e = Event::new(
-        EventKind::Stranger,
-        ts,
-        "gate-1",
-        CameraRole::Gate,
-        &Place::default(),
-    );
+    let mut e = common::gate_event(EventKind::Stranger, ts);
     e.stranger_id = Some("S-old".into());
     let img = image::RgbImage::new(16, 16);
     e.snapshot = Some(sink.snapshots().save(&e.id, e.ts, &img, &img).unwrap());
@@ -499,7 +417,7 @@ fn add_people(db: &Path, n: usize) {
     .unwrap();
 }
 
-fn report(env: &Env) -> serde_json::Value {
+fn report(env: &Workdir) -> serde_json::Value {
     serde_json::from_str(&env.ok(&["privacy", "report", "--json"])).unwrap()
 }
 
@@ -507,9 +425,9 @@ fn report(env: &Env) -> serde_json::Value {
 /// when retention removes it; it warns at 90% of the filing threshold.
 #[test]
 fn privacy_report_says_what_is_held_and_until_when() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = privacy_workdir() else { return };
     let photo = env.photo("Angelina_Jolie", 1);
-    env.enroll("A-1", "Report Person", &photo);
+    enroll(&env, "A-1", "Report Person", &photo);
     let mut engine = common::engine();
     let sink = sink(&env, engine.model_id());
     let t = OffsetDateTime::now_utc() - time::Duration::days(3);
@@ -569,7 +487,7 @@ fn privacy_report_says_what_is_held_and_until_when() {
 /// log warns near the filing threshold.
 #[test]
 fn facegate_run_expires_old_data_and_warns_near_the_filing_threshold() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = privacy_workdir() else { return };
     let engine = common::engine();
     let sink = sink(&env, engine.model_id());
     let old = record_stranger(&sink, OffsetDateTime::now_utc() - time::Duration::days(100));
@@ -579,8 +497,7 @@ fn facegate_run_expires_old_data_and_warns_near_the_filing_threshold() {
     let old_face = env.data().join(&old.snapshot.as_ref().unwrap().face);
     assert!(old_face.is_file());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let mut child = facegate()
         .env("FACEGATE_LOG", "warn,facegate=info")
         .args(["--config"])
         .arg(env.config())
@@ -591,12 +508,19 @@ fn facegate_run_expires_old_data_and_warns_near_the_filing_threshold() {
         .unwrap();
     let store = EventStore::open(&env.db()).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while store.get(&old.id).unwrap().is_some() || old_face.exists() {
+    // The task logs its deletion after it commits: wait for both, or the
+    // kill below can come between them.
+    let logged = || {
+        std::fs::read_to_string(env.dir.path().join("run.log"))
+            .unwrap_or_default()
+            .contains("retention: expired data deleted")
+    };
+    while store.get(&old.id).unwrap().is_some() || old_face.exists() || !logged() {
         if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the retention task did not expire the 100-day-old event: {}",
+                "the retention task did not expire (and log) the 100-day-old event: {}",
                 std::fs::read_to_string(env.dir.path().join("run.log")).unwrap()
             );
         }
@@ -619,10 +543,10 @@ fn facegate_run_expires_old_data_and_warns_near_the_filing_threshold() {
 /// nothing of anyone else.
 #[test]
 fn owners_export_writes_one_owners_data_and_photos() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = privacy_workdir() else { return };
     let photo = env.photo("Angelina_Jolie", 1);
-    env.enroll("A-1", "Export Person", &photo);
-    env.enroll("B-2", "Someone Else", &env.photo("Ariel_Sharon", 1));
+    enroll(&env, "A-1", "Export Person", &photo);
+    enroll(&env, "B-2", "Someone Else", &env.photo("Ariel_Sharon", 1));
     let mut engine = common::engine();
     let sink = sink(&env, engine.model_id());
     let now = OffsetDateTime::now_utc();

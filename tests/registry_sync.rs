@@ -20,17 +20,17 @@
 mod common;
 
 use common::broker::{Broker, free_port, mosquitto_available, write_file};
+use common::cli::{shipped_config_head, spawn_run};
+use common::http::{json, multipart, send_form};
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use facegate::publish::config::Secret;
 use facegate::registry::{Registry, Role};
 use facegate::sync::message::{Body, SyncKeys, Version};
-use serde_json::Value;
 
 const SITE: &str = "sync-1";
 const SECRET: &str = "site-sync-secret-0123456789abcdef";
@@ -50,20 +50,7 @@ impl Gatebox {
     fn new(name: &str, mqtt_url: &str) -> Gatebox {
         let dir = tempfile::tempdir().unwrap();
         let secret = write_file(dir.path(), "sync.secret", SECRET.as_bytes());
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let shipped = std::fs::read_to_string(root.join("config/facegate.toml")).unwrap();
-        let head = &shipped[..shipped
-            .find("\n[mqtt]\n")
-            .expect("[mqtt] follows the other sections")];
-        let head = head
-            .replace("code = \"demo-estate\"", &format!("code = \"{SITE}\""))
-            .replace(
-                "models_dir = \"models\"",
-                &format!(
-                    "models_dir = {:?}",
-                    root.join("models").display().to_string()
-                ),
-            );
+        let head = shipped_config_head(SITE);
         let text = format!(
             "{head}\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"facegate-{SITE}-{name}\"\n\
              reconnect_min_s = 0.2\nreconnect_max_s = 1.0\nkeep_alive_s = 5\nconnect_timeout_s = 2\n\
@@ -99,33 +86,13 @@ impl Gatebox {
     /// when `/healthz` answers.
     fn start(&mut self) {
         assert!(self.child.is_none());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("--config")
-            .arg(self.dir.path().join("facegate.toml"))
-            .arg("--db")
-            .arg(self.db())
-            .args(["run", "--http", &format!("127.0.0.1:{}", self.port)])
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .env("FACEGATE_LOG", "warn,facegate::sync=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start facegate run");
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = self.log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let child = spawn_run(
+            &self.dir.path().join("facegate.toml"),
+            self.dir.path(),
+            &["--http", &format!("127.0.0.1:{}", self.port)],
+            "warn,facegate::sync=info",
+            &self.log,
+        );
         self.child = Some(child);
         let up = wait_for(Duration::from_secs(90), || {
             ureq::get(&format!("{}/healthz", self.base()))
@@ -153,15 +120,11 @@ impl Gatebox {
     }
 
     fn enrol(&self, id: &str, name: &str, photo: &Path) {
-        let (ct, body) = multipart(
+        let form = multipart(
             &[("id", id), ("name", name), ("consent_method", "written")],
-            &std::fs::read(photo).unwrap(),
+            &[("p.jpg", std::fs::read(photo).unwrap())],
         );
-        let (s, v) = json(
-            self.request("POST", "/api/v1/owners")
-                .set("content-type", &ct)
-                .send_bytes(&body),
-        );
+        let (s, v) = json(send_form(self.request("POST", "/api/v1/owners"), form));
         assert_eq!(s, 201, "enrol {id} on {}: {v}", self.name);
     }
 
@@ -175,12 +138,8 @@ impl Gatebox {
 
     /// The owner id the photo's face is identified as, if any.
     fn identify(&self, photo: &Path) -> Option<String> {
-        let (ct, body) = multipart(&[], &std::fs::read(photo).unwrap());
-        let (s, v) = json(
-            self.request("POST", "/api/v1/identify")
-                .set("content-type", &ct)
-                .send_bytes(&body),
-        );
+        let form = multipart(&[], &[("p.jpg", std::fs::read(photo).unwrap())]);
+        let (s, v) = json(send_form(self.request("POST", "/api/v1/identify"), form));
         assert_eq!(s, 200, "identify on {}: {v}", self.name);
         let face = &v["faces"][0];
         if face["decision"] != "owner" {
@@ -196,8 +155,7 @@ impl Gatebox {
     /// `facegate ARGS` on this box's config and database (the command
     /// line beside, or instead of, the running gateway).
     fn cli(&self, args: &[&str]) {
-        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+        let out = common::cli::facegate()
             .arg("--config")
             .arg(self.dir.path().join("facegate.toml"))
             .arg("--db")
@@ -272,31 +230,6 @@ impl Gatebox {
 impl Drop for Gatebox {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-fn multipart(fields: &[(&str, &str)], photo: &[u8]) -> (String, Vec<u8>) {
-    let b = "----facegate-sync-test";
-    let mut body = Vec::new();
-    for (k, v) in fields {
-        body.extend_from_slice(
-            format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!("--{b}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes(),
-    );
-    body.extend_from_slice(photo);
-    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={b}"), body)
-}
-
-fn json(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
-    match r {
-        Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
-        Err(ureq::Error::Status(s, r)) => (s, r.into_json().unwrap_or(Value::Null)),
-        Err(e) => panic!("request failed: {e}"),
     }
 }
 

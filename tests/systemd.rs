@@ -3,17 +3,13 @@
 //! unix datagram socket READY=1 once its HTTP address answers, pings the
 //! watchdog at half the period it was given, and says STOPPING=1 on SIGTERM.
 
+mod common;
+
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::broker::free_port;
 
 #[test]
 fn run_notifies_systemd_ready_watchdog_and_stopping() {
@@ -31,8 +27,7 @@ fn run_notifies_systemd_ready_watchdog_and_stopping() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let mut child = common::cli::facegate()
         .arg("--config")
         .arg(&config)
         .arg("run")

@@ -36,7 +36,8 @@ pub fn mosquitto_available() -> bool {
     false
 }
 
-/// A port nobody listens on right now.
+/// A port of 127.0.0.1 nobody listens on right now (here, not in
+/// `common/mod.rs`, because `benches/outbox.rs` includes this file alone).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -1,8 +1,20 @@
-//! Shared by the integration tests: where the face photos are, the real
-//! models, and a loud skip when the photos are not there.
+//! Shared by the integration tests, one copy of each helper: where the face
+//! photos are (and a loud skip when they are not), the real models, a free
+//! port, gate events and enrolment. Helpers used by one file stay there.
+//!
+//! - `broker`: a real mosquitto, and a valve to cut the network to it
+//! - `cli`: the `facegate` binary, and a test's temporary folder for it
+//! - `clip`: an H.264 MP4 made from JPEG frames
+//! - `http`: multipart bodies, JSON answers, the API's state and tokens
+//! - `mqtt`: a test's own MQTT client that records what it receives
+//! - `rtsp`: an in-process RTSP server looping a real clip
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod cli;
+pub mod clip;
+pub mod http;
+pub mod mqtt;
 pub mod rtsp;
 
 use std::path::PathBuf;
@@ -55,6 +67,31 @@ pub fn spawn_live(
     tokio::spawn(async move { facegate::run::run(config, &db, &data, cancel).await })
 }
 
+/// An event of kind `kind` at `ts` from camera `gate-1` in the gate role,
+/// no place: what the pipeline starts a gate decision from.
+pub fn gate_event(
+    kind: facegate::events::EventKind,
+    ts: time::OffsetDateTime,
+) -> facegate::events::Event {
+    facegate::events::Event::new(
+        kind,
+        ts,
+        "gate-1",
+        facegate::config::CameraRole::Gate,
+        &facegate::events::Place::default(),
+    )
+}
+
+/// The newest 1000 events in the store (every event of a test).
+pub fn recent_events(store: &facegate::events::EventStore) -> Vec<facegate::events::Event> {
+    store
+        .list(&facegate::events::EventFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+}
+
 /// The face engine with the shipped configuration and the real models.
 pub fn engine() -> FaceEngine {
     FaceEngine::new(&shipped_config()).expect("face engine (run deploy/fetch-models.py first)")
@@ -102,4 +139,16 @@ pub fn enrol(config: &Config, db: &std::path::Path, id: &str, name: &str, photo:
             now,
         )
         .unwrap();
+}
+
+/// Enrols the man of the test clips (Lin-Manuel Miranda, owner `H-1`) from
+/// his reference photo in `video/refs`.
+pub fn enrol_clip_owner(config: &Config, db: &std::path::Path, video: &std::path::Path) {
+    enrol(
+        config,
+        db,
+        "H-1",
+        "Lin-Manuel Miranda",
+        &video.join("refs/Lin_Manuel_Miranda.jpg"),
+    );
 }
