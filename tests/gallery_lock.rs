@@ -107,9 +107,10 @@ async fn owners_list_is_served_while_a_large_enrolment_runs_its_models() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let url = format!("http://{addr}/api/v1/owners");
     let auth = format!("Bearer {token}");
-    let (before_write, lists) = tokio::task::spawn_blocking(move || {
-        let (mut before_write, mut lists) = (0, 0);
+    let (before_write, lists, saw_background) = tokio::task::spawn_blocking(move || {
+        let (mut before_write, mut lists, mut saw_background) = (0, 0, false);
         while !enrolled.load(Ordering::SeqCst) {
+            saw_background |= threads_at_background_priority() > 0;
             let v: Value = ureq::get(&url)
                 .set("Authorization", &auth)
                 .call()
@@ -121,7 +122,7 @@ async fn owners_list_is_served_while_a_large_enrolment_runs_its_models() {
                 before_write += 1;
             }
         }
-        (before_write, lists)
+        (before_write, lists, saw_background)
     })
     .await
     .unwrap();
@@ -136,6 +137,30 @@ async fn owners_list_is_served_while_a_large_enrolment_runs_its_models() {
          the list waited for the enrolment's lock"
     );
 
+    // The models ran at background priority (the cameras keep the CPU) and
+    // the thread was put back afterwards.
+    if facegate::sched::check().is_ok()
+        && facegate::sched::current_nice().is_some_and(|n| n < facegate::sched::NICE)
+    {
+        assert!(
+            saw_background,
+            "no thread ran at nice {} while the enrolment ran its models",
+            facegate::sched::NICE
+        );
+        assert_eq!(
+            threads_at_background_priority(),
+            0,
+            "a thread was left at background priority after the enrolment"
+        );
+    } else {
+        eprintln!(
+            "########## gallery_lock: background priority NOT checked: {} ##########",
+            facegate::sched::check()
+                .err()
+                .unwrap_or_else(|| "this test already runs at nice >= 10".into())
+        );
+    }
+
     // And the owner is there once it has answered.
     let v: Value = ureq::get(&format!("http://{addr}/api/v1/owners"))
         .set("Authorization", &format!("Bearer {token}"))
@@ -146,4 +171,22 @@ async fn owners_list_is_served_while_a_large_enrolment_runs_its_models() {
     assert_eq!(v["total"], 1, "{v}");
     assert_eq!(v["items"][0]["template_count"], 10, "{v}");
     server.abort();
+}
+
+/// Threads of this process at the background nice value, from
+/// `/proc/self/task/*/stat` (field 19, counted after the command name).
+fn threads_at_background_priority() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+                .and_then(|n| n.parse::<i32>().ok())
+                == Some(facegate::sched::NICE)
+        })
+        .count()
 }
