@@ -27,9 +27,11 @@
 #   REFERENCE_THREADS=0   the reference's --threads (0 = ONNX Runtime's default);
 #                         a list ("0 1") runs each, the first is the baseline of
 #                         the ratios and the others are rows "reference:tN"
-#   BEFORE_BIN=PATH       also run an older facegate binary (one engine, no
-#                         vision.workers key) on the shipped and equal-work
-#                         configs, as "before:shipped" and "before:equal-work"
+#   BEFORE_BIN=PATH       also run an older facegate binary on the shipped and
+#                         equal-work configs, as "before:shipped" and
+#                         "before:equal-work", without the keys in
+#   BEFORE_DROP="workers landmark_flip_face_px"   (keys it does not know; keep
+#                         `workers` for a binary that has vision.workers)
 #   FACEGATE_BIN=PATH     use this binary instead of building --release
 #   WORK=DIR              venv and degraded copies (target/accuracy)
 set -euo pipefail
@@ -97,7 +99,8 @@ before=()
 if [ -n "${BEFORE_BIN:-}" ]; then
   for n in equal-work shipped; do
     src="$WORK/configs/$n.toml"; [ "$n" = shipped ] && src=config/facegate.toml
-    grep -v '^workers = ' "$src" > "$WORK/configs/before-$n.toml"
+    drop=$(printf '%s\n' ${BEFORE_DROP-workers landmark_flip_face_px} | sed 's/.*/^&[[:space:]]*=/')
+    if [ -n "$drop" ]; then grep -v "$drop" "$src"; else cat "$src"; fi > "$WORK/configs/before-$n.toml"
     before+=("$n")
   done
 fi
