@@ -114,7 +114,7 @@ impl Similarity {
 /// returned as it is).
 #[inline]
 fn floor(v: f32) -> f32 {
-    if !(v.abs() < 8_388_608.0) {
+    if v.is_nan() || v.abs() >= 8_388_608.0 {
         return v;
     }
     let t = v as i32 as f32;
