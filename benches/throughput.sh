@@ -12,7 +12,9 @@
 #   facegate:shipped     config/facegate.toml as shipped (vision.workers = 0:
 #                        one engine per core)
 # then one line per pipeline with the median images/s over the rounds and its
-# ratio to the reference's median. Every row also shows TAR@FAR1e-3 and
+# ratio to the reference's median, and facegate's median CPU time per photo
+# (all threads, detect + align + embed: `cpu_ms_per_image`, the work a photo
+# costs, which other load on the box disturbs less than wall time). Every row also shows TAR@FAR1e-3 and
 # DIR@FPIR1%, which must be the same in every round (the work is the same).
 #
 # Environment:
@@ -25,9 +27,11 @@
 #   REFERENCE_THREADS=0   the reference's --threads (0 = ONNX Runtime's default);
 #                         a list ("0 1") runs each, the first is the baseline of
 #                         the ratios and the others are rows "reference:tN"
-#   BEFORE_BIN=PATH       also run an older facegate binary (one engine, no
-#                         vision.workers key) on the shipped and equal-work
-#                         configs, as "before:shipped" and "before:equal-work"
+#   BEFORE_BIN=PATH       also run an older facegate binary on the shipped and
+#                         equal-work configs, as "before:shipped" and
+#                         "before:equal-work", without the keys in
+#   BEFORE_DROP="workers landmark_flip_face_px"   (keys it does not know; keep
+#                         `workers` for a binary that has vision.workers)
 #   FACEGATE_BIN=PATH     use this binary instead of building --release
 #   WORK=DIR              venv and degraded copies (target/accuracy)
 set -euo pipefail
@@ -95,7 +99,8 @@ before=()
 if [ -n "${BEFORE_BIN:-}" ]; then
   for n in equal-work shipped; do
     src="$WORK/configs/$n.toml"; [ "$n" = shipped ] && src=config/facegate.toml
-    grep -v '^workers = ' "$src" > "$WORK/configs/before-$n.toml"
+    drop=$(printf '%s\n' ${BEFORE_DROP-workers landmark_flip_face_px} | sed 's/.*/^&[[:space:]]*=/')
+    if [ -n "$drop" ]; then grep -v "$drop" "$src"; else cat "$src"; fi > "$WORK/configs/before-$n.toml"
     before+=("$n")
   done
 fi
@@ -103,7 +108,7 @@ fi
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) CPUs, set $SET ($DIR), $ROUNDS rounds; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-5s %-28s %9s %8s %8s %8s %7s\n' round pipeline images/s ms/img TAR@1e-3 DIR@1% workers
+printf '%-5s %-28s %9s %8s %8s %8s %8s %7s\n' round pipeline images/s ms/img cpu_ms TAR@1e-3 DIR@1% workers
 line() {  # round name json
   python3 - "$@" <<'PY' | tee -a "$RESULTS"
 import json, sys
@@ -113,7 +118,9 @@ ips = r.get("images_per_s") or 1000.0 / r["ms_per_image"]
 workers = r.get("workers", "-")
 if "threads" in r:
     workers = f"t{r['threads']}"
-print(f"{rnd:<5} {name:<28} {ips:9.2f} {r['ms_per_image']:8.1f} {r['tar_at_far_1e-3']:8.3f} "
+cpu = r.get("cpu_ms_per_image")
+cpu = f"{cpu:8.1f}" if cpu else f"{'-':>8}"
+print(f"{rnd:<5} {name:<28} {ips:9.2f} {r['ms_per_image']:8.1f} {cpu} {r['tar_at_far_1e-3']:8.3f} "
       f"{r['dir_at_fpir_1e-2']:8.3f} {workers:>7}")
 PY
 }
@@ -134,13 +141,16 @@ done
 echo "# load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
-rows = {}
+rows, cpu = {}, {}
 for l in open(sys.argv[1]):
     f = l.split()
     rows.setdefault(f[1], []).append(float(f[2]))
+    if f[4] != "-":
+        cpu.setdefault(f[1], []).append(float(f[4]))
 ref = statistics.median(rows["reference"])
 print(f"median images/s over {len(rows['reference'])} rounds (ratio to the reference):")
 for name, v in rows.items():
     m = statistics.median(v)
-    print(f"  {name:<28} {m:8.2f} images/s  {m / ref:5.2f}x")
+    c = f"  CPU {statistics.median(cpu[name]):5.1f} ms/image" if name in cpu else ""
+    print(f"  {name:<28} {m:8.2f} images/s  {m / ref:5.2f}x{c}")
 PY

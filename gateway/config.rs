@@ -803,6 +803,11 @@ pub struct QualityConfig {
     /// Detect again on the mirrored image and average the two landmark
     /// estimates: steadier alignment of small faces, at one more detector run.
     pub landmark_flip: bool,
+    /// With `landmark_flip`: 0 = the second detector run is on the whole
+    /// mirrored frame; above 0 = on a mirrored crop around each face (its
+    /// box enlarged 2×), scaled so the face is at most this many pixels:
+    /// a fraction of the cost.
+    pub landmark_flip_face_px: u32,
     /// Gaussian blur (sigma, pixels) applied to aligned crops that were
     /// enlarged (faces smaller than the template): softens JPEG blocks and
     /// upsampling edges the embedder never saw in training. 0 = off.
@@ -823,6 +828,7 @@ impl Default for QualityConfig {
             min_face_px: 20,
             flip_average: false,
             landmark_flip: true,
+            landmark_flip_face_px: 128,
             upsample_blur_sigma: 0.5,
             upsample_blur_sigma_src: 0.3,
             landmark_detector: String::new(),

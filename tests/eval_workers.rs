@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use facegate::vision::detect::{iou, unmirror};
 use facegate::vision::image::{PhotoLimits, RgbView, load_photo};
 
 /// The first `n` identities of the dev set, linked into `dst` (no copies).
@@ -120,5 +121,78 @@ fn mirrored_detection_equals_detection_on_the_mirror_image() {
         let via_copy = det.detect(RgbView::from_image(&mirror)).unwrap();
         assert!(!direct.is_empty(), "{name}: no face");
         assert_eq!(direct, via_copy, "{name}");
+    }
+}
+
+/// The landmark-flip pass on a mirrored crop around the face
+/// (`vision.quality.landmark_flip_face_px`) finds the landmarks the
+/// whole-frame pass finds, mapped back to the image (left eye still left),
+/// within a few percent of the face: on a small photo seen at the same
+/// scale (the same landmarks), and on large ones whose face is scaled down
+/// to 128 px.
+#[test]
+fn crop_flip_landmarks_are_close_to_the_whole_frame_flip() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let mut engine = common::engine();
+    for name in [
+        "identities/Ariel_Sharon/1.jpg",
+        "identities/Barack_Obama/1.jpg",
+        "identities/Angelina_Jolie/1.jpg",
+        "identities/Angelina_Jolie/2.jpg",
+        "identities/Barack_Obama/2.jpg",
+        "identities/Barack_Obama/3.jpg",
+    ] {
+        let img = load_photo(&faces.join(name), PhotoLimits::default()).unwrap();
+        let view = RgbView::from_image(&img);
+        let det = engine.detector();
+        let face = det
+            .detect(view)
+            .unwrap()
+            .into_iter()
+            .max_by(|a, b| a.area().total_cmp(&b.area()))
+            .unwrap_or_else(|| panic!("{name}: no face"));
+        let whole = det
+            .detect_mirrored(view)
+            .unwrap()
+            .iter()
+            .map(|d| unmirror(d, img.width() as f32))
+            .max_by(|a, b| iou(&a.bbox, &face.bbox).total_cmp(&iou(&b.bbox, &face.bbox)))
+            .unwrap();
+        let crop = det
+            .detect_mirrored_around(view, &face, 128.0)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: the crop pass found no face"));
+        let size = face.width().max(face.height());
+        assert!(
+            iou(&crop.bbox, &whole.bbox) > 0.8,
+            "{name}: {crop:?} vs {whole:?}"
+        );
+        // A face no larger than 128 px is seen at the whole-frame pass's
+        // scale: the same landmarks. A larger one is seen at 128 px: within
+        // a few percent of the face (the first pass and the whole-frame flip
+        // differ by 1-3% on these photos; swapped eyes would be ~40%).
+        let offs: Vec<f32> = crop
+            .landmarks
+            .iter()
+            .zip(&whole.landmarks)
+            .map(|(c, w)| ((c[0] - w[0]).powi(2) + (c[1] - w[1]).powi(2)).sqrt() / size)
+            .collect();
+        let mean = offs.iter().sum::<f32>() / offs.len() as f32;
+        let bound = if size <= 128.0 { 0.005 } else { 0.06 };
+        assert!(
+            mean < bound && offs.iter().all(|o| *o < 2.0 * bound),
+            "{name}: face {size:.0} px, offsets / face size {offs:.3?}: {:?} vs {:?}",
+            crop.landmarks,
+            whole.landmarks
+        );
+        // The eyes are in image order: the left one (in the image) first,
+        // as in the first pass.
+        assert!(crop.landmarks[0][0] < crop.landmarks[1][0], "{name}");
+        assert_eq!(
+            crop.landmarks[0][0] < crop.landmarks[1][0],
+            face.landmarks[0][0] < face.landmarks[1][0]
+        );
     }
 }

@@ -287,6 +287,77 @@ impl Detector {
     }
 }
 
+impl Detector {
+    /// The landmark-flip pass for one face, on a crop instead of the whole
+    /// frame: this detector run on the mirror image of a square around the
+    /// face (its box enlarged [`FLIP_CROP`] times, clipped to the image),
+    /// scaled so that the face's longer side is at most `face_px` pixels and
+    /// never larger than in the whole-frame pass. Returns the detection that
+    /// overlaps `face` most (IoU ≥ 0.3), mapped back to the image's
+    /// coordinates and unmirrored (as [`unmirror`] does), or `None`.
+    ///
+    /// A portrait's face is 100–400 px in the whole-frame pass; seen at
+    /// ~128 px in a ~256 px crop, the pass costs a fraction of a second
+    /// whole-frame run, and on a camera frame the saving is larger still.
+    pub fn detect_mirrored_around(
+        &mut self,
+        img: RgbView<'_>,
+        face: &Detection,
+        face_px: f32,
+    ) -> Result<Option<Detection>, VisionError> {
+        let long = face.width().max(face.height()).max(1.0);
+        let cx = (face.bbox[0] + face.bbox[2]) / 2.0;
+        let cy = (face.bbox[1] + face.bbox[3]) / 2.0;
+        let side = long * FLIP_CROP;
+        let clamp_x = |v: f32| v.clamp(0.0, img.width as f32) as u32;
+        let clamp_y = |v: f32| v.clamp(0.0, img.height as f32) as u32;
+        let (x0, x1) = (
+            clamp_x((cx - side / 2.0).floor()),
+            clamp_x((cx + side / 2.0).ceil()),
+        );
+        let (y0, y1) = (
+            clamp_y((cy - side / 2.0).floor()),
+            clamp_y((cy + side / 2.0).ceil()),
+        );
+        let crop = img.crop(x0, y0, x1, y1);
+        if crop.width < 8 || crop.height < 8 {
+            return Ok(None);
+        }
+        let scale = self.input_scale(img.width, img.height).min(face_px / long);
+        let spare = std::mem::take(&mut self.spare);
+        let p = prepare_into(&self.cfg, crop, scale, true, spare);
+        let inv = 1.0 / p.scale;
+        let dets = self.run(&p);
+        self.spare = p.tensor;
+        let crop_w = crop.width as f32;
+        Ok(dets?
+            .into_iter()
+            .map(|d| unmirror(&d.transformed(inv, 0.0, 0.0), crop_w))
+            .map(|d| d.transformed(1.0, x0 as f32, y0 as f32))
+            .map(|d| (iou(&d.bbox, &face.bbox), d))
+            .filter(|(o, _)| *o >= 0.3)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, d)| d))
+    }
+}
+
+/// How much larger than the face box the crop of
+/// [`Detector::detect_mirrored_around`] is (each side).
+pub const FLIP_CROP: f32 = 2.0;
+
+/// Maps a detection made on the mirror image of a `width`-wide image back:
+/// x → width − x, and the left/right landmarks swap places (eyes 0↔1,
+/// mouth corners 3↔4).
+pub fn unmirror(d: &Detection, width: f32) -> Detection {
+    let mut out = *d;
+    out.bbox[0] = width - d.bbox[2];
+    out.bbox[2] = width - d.bbox[0];
+    for (i, j) in [1usize, 0, 2, 4, 3].into_iter().enumerate() {
+        out.landmarks[i] = [width - d.landmarks[j][0], d.landmarks[j][1]];
+    }
+    out
+}
+
 /// One YuNet output level (stride `s`): one anchor per grid cell.
 struct YunetLevel<'a> {
     stride: usize,

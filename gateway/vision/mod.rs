@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::Config;
-use detect::{Detection, Detector};
+use detect::{Detection, Detector, unmirror};
 use embed::Embedder;
 use image::RgbView;
 use liveness::{Liveness, NotJudged, Verdict};
@@ -114,6 +114,9 @@ pub struct FaceEngine {
     min_face_px: u32,
     flip_average: bool,
     landmark_flip: bool,
+    /// `vision.quality.landmark_flip_face_px`: > 0 runs the landmark-flip
+    /// pass on a mirrored crop around each face, the face at most this big.
+    landmark_flip_face_px: u32,
     /// A second detector whose landmarks are used for alignment.
     landmark_detector: Option<Detector>,
     blur_sigma: f32,
@@ -140,18 +143,6 @@ fn embed_one(e: &mut Embedder, crop: &[u8], flip: bool) -> Result<Vec<f32>, Visi
         embed::normalize(&mut v)?;
     }
     Ok(v)
-}
-
-/// Maps a detection made on the mirrored image back: x → W − x, and the
-/// left/right landmarks swap places (eyes 0↔1, mouth corners 3↔4).
-fn unmirror(d: &Detection, width: f32) -> Detection {
-    let mut out = *d;
-    out.bbox[0] = width - d.bbox[2];
-    out.bbox[2] = width - d.bbox[0];
-    for (i, j) in [1usize, 0, 2, 4, 3].into_iter().enumerate() {
-        out.landmarks[i] = [width - d.landmarks[j][0], d.landmarks[j][1]];
-    }
-    out
 }
 
 /// Averages a face's landmarks with those of the mirrored detection that
@@ -265,6 +256,7 @@ impl FaceEngine {
             min_face_px: v.quality.min_face_px,
             flip_average: v.quality.flip_average,
             landmark_flip: v.quality.landmark_flip,
+            landmark_flip_face_px: v.quality.landmark_flip_face_px,
             landmark_detector,
             blur_sigma: v.quality.upsample_blur_sigma,
             blur_sigma_src: v.quality.upsample_blur_sigma_src,
@@ -324,6 +316,15 @@ impl FaceEngine {
             return Ok(found);
         }
         if !self.landmark_flip || found.is_empty() {
+            return Ok(found);
+        }
+        if self.landmark_flip_face_px > 0 {
+            let px = self.landmark_flip_face_px as f32;
+            for d in &mut found {
+                if let Some(f) = self.detector.detect_mirrored_around(img, d, px)? {
+                    *d = average_landmarks(*d, std::slice::from_ref(&f));
+                }
+            }
             return Ok(found);
         }
         let width = img.width as f32;
