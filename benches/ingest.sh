@@ -107,7 +107,9 @@ make_estate() {
   echo "# estate clips: $(ls -s --block-size=K "$MEDIA"/estate-*.mp4 | tr '\n' ' ')"
 }
 
-make_loop "$FACES/video/facenet_pytorch_video.mp4" 1920 1080 16 "$MEDIA/faces-1080p25.mp4"
+if part decode || part rtsp || part detect; then
+  make_loop "$FACES/video/facenet_pytorch_video.mp4" 1920 1080 16 "$MEDIA/faces-1080p25.mp4"
+fi
 make_loop "$FACES/video/frec_short_hamilton_clip.mp4" 640 480 8 "$MEDIA/stage-480p25.mp4"
 if part estate; then make_estate; fi
 

@@ -285,6 +285,10 @@ enum BenchCmd {
         /// The gate camera's detection rate.
         #[arg(long, default_value_t = 10.0)]
         gate_fps: f32,
+        /// Run the streams' detection threads this much nicer than the
+        /// gate camera's (0-19).
+        #[arg(long, default_value_t = 0)]
+        stream_nice: i32,
     },
 }
 
@@ -1056,6 +1060,7 @@ fn run() -> Result<()> {
             motion_skip,
             gate,
             gate_fps,
+            stream_nice,
         }) => {
             let parse = |v: &str| {
                 facegate::bench::IngestSource::parse(v)
@@ -1081,6 +1086,7 @@ fn run() -> Result<()> {
                         })
                     })
                     .transpose()?,
+                stream_nice,
             };
             let r = facegate::bench::ingest(&config, &b, &db_path(&config, db)?)
                 .map_err(anyhow::Error::msg)?;
