@@ -179,6 +179,11 @@ if part estate; then
     run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --motion-skip --gate "$GATE" \
       --seconds "$ESTATE_SECONDS" --no-baseline
   done
+  echo "# estate: the same with the patrol cameras' worker threads at nice +10 (the gate's not)"
+  for n in ${ESTATE_NICE_STREAMS:-6 8}; do
+    run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --motion-skip --gate "$GATE" \
+      --seconds "$ESTATE_SECONDS" --no-baseline --stream-nice 10
+  done
   echo "# estate: the same without the motion gate (every slot detected)"
   for n in 2 4; do
     run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --gate "$GATE" --seconds "$ESTATE_SECONDS" --no-baseline
