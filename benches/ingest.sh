@@ -169,6 +169,21 @@ if part estate; then
   GATE="$MEDIA/stage-480p25.mp4"
   EST=()
   for v in 0 1 2 3; do EST+=(--video "$MEDIA/estate-1080p25-v$v.mp4"); done
+  if [ -n "${ESTATE_RTSP:-}" ]; then
+    # ESTATE_RTSP=1: the same clips over RTSP from benches/rtsp_serve.py (played once
+    # per client: ESTATE_SECONDS must stay under ~55 s).
+    /usr/bin/python3 benches/rtsp_serve.py --port "$RTSP_PORT" e0="$MEDIA/estate-1080p25-v0.mp4" \
+      e1="$MEDIA/estate-1080p25-v1.mp4" e2="$MEDIA/estate-1080p25-v2.mp4" e3="$MEDIA/estate-1080p25-v3.mp4" \
+      stage="$GATE" >"$MEDIA/rtsp_serve.log" 2>&1 &
+    SERVER=$!
+    trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+    for _ in $(seq 50); do grep -q '^# ready' "$MEDIA/rtsp_serve.log" && break; sleep 0.2; done
+    grep -q '^# ready' "$MEDIA/rtsp_serve.log" || { cat "$MEDIA/rtsp_serve.log" >&2; exit 1; }
+    U=rtsp://127.0.0.1:$RTSP_PORT
+    GATE=$U/stage
+    EST=(--video "$U/e0" --video "$U/e1" --video "$U/e2" --video "$U/e3")
+    echo "# estate over RTSP (server pid $SERVER)"
+  fi
   $FG --db "$DB" enroll --owner-id H-1 --name "Lin-Manuel Miranda" --consent-by bench \
     "$FACES/video/refs/Lin_Manuel_Miranda.jpg" >/dev/null 2>&1 || true
   run() { echo "# $(date -u +%H:%M:%S) $*"; nice -n 5 $FG --db "$DB" bench ingest "$@"; }
@@ -180,7 +195,7 @@ if part estate; then
       --seconds "$ESTATE_SECONDS" --no-baseline
   done
   echo "# estate: the same with the patrol cameras' worker threads at nice +10 (the gate's not)"
-  for n in ${ESTATE_NICE_STREAMS:-6 8}; do
+  for n in ${ESTATE_NICE_STREAMS-6 8}; do
     run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --motion-skip --gate "$GATE" \
       --seconds "$ESTATE_SECONDS" --no-baseline --stream-nice 10
   done
@@ -193,7 +208,7 @@ if part estate; then
   echo "# sub-stream: decode 1080p vs 640x360 (vs gst-launch), and detection on each at 3 fps without the motion gate"
   run --video "$MEDIA/estate-1080p25-v0.mp4" --seconds "$ESTATE_SECONDS"
   run --video "$MEDIA/estate-360p25-v0.mp4" --seconds "$ESTATE_SECONDS"
-  run --video "$MEDIA/estate-1080p25-v0.mp4" --detect-fps 3 --role patrol --seconds 50 --no-baseline
-  run --video "$MEDIA/estate-360p25-v0.mp4" --detect-fps 3 --role patrol --seconds 50 --no-baseline
+  run --video "$MEDIA/estate-1080p25-v0.mp4" --detect-fps 3 --role patrol --seconds "$ESTATE_SECONDS" --no-baseline
+  run --video "$MEDIA/estate-360p25-v0.mp4" --detect-fps 3 --role patrol --seconds "$ESTATE_SECONDS" --no-baseline
 fi
 echo "# $(date -Is) load:$(uptime | sed 's/.*load average://')"
