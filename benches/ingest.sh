@@ -10,6 +10,14 @@
 # Media: ~70 s loops of the real clips in ../shared/faces/video, H.264 by x264,
 # exactly 25 fps with one frame every 40 ms (checked before use).
 #
+#  4. (PARTS=estate, BENCHMARKS.md §4 (d)) typical estate content: N 1080p25
+#     cameras of a mostly empty path (benches/estate_clip.py: a person in 25% of
+#     the time, four phases so that the cameras see people at different times)
+#     with detection at 3 fps behind the shipped motion gate, plus the gate
+#     camera of part 3 alongside (10 fps, owner enrolled), reported apart; the
+#     gate alone; decode-only CPU; and the sub-stream figures (a 640x360 copy).
+#     ESTATE_STREAMS (default "1 2 4 6 8") are the curve's rows, ESTATE_SECONDS
+#     (30) each row's length; the load average is in every JSON line.
 # SECONDS_RUN (default 20) is the measured time of each run, ROUNDS (3) the
 # repeats of the decode comparison (run-to-run noise on a shared 2-core VM is
 # ±10%), GATE_SECONDS (60) the gate-latency run; the binary is
@@ -27,7 +35,7 @@ SECONDS_RUN=${SECONDS_RUN:-20}
 ROUNDS=${ROUNDS:-3}
 # Longer, so that p99 rests on more than a handful of decisions (the file is 73 s).
 GATE_SECONDS=${GATE_SECONDS:-60}
-PARTS=${PARTS:-decode rtsp detect gate}
+PARTS=${PARTS:-decode rtsp detect gate estate}
 RTSP_PORT=${RTSP_PORT:-8554}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$MEDIA"
@@ -75,8 +83,35 @@ make_loop() { # src width height copies out
   echo "$frames" >"$out.frames"
   echo "# $out: $frames frames at exactly 25 fps (made now)"
 }
-make_loop "$FACES/video/facenet_pytorch_video.mp4" 1920 1080 16 "$MEDIA/faces-1080p25.mp4"
+# The estate clips (benches/estate_clip.py, Python with numpy + OpenCV +
+# onnxruntime: the walk-up bench's venv, target/walkby/venv, or PY) and a
+# 640x360 sub-stream of the first, re-encoded from its decoded frames as a
+# camera's second encoder would (same settings, 512 kbit/s).
+make_estate() {
+  local py=${PY:-target/walkby/venv/bin/python} v out
+  for v in 0 1 2 3; do
+    out="$MEDIA/estate-1080p25-v$v.mp4"
+    if is_regular "$out" 1500 2>/dev/null; then continue; fi
+    [ -x "$py" ] || { echo "$py: no Python with numpy/cv2/onnxruntime (run benches/walkby/run.sh once, or set PY)" >&2; exit 1; }
+    nice -n 5 "$py" benches/estate_clip.py --faces "$FACES" --out "$out" --variant "$v" --phase $((15 * v))
+    is_regular "$out" 1500
+  done
+  out="$MEDIA/estate-360p25-v0.mp4"
+  if ! is_regular "$out" 1500 2>/dev/null; then
+    gst-launch-1.0 -q filesrc location="$MEDIA/estate-1080p25-v0.mp4" ! decodebin ! videoconvert ! videoscale ! \
+      video/x-raw,format=I420,width=640,height=360 ! x264enc bitrate=512 speed-preset=veryfast key-int-max=50 \
+      bframes=0 b-adapt=false ! video/x-h264,profile=main ! h264parse ! mp4mux ! filesink location="$out.tmp"
+    mv "$out.tmp" "$out"
+    is_regular "$out" 1500
+  fi
+  echo "# estate clips: $(ls -s --block-size=K "$MEDIA"/estate-*.mp4 | tr '\n' ' ')"
+}
+
+if part decode || part rtsp || part detect; then
+  make_loop "$FACES/video/facenet_pytorch_video.mp4" 1920 1080 16 "$MEDIA/faces-1080p25.mp4"
+fi
 make_loop "$FACES/video/frec_short_hamilton_clip.mp4" 640 480 8 "$MEDIA/stage-480p25.mp4"
+if part estate; then make_estate; fi
 
 cargo build --release --quiet
 FG=${CARGO_TARGET_DIR:-target}/release/facegate
@@ -127,5 +162,53 @@ if part gate; then
   $FG --db "$DB" enroll --owner-id H-1 --name "Lin-Manuel Miranda" --consent-by bench \
     "$FACES/video/refs/Lin_Manuel_Miranda.jpg" >/dev/null 2>&1 || echo "# enrolment failed (already enrolled?)"
   $FG --db "$DB" bench ingest --video "$MEDIA/stage-480p25.mp4" --detect-fps 10 --seconds "$GATE_SECONDS" --no-baseline
+fi
+if part estate; then
+  ESTATE_STREAMS=${ESTATE_STREAMS:-1 2 4 6 8}
+  ESTATE_SECONDS=${ESTATE_SECONDS:-30}
+  GATE="$MEDIA/stage-480p25.mp4"
+  EST=()
+  for v in 0 1 2 3; do EST+=(--video "$MEDIA/estate-1080p25-v$v.mp4"); done
+  if [ -n "${ESTATE_RTSP:-}" ]; then
+    # ESTATE_RTSP=1: the same clips over RTSP from benches/rtsp_serve.py (played once
+    # per client: ESTATE_SECONDS must stay under ~55 s).
+    /usr/bin/python3 benches/rtsp_serve.py --port "$RTSP_PORT" e0="$MEDIA/estate-1080p25-v0.mp4" \
+      e1="$MEDIA/estate-1080p25-v1.mp4" e2="$MEDIA/estate-1080p25-v2.mp4" e3="$MEDIA/estate-1080p25-v3.mp4" \
+      stage="$GATE" >"$MEDIA/rtsp_serve.log" 2>&1 &
+    SERVER=$!
+    trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+    for _ in $(seq 50); do grep -q '^# ready' "$MEDIA/rtsp_serve.log" && break; sleep 0.2; done
+    grep -q '^# ready' "$MEDIA/rtsp_serve.log" || { cat "$MEDIA/rtsp_serve.log" >&2; exit 1; }
+    U=rtsp://127.0.0.1:$RTSP_PORT
+    GATE=$U/stage
+    EST=(--video "$U/e0" --video "$U/e1" --video "$U/e2" --video "$U/e3")
+    echo "# estate over RTSP (server pid $SERVER)"
+  fi
+  $FG --db "$DB" enroll --owner-id H-1 --name "Lin-Manuel Miranda" --consent-by bench \
+    "$FACES/video/refs/Lin_Manuel_Miranda.jpg" >/dev/null 2>&1 || true
+  run() { echo "# $(date -u +%H:%M:%S) $*"; nice -n 5 $FG --db "$DB" bench ingest "$@"; }
+  echo "# estate: gate camera alone (640x480, 10 fps, motion skip as shipped)"
+  run --streams 0 --gate "$GATE" --motion-skip --seconds "$ESTATE_SECONDS" --no-baseline
+  echo "# estate: N 1080p25 patrol cameras at 3 fps with the shipped motion gate + the gate camera"
+  for n in $ESTATE_STREAMS; do
+    run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --motion-skip --gate "$GATE" \
+      --seconds "$ESTATE_SECONDS" --no-baseline
+  done
+  echo "# estate: the same with the patrol cameras' worker threads at nice +10 (the gate's not)"
+  for n in ${ESTATE_NICE_STREAMS-6 8}; do
+    run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --motion-skip --gate "$GATE" \
+      --seconds "$ESTATE_SECONDS" --no-baseline --stream-nice 10
+  done
+  echo "# estate: the same without the motion gate (every slot detected)"
+  for n in 2 4; do
+    run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --gate "$GATE" --seconds "$ESTATE_SECONDS" --no-baseline
+  done
+  echo "# estate: decode (+ scale of 3 frames/s) only, 8 streams; 1 stream against gst-launch"
+  run "${EST[@]}" --streams 8 --seconds "$ESTATE_SECONDS" --no-baseline
+  echo "# sub-stream: decode 1080p vs 640x360 (vs gst-launch), and detection on each at 3 fps without the motion gate"
+  run --video "$MEDIA/estate-1080p25-v0.mp4" --seconds "$ESTATE_SECONDS"
+  run --video "$MEDIA/estate-360p25-v0.mp4" --seconds "$ESTATE_SECONDS"
+  run --video "$MEDIA/estate-1080p25-v0.mp4" --detect-fps 3 --role patrol --seconds "$ESTATE_SECONDS" --no-baseline
+  run --video "$MEDIA/estate-360p25-v0.mp4" --detect-fps 3 --role patrol --seconds "$ESTATE_SECONDS" --no-baseline
 fi
 echo "# $(date -Is) load:$(uptime | sed 's/.*load average://')"

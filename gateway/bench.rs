@@ -23,8 +23,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::pipeline::{CameraContext, Processor, process_frame};
+use crate::config::{CameraRole, Config};
+use crate::pipeline::{CameraContext, Processor, is_still, motion_gate, process_frame};
 use crate::registry::{Gallery, Registry};
 use crate::source::{CameraHandle, CameraSpec, CameraUrl, spawn_camera};
 use crate::vision::FaceEngine;
@@ -112,7 +112,9 @@ const RTSP_LATENCY_MS: u32 = 200;
 
 #[derive(Debug, Clone)]
 pub struct IngestBench {
-    pub video: IngestSource,
+    /// What the streams play: stream `i` plays `videos[i % len]` (several
+    /// phases of one scene, so that not every camera sees a person at once).
+    pub videos: Vec<IngestSource>,
     pub streams: usize,
     pub seconds: f64,
     /// Detection rate per stream; 0 = decode only (frames taken and scaled
@@ -120,6 +122,60 @@ pub struct IngestBench {
     pub detect_fps: f32,
     /// Also time a bare gst-launch decode of the same file for comparison.
     pub baseline: bool,
+    /// The streams' camera role (`gate` runs liveness too).
+    pub role: CameraRole,
+    /// `cameras.motion_skip` for every camera of the bench (the gateway's
+    /// own motion gate, `pipeline::is_still`).
+    pub motion_skip: bool,
+    /// A gate camera run alongside the streams, reported on its own.
+    pub gate: Option<GateCamera>,
+    /// The streams' worker threads (their detection and recognition, not
+    /// their decoders) run this much nicer than the gate camera's (Linux
+    /// nice is per thread): does the gate keep its latency when the
+    /// patrol cameras yield the CPU to it?
+    pub stream_nice: i32,
+}
+
+/// The gate camera of BENCHMARKS.md §4 (c): role gate, its own detection
+/// rate, the owners in the bench's database enrolled.
+#[derive(Debug, Clone)]
+pub struct GateCamera {
+    pub video: IngestSource,
+    pub detect_fps: f32,
+}
+
+/// One camera's (or one group of cameras') detection figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlotReport {
+    /// Detection slots (seconds × detect rate × cameras) and how many were
+    /// missed; see [`SlotLedger`] for the definitions.
+    pub slots: u64,
+    pub missed: u64,
+    pub missed_pct: f64,
+    pub missed_busy: u64,
+    pub missed_no_frame: u64,
+    pub missed_stale: u64,
+    /// Frames taken for a slot; of those, skipped by the motion gate
+    /// (nothing moved, no live track) and run through detection.
+    pub frames_taken: u64,
+    pub frames_still: u64,
+    pub frames_detected: u64,
+    /// Faces the detector found on the detected frames.
+    pub faces: u64,
+    /// Mean time per detected frame of the conversions (YUV → RGB at full
+    /// size for the face crops, and at the detector's size), the detector,
+    /// and the per-face work (align, liveness, embed), ms.
+    pub convert_ms_mean: Option<f64>,
+    pub detect_ms_mean: Option<f64>,
+    pub analyze_ms_mean: Option<f64>,
+    /// Frame arrival → frame fully processed (detect, embed, track, decide;
+    /// for a still frame the motion check and track timeouts), ms.
+    pub frame_latency_p50_ms: Option<f64>,
+    pub frame_latency_p99_ms: Option<f64>,
+    /// Frame arrival → decision, for frames that produced a decision, ms.
+    pub decision_latency_p50_ms: Option<f64>,
+    pub decision_latency_p99_ms: Option<f64>,
+    pub decisions: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +217,26 @@ pub struct IngestReport {
     pub decision_latency_p50_ms: Option<f64>,
     pub decision_latency_p99_ms: Option<f64>,
     pub decisions: usize,
+    pub motion_skip: bool,
+    pub stream_nice: i32,
+    /// The streams' frames taken, skipped as still, and detected; faces found.
+    pub frames_taken: u64,
+    pub frames_still: u64,
+    pub frames_detected: u64,
+    pub faces: u64,
+    /// The streams' mean convert / detect / analyse time per detected
+    /// frame, ms (see [`SlotReport`]).
+    pub convert_ms_mean: Option<f64>,
+    pub detect_ms_mean: Option<f64>,
+    pub analyze_ms_mean: Option<f64>,
+    /// CPU of the whole process (streams and gate camera), cores.
+    pub cpu_total: f64,
+    /// The gate camera's own figures, when one ran alongside.
+    pub gate: Option<SlotReport>,
+    /// `/proc/loadavg` (1, 5, 15 min) before and after the measurement:
+    /// the box is shared.
+    pub load_before: Option<[f64; 3]>,
+    pub load_after: Option<[f64; 3]>,
 }
 
 /// The bookkeeping of detection slots, on a clock the caller passes in
@@ -292,12 +368,12 @@ fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
     Some(v[i] * 1000.0)
 }
 
-/// CPU of `gst-launch-1.0` decoding the file in real time (or the RTSP
-/// stream), per stream and wall second, measured after the same warm-up as
-/// facegate.
-fn baseline_cpu(video: &IngestSource, streams: usize, seconds: f64) -> Result<f64, String> {
+/// CPU of `gst-launch-1.0` decoding the files in real time (or the RTSP
+/// streams), one process per stream, per stream and wall second, measured
+/// after the same warm-up as facegate.
+fn baseline_cpu(videos: &[IngestSource], seconds: f64) -> Result<f64, String> {
     let mut children: Vec<Child> = Vec::new();
-    for _ in 0..streams {
+    for video in videos {
         let child = Command::new("gst-launch-1.0")
             .arg("-q")
             .args(video.baseline_args())
@@ -328,7 +404,7 @@ fn baseline_cpu(video: &IngestSource, streams: usize, seconds: f64) -> Result<f6
     if ended_early {
         return Err("a gst-launch-1.0 baseline ended before the measurement did".into());
     }
-    Ok(cpu.saturating_sub(cpu0).as_secs_f64() / wall / streams as f64)
+    Ok(cpu.saturating_sub(cpu0).as_secs_f64() / wall / videos.len().max(1) as f64)
 }
 
 /// Length of a media file, from GStreamer's duration query.
@@ -355,6 +431,13 @@ fn media_seconds(video: &Path) -> Result<f64, String> {
         .ok_or_else(|| format!("{}: length unknown", video.display()))
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut f = text.split_whitespace().map(|x| x.parse::<f64>().ok());
+    Some([f.next()??, f.next()??, f.next()??])
+}
+
 /// What one worker measured.
 #[derive(Default)]
 struct WorkerResult {
@@ -362,40 +445,163 @@ struct WorkerResult {
     rgb_time: Duration,
     frame_lat: Vec<f64>,
     decision_lat: Vec<f64>,
+    taken: u64,
+    still: u64,
+    detected: u64,
+    faces: u64,
+    /// Sums over detected frames: convert, detect, analyse (seconds).
+    stages: [f64; 3],
 }
 
-/// Runs the bench. The video must be at least `seconds` + the warm-up long
+impl WorkerResult {
+    fn add(&mut self, r: WorkerResult) {
+        self.ledger.add(&r.ledger);
+        self.rgb_time += r.rgb_time;
+        self.frame_lat.extend(r.frame_lat);
+        self.decision_lat.extend(r.decision_lat);
+        self.taken += r.taken;
+        self.still += r.still;
+        self.detected += r.detected;
+        self.faces += r.faces;
+        for (a, b) in self.stages.iter_mut().zip(r.stages) {
+            *a += b;
+        }
+    }
+
+    fn report(mut self) -> SlotReport {
+        let n = self.detected;
+        let mean_ms = |sum: f64| (n > 0).then(|| sum * 1000.0 / n as f64);
+        let l = &self.ledger;
+        let (slots, missed) = (l.slots(), l.missed());
+        SlotReport {
+            slots,
+            missed,
+            missed_pct: if slots == 0 {
+                0.0
+            } else {
+                missed as f64 * 100.0 / slots as f64
+            },
+            missed_busy: l.missed_busy,
+            missed_no_frame: l.missed_no_frame,
+            missed_stale: l.missed_stale,
+            frames_taken: self.taken,
+            frames_still: self.still,
+            frames_detected: self.detected,
+            faces: self.faces,
+            convert_ms_mean: mean_ms(self.stages[0]),
+            detect_ms_mean: mean_ms(self.stages[1]),
+            analyze_ms_mean: mean_ms(self.stages[2]),
+            frame_latency_p50_ms: percentile(&mut self.frame_lat, 0.5),
+            frame_latency_p99_ms: percentile(&mut self.frame_lat, 0.99),
+            decision_latency_p50_ms: percentile(&mut self.decision_lat, 0.5),
+            decision_latency_p99_ms: percentile(&mut self.decision_lat, 0.99),
+            decisions: self.decision_lat.len(),
+        }
+    }
+}
+
+/// What a worker runs on its frames.
+#[derive(Debug, Clone, Copy)]
+struct WorkerPlan {
+    period: Duration,
+    role: CameraRole,
+    motion_skip: bool,
+    /// Added to this thread's nice value before the models are loaded.
+    nice: i32,
+}
+
+/// Makes the calling thread `inc` nicer (Linux: nice is per thread, and
+/// ONNX Runtime with one intra-op thread runs on the caller).
+fn renice_this_thread(inc: i32) -> Result<(), String> {
+    if inc == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscalls on the calling thread's own id.
+    let rc = unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, now + inc)
+    };
+    if rc != 0 {
+        return Err(format!(
+            "bench ingest: --stream-nice {inc}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+impl IngestBench {
+    /// What each stream plays: `videos` in turn.
+    fn stream_sources(&self) -> Vec<IngestSource> {
+        (0..self.streams)
+            .filter_map(|i| self.videos.get(i % self.videos.len().max(1)).cloned())
+            .collect()
+    }
+}
+
+/// Runs the bench. The videos must be at least `seconds` + the warm-up long
 /// for the baseline (gst-launch does not loop); facegate's file source loops.
 pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestReport, String> {
+    if b.streams > 0 && b.videos.is_empty() {
+        return Err("bench ingest: --streams needs at least one --video".into());
+    }
+    if b.streams == 0 && b.gate.is_none() {
+        return Err(
+            "bench ingest: --streams 0 measures only a --gate camera, and none was given".into(),
+        );
+    }
+    let sources = b.stream_sources();
+    // A missing file would only show as a camera that never delivers.
+    for v in b.videos.iter().chain(b.gate.iter().map(|g| &g.video)) {
+        if let IngestSource::File(p) = v
+            && !p.is_file()
+        {
+            return Err(format!("bench ingest: {}: no such file", p.display()));
+        }
+    }
+    let detecting = b.detect_fps > 0.0 || b.gate.is_some();
     let mut baseline_runs = Vec::new();
     // The file's length bounds a gst-launch run; an RTSP stream's length is
     // the server's business (benches/rtsp_serve.py plays the file once per
     // client, from the start).
-    if let (true, IngestSource::File(video)) = (b.baseline, &b.video) {
-        let length = media_seconds(video)?;
-        let needed = b.seconds + WARM_UP.as_secs_f64() + 0.5;
-        if length < needed {
-            return Err(format!(
-                "{} is {length:.1} s long; the baseline needs at least {needed:.0} s (gst-launch does not loop): benches/ingest.sh makes such files",
-                video.display(),
-            ));
+    if b.baseline && !sources.is_empty() {
+        for v in &b.videos {
+            let IngestSource::File(video) = v else {
+                continue;
+            };
+            let length = media_seconds(video)?;
+            let needed = b.seconds + WARM_UP.as_secs_f64() + 0.5;
+            if length < needed {
+                return Err(format!(
+                    "{} is {length:.1} s long; the baseline needs at least {needed:.0} s (gst-launch does not loop): benches/ingest.sh makes such files",
+                    video.display(),
+                ));
+            }
         }
+        baseline_runs.push(baseline_cpu(&sources, b.seconds)?);
     }
-    if b.baseline {
-        baseline_runs.push(baseline_cpu(&b.video, b.streams, b.seconds)?);
-    }
+    let load_before = load_average();
     let cancel = CancellationToken::new();
     let (tx, _rx) = tokio::sync::mpsc::channel(64);
     // The same camera source as `facegate run` (RTSP over TCP by default).
-    let url = b.video.camera_url();
     let mut handles = Vec::new();
-    for i in 0..b.streams {
-        let spec = CameraSpec::new(format!("bench-{i}"), url.clone());
+    for (i, source) in sources.iter().enumerate() {
+        let spec = CameraSpec::new(format!("bench-{i}"), source.camera_url());
         handles.push(Arc::new(
             spawn_camera(spec, tx.clone(), cancel.clone()).map_err(|e| e.to_string())?,
         ));
     }
-    let gallery = if b.detect_fps > 0.0 {
+    let gate_handle = match &b.gate {
+        Some(g) => {
+            let spec = CameraSpec::new("bench-gate".to_owned(), g.video.camera_url());
+            Some(Arc::new(
+                spawn_camera(spec, tx.clone(), cancel.clone()).map_err(|e| e.to_string())?,
+            ))
+        }
+        None => None,
+    };
+    let gallery = if detecting {
         let e = FaceEngine::new(config).map_err(|e| e.to_string())?;
         let g = Gallery::open(
             Registry::open(db).map_err(|e| e.to_string())?,
@@ -413,104 +619,140 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
     } else {
         3.0
     };
-    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let stream_plan = WorkerPlan {
+        period: Duration::from_secs_f64(1.0 / rate as f64),
+        role: b.role,
+        motion_skip: b.motion_skip,
+        nice: b.stream_nice,
+    };
     let seconds = Duration::from_secs_f64(b.seconds);
     // Let the pipelines start before measuring.
     std::thread::sleep(WARM_UP);
     let cpu0 = own_cpu();
     let t0 = Instant::now();
     let frames0: u64 = handles.iter().map(|h| h.status().frames_total).sum();
-    let mut workers = Vec::new();
-    for h in &handles {
+    let spawn = |h: &Arc<CameraHandle>, plan: WorkerPlan, models: bool| {
         let h = h.clone();
-        let gallery = gallery.clone();
+        let gallery = gallery.clone().filter(|_| models);
         let config = config.clone();
-        workers.push(std::thread::spawn(move || {
-            worker(&h, gallery, &config, period, t0, seconds)
-        }));
-    }
+        std::thread::spawn(move || worker(&h, gallery, &config, plan, t0, seconds))
+    };
+    let workers: Vec<_> = handles
+        .iter()
+        .map(|h| spawn(h, stream_plan, b.detect_fps > 0.0))
+        .collect();
+    let gate_worker = gate_handle.as_ref().zip(b.gate.as_ref()).map(|(h, g)| {
+        let plan = WorkerPlan {
+            period: Duration::from_secs_f64(1.0 / g.detect_fps.max(0.1) as f64),
+            role: CameraRole::Gate,
+            motion_skip: b.motion_skip,
+            nice: 0,
+        };
+        spawn(h, plan, true)
+    });
+    let join = |w: std::thread::JoinHandle<Result<WorkerResult, String>>| {
+        w.join().map_err(|_| "bench worker panicked".to_string())?
+    };
     let mut total = WorkerResult::default();
     for w in workers {
-        let r = w
-            .join()
-            .map_err(|_| "bench worker panicked".to_string())??;
-        total.ledger.add(&r.ledger);
-        total.rgb_time += r.rgb_time;
-        total.frame_lat.extend(r.frame_lat);
-        total.decision_lat.extend(r.decision_lat);
+        total.add(join(w)?);
     }
+    let gate = gate_worker.map(join).transpose()?.map(WorkerResult::report);
     let wall = t0.elapsed().as_secs_f64();
     let cpu = (own_cpu() - cpu0).as_secs_f64();
+    let load_after = load_average();
     let frames1: u64 = handles.iter().map(|h| h.status().frames_total).sum();
     let (width, height) = handles
         .first()
         .and_then(|h| h.slot().take_newest())
         .map_or((0, 0), |f| (f.width, f.height));
     cancel.cancel();
-    for h in &handles {
+    for h in handles.iter().chain(gate_handle.iter()) {
         h.stop();
     }
     // Wait for the pipelines to go, so the second baseline has the CPUs.
-    for h in handles {
+    for h in handles.into_iter().chain(gate_handle) {
         if let Ok(h) = Arc::try_unwrap(h) {
             h.join();
         }
     }
-    if b.baseline {
-        baseline_runs.push(baseline_cpu(&b.video, b.streams, b.seconds)?);
+    if b.baseline && !sources.is_empty() {
+        baseline_runs.push(baseline_cpu(&sources, b.seconds)?);
     }
     let baseline = (!baseline_runs.is_empty())
         .then(|| baseline_runs.iter().sum::<f64>() / baseline_runs.len() as f64);
-    let per_stream = cpu / wall / b.streams as f64;
-    let ledger = &total.ledger;
-    let (slots, missed) = (ledger.slots(), ledger.missed());
+    let n = b.streams.max(1) as f64;
+    let per_stream = cpu / wall / n;
+    let rgb_cpu_per_stream = total.rgb_time.as_secs_f64() / wall / n;
+    let streams = total.report();
     Ok(IngestReport {
-        video: b.video.display(),
+        video: b
+            .videos
+            .iter()
+            .map(IngestSource::display)
+            .collect::<Vec<_>>()
+            .join(","),
         width,
         height,
         streams: b.streams,
         seconds: wall,
         detect_fps: b.detect_fps,
         cpu_per_stream: per_stream,
-        rgb_cpu_per_stream: total.rgb_time.as_secs_f64() / wall / b.streams as f64,
+        rgb_cpu_per_stream,
         baseline_cpu_per_stream: baseline,
         baseline_runs,
         ratio_to_baseline: baseline.filter(|b| *b > 0.0).map(|b| per_stream / b),
-        fps_in_per_stream: (frames1 - frames0) as f64 / wall / b.streams as f64,
-        sampled_slots: slots,
-        sampled_missed: missed,
-        sampled_missed_pct: if slots == 0 {
-            0.0
-        } else {
-            missed as f64 * 100.0 / slots as f64
-        },
-        sampled_missed_busy: ledger.missed_busy,
-        sampled_missed_no_frame: ledger.missed_no_frame,
-        sampled_missed_stale: ledger.missed_stale,
-        frame_latency_p50_ms: percentile(&mut total.frame_lat, 0.5),
-        frame_latency_p99_ms: percentile(&mut total.frame_lat, 0.99),
-        decision_latency_p50_ms: percentile(&mut total.decision_lat, 0.5),
-        decision_latency_p99_ms: percentile(&mut total.decision_lat, 0.99),
-        decisions: total.decision_lat.len(),
+        fps_in_per_stream: (frames1 - frames0) as f64 / wall / n,
+        sampled_slots: streams.slots,
+        sampled_missed: streams.missed,
+        sampled_missed_pct: streams.missed_pct,
+        sampled_missed_busy: streams.missed_busy,
+        sampled_missed_no_frame: streams.missed_no_frame,
+        sampled_missed_stale: streams.missed_stale,
+        frame_latency_p50_ms: streams.frame_latency_p50_ms,
+        frame_latency_p99_ms: streams.frame_latency_p99_ms,
+        decision_latency_p50_ms: streams.decision_latency_p50_ms,
+        decision_latency_p99_ms: streams.decision_latency_p99_ms,
+        decisions: streams.decisions,
+        motion_skip: b.motion_skip,
+        stream_nice: b.stream_nice,
+        frames_taken: streams.frames_taken,
+        frames_still: streams.frames_still,
+        frames_detected: streams.frames_detected,
+        faces: streams.faces,
+        convert_ms_mean: streams.convert_ms_mean,
+        detect_ms_mean: streams.detect_ms_mean,
+        analyze_ms_mean: streams.analyze_ms_mean,
+        cpu_total: cpu / wall,
+        gate,
+        load_before,
+        load_after,
     })
 }
 
 /// One stream's consumer: takes a frame per detection slot and processes
-/// it (the whole recognition pipeline, or only the RGB conversion).
+/// it (the whole recognition pipeline behind the camera's motion gate, as
+/// `pipeline::run_camera` does, or only the RGB conversion).
 fn worker(
     h: &CameraHandle,
     gallery: Option<Arc<Mutex<Gallery>>>,
     config: &Config,
-    period: Duration,
+    plan: WorkerPlan,
     t0: Instant,
     seconds: Duration,
 ) -> Result<WorkerResult, String> {
+    renice_this_thread(plan.nice)?;
     let max_side = config.detector().max_side;
+    let role = match plan.role {
+        CameraRole::Gate => "gate",
+        CameraRole::Patrol => "patrol",
+    };
     let mut engine_proc = match &gallery {
         Some(_) => {
             let cam: crate::config::CameraConfig = toml::from_str(&format!(
-                "name = \"{}\"\nurl = \"file:///bench\"\nrole = \"gate\"\n",
-                h.name()
+                "name = \"{}\"\nurl = \"file:///bench\"\nrole = \"{role}\"\nmotion_skip = {}\n",
+                h.name(),
+                plan.motion_skip,
             ))
             .map_err(|e| e.to_string())?;
             let ctx = CameraContext::from_config(&cam, config);
@@ -521,8 +763,11 @@ fn worker(
         }
         None => None,
     };
+    let mut motion = engine_proc
+        .as_ref()
+        .and_then(|(_, p)| motion_gate(p.camera()));
     let mut r = WorkerResult {
-        ledger: SlotLedger::new(period, STALE_AFTER),
+        ledger: SlotLedger::new(plan.period, STALE_AFTER),
         ..WorkerResult::default()
     };
     loop {
@@ -545,11 +790,28 @@ fn worker(
         r.ledger.close(taken - t0, age);
         // A frame taken late or stale is still processed, as the gateway would.
         let Some(frame) = frame else { continue };
+        r.taken += 1;
         match (&mut engine_proc, &gallery) {
             (Some((engine, proc_)), Some(g)) => {
                 let t = t0.elapsed().as_secs_f64();
-                let events = process_frame(proc_, engine, g, &frame, max_side, t)
-                    .map_err(|e| e.to_string())?;
+                let events = if is_still(motion.as_mut(), proc_, &frame) {
+                    // As `run_camera` does: no detection, track timeouts only.
+                    r.still += 1;
+                    proc_
+                        .tick(g, t, OffsetDateTime::now_utc())
+                        .map_err(|e| e.to_string())?
+                } else {
+                    r.detected += 1;
+                    let faces_before = proc_.faces;
+                    let events = process_frame(proc_, engine, g, &frame, max_side, t)
+                        .map_err(|e| e.to_string())?;
+                    r.faces += proc_.faces - faces_before;
+                    let st = proc_.last_stages;
+                    r.stages[0] += st.convert;
+                    r.stages[1] += st.detect;
+                    r.stages[2] += st.analyze;
+                    events
+                };
                 let l = frame.arrived.elapsed().as_secs_f64();
                 r.frame_lat.push(l);
                 if !events.is_empty() {

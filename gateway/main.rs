@@ -257,9 +257,11 @@ enum BenchCmd {
         bench_db: PathBuf,
     },
     Ingest {
-        /// A video file, or an rtsp:// URL (camera source over TCP).
+        /// A video file, or an rtsp:// URL (camera source over TCP); repeat
+        /// it and stream i plays the (i mod count)-th.
         #[arg(long)]
-        video: String,
+        video: Vec<String>,
+        /// Streams playing --video; 0 with --gate measures the gate alone.
         #[arg(long, default_value_t = 1)]
         streams: usize,
         #[arg(long, default_value_t = 20.0)]
@@ -270,6 +272,23 @@ enum BenchCmd {
         /// Skip the gst-launch baseline.
         #[arg(long)]
         no_baseline: bool,
+        /// The streams' camera role: gate (liveness too) or patrol.
+        #[arg(long, default_value = "gate")]
+        role: String,
+        /// Run the cameras' motion gate as shipped (`cameras.motion_skip`).
+        #[arg(long)]
+        motion_skip: bool,
+        /// A gate camera (file or rtsp:// URL) alongside the streams,
+        /// reported on its own.
+        #[arg(long)]
+        gate: Option<String>,
+        /// The gate camera's detection rate.
+        #[arg(long, default_value_t = 10.0)]
+        gate_fps: f32,
+        /// Run the streams' detection threads this much nicer than the
+        /// gate camera's (0-19).
+        #[arg(long, default_value_t = 0)]
+        stream_nice: i32,
     },
 }
 
@@ -1037,13 +1056,37 @@ fn run() -> Result<()> {
             seconds,
             detect_fps,
             no_baseline,
+            role,
+            motion_skip,
+            gate,
+            gate_fps,
+            stream_nice,
         }) => {
+            let parse = |v: &str| {
+                facegate::bench::IngestSource::parse(v)
+                    .map_err(|e| anyhow::anyhow!("bench ingest: {v}: {e}"))
+            };
             let b = facegate::bench::IngestBench {
-                video: facegate::bench::IngestSource::parse(&video).map_err(anyhow::Error::msg)?,
-                streams: streams.max(1),
+                videos: video.iter().map(|v| parse(v)).collect::<Result<_>>()?,
+                streams,
                 seconds,
                 detect_fps,
                 baseline: !no_baseline,
+                role: match role.as_str() {
+                    "gate" => facegate::config::CameraRole::Gate,
+                    "patrol" => facegate::config::CameraRole::Patrol,
+                    other => anyhow::bail!("bench ingest: --role {other}: gate or patrol"),
+                },
+                motion_skip,
+                gate: gate
+                    .map(|g| -> Result<_> {
+                        Ok(facegate::bench::GateCamera {
+                            video: parse(&g)?,
+                            detect_fps: gate_fps,
+                        })
+                    })
+                    .transpose()?,
+                stream_nice,
             };
             let r = facegate::bench::ingest(&config, &b, &db_path(&config, db)?)
                 .map_err(anyhow::Error::msg)?;

@@ -756,10 +756,7 @@ pub fn run_camera(
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / processor.camera().detect_fps.max(0.1) as f64);
     let mut next_due = Instant::now();
-    let mut motion = processor
-        .camera()
-        .motion_skip
-        .then(|| crate::source::motion::MotionGate::new(Default::default()));
+    let mut motion = motion_gate(processor.camera());
     while !cancel.is_cancelled() {
         let now_inst = Instant::now();
         if now_inst < next_due {
@@ -776,12 +773,7 @@ pub fn run_camera(
                 if next_due < Instant::now() {
                     next_due = Instant::now() + period;
                 }
-                let still = motion.as_mut().is_some_and(|gate| {
-                    let tracking = processor.tracking();
-                    frame
-                        .with_yuv(|yuv| gate.check(yuv, Instant::now(), tracking))
-                        .is_ok_and(|v| !v.detect())
-                });
+                let still = is_still(motion.as_mut(), &processor, &frame);
                 if still {
                     if let Some(m) = &metrics {
                         m.metrics.count_still(&processor.camera().name);
@@ -844,6 +836,29 @@ pub fn run_camera(
         Ok(mut events) => emit_all(&sink, &mut processor, &mut events),
         Err(e) => tracing::warn!(error = %e, "final decisions failed"),
     }
+}
+
+/// The camera's motion gate when `cameras.motion_skip` is on. With
+/// [`is_still`], what `run_camera` and `facegate bench ingest` both use.
+pub fn motion_gate(camera: &CameraContext) -> Option<crate::source::motion::MotionGate> {
+    camera
+        .motion_skip
+        .then(|| crate::source::motion::MotionGate::new(Default::default()))
+}
+
+/// Whether detection is skipped on this taken frame: nothing moved and no
+/// face is on a live track (see `source::motion`). Without a gate, never.
+pub fn is_still(
+    gate: Option<&mut crate::source::motion::MotionGate>,
+    processor: &Processor,
+    frame: &Frame,
+) -> bool {
+    gate.is_some_and(|gate| {
+        let tracking = processor.tracking();
+        frame
+            .with_yuv(|yuv| gate.check(yuv, Instant::now(), tracking))
+            .is_ok_and(|v| !v.detect())
+    })
 }
 
 /// Converts a frame (full resolution and a scaled copy for detection) and processes it.
