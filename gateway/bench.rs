@@ -510,27 +510,6 @@ struct WorkerPlan {
     nice: i32,
 }
 
-/// Makes the calling thread `inc` nicer (Linux: nice is per thread, and
-/// ONNX Runtime with one intra-op thread runs on the caller).
-fn renice_this_thread(inc: i32) -> Result<(), String> {
-    if inc == 0 {
-        return Ok(());
-    }
-    // SAFETY: plain syscalls on the calling thread's own id.
-    let rc = unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, now + inc)
-    };
-    if rc != 0 {
-        return Err(format!(
-            "bench ingest: --stream-nice {inc}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
 impl IngestBench {
     /// What each stream plays: `videos` in turn.
     fn stream_sources(&self) -> Vec<IngestSource> {
@@ -741,7 +720,8 @@ fn worker(
     t0: Instant,
     seconds: Duration,
 ) -> Result<WorkerResult, String> {
-    renice_this_thread(plan.nice)?;
+    crate::sched::lower_for_life(plan.nice)
+        .map_err(|e| format!("bench ingest: --stream-nice: {e}"))?;
     let max_side = config.detector().max_side;
     let role = match plan.role {
         CameraRole::Gate => "gate",

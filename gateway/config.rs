@@ -202,7 +202,7 @@ pub enum Transport {
 }
 
 /// Decoding, for every camera (`[ingest]`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// GStreamer decoders to use before any other, first preferred: a
@@ -212,6 +212,26 @@ pub struct IngestConfig {
     pub prefer_decoders: Vec<String>,
     /// Decoders never to use.
     pub avoid_decoders: Vec<String>,
+    /// How much nicer (Linux nice steps, 0–19) the recognition threads of
+    /// cameras that are not gates run than the gate cameras': on a busy box
+    /// the gate's decisions come first (BENCHMARKS.md §4 (d)). Enrolment
+    /// models and index rebuilds run at nice 10 whatever this is.
+    #[serde(default = "default_patrol_nice")]
+    pub patrol_nice: i32,
+}
+
+fn default_patrol_nice() -> i32 {
+    5
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            prefer_decoders: Vec::new(),
+            avoid_decoders: Vec::new(),
+            patrol_nice: default_patrol_nice(),
+        }
+    }
 }
 
 /// One camera. `url` is `rtsp://host[:port]/path` (no credentials inside:
@@ -1054,6 +1074,15 @@ impl Config {
                 })
                 .collect(),
         };
+        if !(0..=19).contains(&self.ingest.patrol_nice) {
+            return Err(bad(
+                "ingest.patrol_nice",
+                format!(
+                    "{} is not a nice step between 0 and 19",
+                    self.ingest.patrol_nice
+                ),
+            ));
+        }
         let v = &self.vision;
         if !v.detectors.contains_key(&v.detector) {
             return Err(bad(

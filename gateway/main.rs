@@ -286,9 +286,10 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10.0)]
         gate_fps: f32,
         /// Run the streams' detection threads this much nicer than the
-        /// gate camera's (0-19).
-        #[arg(long, default_value_t = 0)]
-        stream_nice: i32,
+        /// gate camera's (0-19; default: `ingest.patrol_nice` when the
+        /// streams are patrol cameras, as `facegate run` does).
+        #[arg(long)]
+        stream_nice: Option<i32>,
     },
 }
 
@@ -1066,17 +1067,25 @@ fn run() -> Result<()> {
                 facegate::bench::IngestSource::parse(v)
                     .map_err(|e| anyhow::anyhow!("bench ingest: {v}: {e}"))
             };
+            let role = match role.as_str() {
+                "gate" => facegate::config::CameraRole::Gate,
+                "patrol" => facegate::config::CameraRole::Patrol,
+                other => anyhow::bail!("bench ingest: --role {other}: gate or patrol"),
+            };
+            // As `facegate run` does: cameras that are not gates yield.
+            let stream_nice =
+                stream_nice.unwrap_or(if role == facegate::config::CameraRole::Gate {
+                    0
+                } else {
+                    config.ingest.patrol_nice
+                });
             let b = facegate::bench::IngestBench {
                 videos: video.iter().map(|v| parse(v)).collect::<Result<_>>()?,
                 streams,
                 seconds,
                 detect_fps,
                 baseline: !no_baseline,
-                role: match role.as_str() {
-                    "gate" => facegate::config::CameraRole::Gate,
-                    "patrol" => facegate::config::CameraRole::Patrol,
-                    other => anyhow::bail!("bench ingest: --role {other}: gate or patrol"),
-                },
+                role,
                 motion_skip,
                 gate: gate
                     .map(|g| -> Result<_> {

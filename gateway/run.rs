@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{CameraRole, Config};
 use crate::events::{EventStore, Place, SnapshotWriter};
 use crate::live::{Live, LiveCamera};
 use crate::pipeline::{CameraContext, EventSink, MqttSink, PipelineError, Processor};
@@ -388,9 +388,18 @@ fn start_cameras(
         };
         let (g, s, c, l) = (gallery.clone(), sink.clone(), stop.clone(), live.clone());
         let max_side = config.detector().max_side;
+        let nice = if cam.role == CameraRole::Gate {
+            0
+        } else {
+            config.ingest.patrol_nice
+        };
+        let name = cam.name.clone();
         let worker = std::thread::Builder::new()
             .name(format!("recog-{}", cam.name))
             .spawn(move || {
+                if let Err(e) = crate::sched::lower_for_life(nice) {
+                    tracing::warn!(camera = %name, "{e}; this camera's recognition keeps normal priority");
+                }
                 crate::pipeline::run_camera(
                     handle,
                     processor,

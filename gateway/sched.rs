@@ -31,6 +31,24 @@ pub fn background() -> Background {
     }
 }
 
+/// Makes this thread `inc` steps nicer for the rest of its life (lowering a
+/// priority needs no privilege). For threads that do one kind of work only:
+/// a patrol camera's recognition thread yields to the gate cameras'.
+pub fn lower_for_life(inc: i32) -> Result<(), String> {
+    if inc == 0 {
+        return Ok(());
+    }
+    let now = imp::get().ok_or("cannot read this thread's priority")?;
+    if imp::set((now + inc).min(19)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot lower this thread's priority by {inc}: {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
 /// Whether [`background`] can work in this process: `Err` says why not.
 pub fn check() -> Result<(), String> {
     imp::check()

@@ -25,6 +25,22 @@ fn faces_total(metrics: &str, camera: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The nice value of this process's thread named `name`, from
+/// `/proc/self/task/*/stat` (field 19, counted after the name).
+fn thread_nice(name: &str) -> Option<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .find_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(16)?.parse().ok()
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_track_open_at_the_stop_is_decided_stored_and_published_before_run_returns() {
     let Some(faces) = common::faces_dir() else {
@@ -120,6 +136,16 @@ async fn a_track_open_at_the_stop_is_decided_stored_and_published_before_run_ret
     assert!(
         faces_seen >= 5,
         "the camera saw {faces_seen} faces in 120 s"
+    );
+    // A patrol camera's recognition thread yields to the gates':
+    // `ingest.patrol_nice` steps nicer than the process.
+    let base = facegate::sched::current_nice().unwrap();
+    let patrol_nice = facegate::config::Config::default().ingest.patrol_nice;
+    assert!(patrol_nice > 0);
+    assert_eq!(
+        thread_nice("recog-patrol-1"),
+        Some((base + patrol_nice).min(19)),
+        "the patrol camera's recognition thread"
     );
     let store = EventStore::open(&db).unwrap();
     let track_events = |store: &EventStore| {
