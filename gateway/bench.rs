@@ -1112,6 +1112,10 @@ pub fn lock_contention(config: &Config, b: &LockBench, db: &Path) -> Result<Lock
             if let Ok(mut g) = shared.lock() {
                 let _ = g.reload(OffsetDateTime::now_utc());
             }
+            // Let the camera thread at the lock between reloads: std's
+            // mutex is not fair, and without a pause this loop can take it
+            // back for minutes (the old gateway reloaded every 30 s).
+            std::thread::sleep(Duration::from_millis(5));
         }
     });
     let done = AtomicUsize::new(0);
