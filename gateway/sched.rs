@@ -13,7 +13,7 @@
 //!
 //! Putting the priority back needs the right to raise it
 //! (`RLIMIT_NICE` ≥ 20 − the old nice, which the packaged unit sets with
-//! `LimitNICE=20`, or root). Without it the guard changes nothing, so a
+//! `LimitNICE=+0`, or root). Without it the guard changes nothing, so a
 //! pool thread is never left slow for later work; the gateway says so once
 //! at start ([`check`]). Linux only (per-thread nice); elsewhere a no-op.
 
@@ -126,7 +126,7 @@ mod imp {
         let old = get().ok_or("cannot read this thread's priority")?;
         if floor() > old {
             return Err(format!(
-                "background work (enrolment models, index rebuilds) runs at normal priority: raising a thread's priority back to nice {old} needs RLIMIT_NICE >= {} (systemd: LimitNICE=20)",
+                "background work (enrolment models, index rebuilds) runs at normal priority: raising a thread's priority back to nice {old} needs RLIMIT_NICE >= {} (systemd: LimitNICE=+0)",
                 20 - old
             ));
         }
