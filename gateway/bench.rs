@@ -129,10 +129,10 @@ pub struct IngestBench {
     pub motion_skip: bool,
     /// A gate camera run alongside the streams, reported on its own.
     pub gate: Option<GateCamera>,
-    /// The streams' worker threads (their detection and recognition, not
-    /// their decoders) run this much nicer than the gate camera's (Linux
-    /// nice is per thread): does the gate keep its latency when the
-    /// patrol cameras yield the CPU to it?
+    /// The streams' worker threads (detection and recognition) and their
+    /// GStreamer streaming threads (network, decoding) run this much nicer
+    /// than the gate camera's (Linux nice is per thread): does the gate
+    /// keep its latency when the patrol cameras yield the CPU to it?
     pub stream_nice: i32,
 }
 
@@ -566,7 +566,8 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
     // The same camera source as `facegate run` (RTSP over TCP by default).
     let mut handles = Vec::new();
     for (i, source) in sources.iter().enumerate() {
-        let spec = CameraSpec::new(format!("bench-{i}"), source.camera_url());
+        let mut spec = CameraSpec::new(format!("bench-{i}"), source.camera_url());
+        spec.nice = b.stream_nice;
         handles.push(Arc::new(
             spawn_camera(spec, tx.clone(), cancel.clone()).map_err(|e| e.to_string())?,
         ));

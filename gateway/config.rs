@@ -212,8 +212,8 @@ pub struct IngestConfig {
     pub prefer_decoders: Vec<String>,
     /// Decoders never to use.
     pub avoid_decoders: Vec<String>,
-    /// How much nicer (Linux nice steps, 0–19) the recognition threads of
-    /// cameras that are not gates run than the gate cameras': on a busy box
+    /// How much nicer (Linux nice steps, 0–19) the recognition and decoding
+    /// threads of cameras that are not gates run than the gate cameras': on a busy box
     /// the gate's decisions come first (BENCHMARKS.md §4 (d)). Enrolment
     /// models and index rebuilds run at nice 10 whatever this is.
     #[serde(default = "default_patrol_nice")]

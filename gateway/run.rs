@@ -360,7 +360,10 @@ fn start_cameras(
         tracing::info!(h264 = h264.as_deref().unwrap_or("none"), "decoder choice");
     }
     for cam in &config.cameras {
-        let spec = crate::source::CameraSpec::from_config(cam)?;
+        let mut spec = crate::source::CameraSpec::from_config(cam)?;
+        if cam.role != CameraRole::Gate {
+            spec.nice = config.ingest.patrol_nice;
+        }
         let handle = Arc::new(crate::source::spawn_camera(spec, tx.clone(), stop.clone())?);
         // The handle is kept at once, so that a later camera's failure
         // still stops this one.

@@ -49,6 +49,12 @@ pub fn lower_for_life(inc: i32) -> Result<(), String> {
     }
 }
 
+/// Sets this thread's nice value (lowering always works; raising needs
+/// the right, see [`background`]). Whether it took.
+pub fn set_this_thread(nice: i32) -> bool {
+    imp::get() == Some(nice) || imp::set(nice.clamp(-20, 19))
+}
+
 /// Whether [`background`] can work in this process: `Err` says why not.
 pub fn check() -> Result<(), String> {
     imp::check()

@@ -41,6 +41,26 @@ fn thread_nice(name: &str) -> Option<i32> {
         })
 }
 
+/// The GStreamer streaming threads of this process (their names are
+/// `element:pad`) with their nice values.
+fn streaming_thread_nices() -> Vec<(String, i32)> {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let name = name.trim_end().to_owned();
+            if !(name.contains(":src") || name.contains(":sink")) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            Some((name, rest.split_whitespace().nth(16)?.parse().ok()?))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_track_open_at_the_stop_is_decided_stored_and_published_before_run_returns() {
     let Some(faces) = common::faces_dir() else {
@@ -147,6 +167,16 @@ async fn a_track_open_at_the_stop_is_decided_stored_and_published_before_run_ret
         Some((base + patrol_nice).min(19)),
         "the patrol camera's recognition thread"
     );
+    // And so do its GStreamer streaming threads (named `element:pad`).
+    let streaming = streaming_thread_nices();
+    assert!(!streaming.is_empty(), "no GStreamer streaming thread found");
+    for (name, nice) in &streaming {
+        assert_eq!(
+            *nice,
+            (base + patrol_nice).min(19),
+            "streaming thread {name} of the patrol camera: {streaming:?}"
+        );
+    }
     let store = EventStore::open(&db).unwrap();
     let track_events = |store: &EventStore| {
         store

@@ -129,6 +129,7 @@ pub fn spawn_camera(
         pending: VecDeque::new(),
         fps_in: FpsMeter::new(FPS_WINDOW),
         fps_taken: FpsMeter::new(FPS_WINDOW),
+        base_nice: crate::sched::current_nice().unwrap_or(0),
     };
     let done_guard = done.clone().drop_guard();
     let thread = std::thread::Builder::new()
@@ -264,6 +265,8 @@ struct Supervisor {
     pending: VecDeque<CameraEvent>,
     fps_in: FpsMeter,
     fps_taken: FpsMeter,
+    /// The nice value of the thread that started the camera (the process's).
+    base_nice: i32,
 }
 
 impl Supervisor {
@@ -337,6 +340,19 @@ impl Supervisor {
         let Some(bus) = pipeline.0.bus() else {
             return error("pipeline without a bus".into());
         };
+        // Each streaming thread announces itself (stream-status ENTER, from
+        // the thread itself) when a task starts on it: set its priority
+        // there. GStreamer reuses pool threads across pipelines, so every
+        // camera sets it, gates included (to the process's own).
+        let target = self.base_nice + self.spec.nice;
+        bus.set_sync_handler(move |_, msg| {
+            if let gst::MessageView::StreamStatus(s) = msg.view()
+                && s.get().0 == gst::StreamStatusType::Enter
+            {
+                crate::sched::set_this_thread(target);
+            }
+            gst::BusSyncReply::Pass
+        });
         // Counted before starting: a file can deliver frames at once.
         let frames_at_start = self.slot.counters().frames_in;
         if let Err(e) = pipeline.0.set_state(gst::State::Playing) {

@@ -39,6 +39,10 @@ pub struct CameraSpec {
     /// first decodable frame can be a whole GOP (often 2–4 s) away.
     pub start_timeout: Duration,
     pub backoff: BackoffPolicy,
+    /// How many nice steps below the process its GStreamer streaming
+    /// threads (network, demuxing, decoding) run: a patrol camera's
+    /// decoding yields to the gate cameras' (`ingest.patrol_nice`).
+    pub nice: i32,
 }
 
 /// The first frame gets at least this long after a (re)start.
@@ -56,6 +60,7 @@ impl CameraSpec {
             stall_timeout,
             start_timeout: stall_timeout.max(MIN_START_TIMEOUT),
             backoff: BackoffPolicy::default(),
+            nice: 0,
         }
     }
 
@@ -94,6 +99,8 @@ impl CameraSpec {
             stall_timeout,
             start_timeout: stall_timeout.max(MIN_START_TIMEOUT),
             backoff: BackoffPolicy::default(),
+            // The role's priority is the caller's to set (it knows `[ingest]`).
+            nice: 0,
         })
     }
 }
