@@ -194,10 +194,14 @@ if part estate; then
     run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --motion-skip --gate "$GATE" \
       --seconds "$ESTATE_SECONDS" --no-baseline
   done
-  echo "# estate: the same with the patrol cameras' worker threads at nice +10 (the gate's not)"
-  for n in ${ESTATE_NICE_STREAMS-6 8}; do
-    run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --motion-skip --gate "$GATE" \
-      --seconds "$ESTATE_SECONDS" --no-baseline --stream-nice 10
+  # The rows above run the patrol cameras' recognition and decoding threads at ingest.patrol_nice
+  # (15 as shipped) below the gate's; these compare other gaps (0: even sharing; 5: the old default).
+  echo "# estate: the same with the patrol cameras' threads at nice +0, +5 and +19 (the gate's at 0)"
+  for n in ${ESTATE_NICE_STREAMS-8}; do
+    for nice in 0 5 19; do
+      run "${EST[@]}" --streams "$n" --detect-fps 3 --role patrol --motion-skip --gate "$GATE" \
+        --seconds "$ESTATE_SECONDS" --no-baseline --stream-nice "$nice"
+    done
   done
   echo "# estate: the same without the motion gate (every slot detected)"
   for n in 2 4; do

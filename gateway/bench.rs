@@ -723,92 +723,132 @@ fn worker(
 ) -> Result<WorkerResult, String> {
     crate::sched::lower_for_life(plan.nice)
         .map_err(|e| format!("bench ingest: --stream-nice: {e}"))?;
-    let max_side = config.detector().max_side;
-    let role = match plan.role {
-        CameraRole::Gate => "gate",
-        CameraRole::Patrol => "patrol",
-    };
-    let mut engine_proc = match &gallery {
-        Some(_) => {
-            let cam: crate::config::CameraConfig = toml::from_str(&format!(
-                "name = \"{}\"\nurl = \"file:///bench\"\nrole = \"{role}\"\nmotion_skip = {}\n",
-                h.name(),
-                plan.motion_skip,
-            ))
-            .map_err(|e| e.to_string())?;
-            let ctx = CameraContext::from_config(&cam, config);
-            Some((
-                FaceEngine::new(config).map_err(|e| e.to_string())?,
-                Processor::new(ctx, config, "bench"),
-            ))
-        }
-        None => None,
-    };
-    let mut motion = engine_proc
-        .as_ref()
-        .and_then(|(_, p)| motion_gate(p.camera()));
-    let mut r = WorkerResult {
-        ledger: SlotLedger::new(plan.period, STALE_AFTER),
-        ..WorkerResult::default()
-    };
-    loop {
-        let now = t0.elapsed();
-        if now >= seconds {
-            break;
-        }
-        let ends = match r.ledger.turn(now) {
-            SlotTurn::Wait(d) => {
-                std::thread::sleep(d.min(seconds - now));
-                continue;
-            }
-            SlotTurn::Take { ends } => ends,
+    Consumer::new(h.name(), gallery, config, plan)?.run(h, t0, seconds)
+}
+
+/// A camera's consumer with its models loaded once; each [`Consumer::run`]
+/// starts a fresh tracker (`bench lock --gate` runs it over several phases,
+/// each on a camera restarted from the start of its clip).
+struct Consumer {
+    gallery: Option<Arc<Mutex<Gallery>>>,
+    engine: Option<(FaceEngine, CameraContext)>,
+    config: Config,
+    period: Duration,
+    max_side: u32,
+}
+
+impl Consumer {
+    fn new(
+        name: &str,
+        gallery: Option<Arc<Mutex<Gallery>>>,
+        config: &Config,
+        plan: WorkerPlan,
+    ) -> Result<Self, String> {
+        let role = match plan.role {
+            CameraRole::Gate => "gate",
+            CameraRole::Patrol => "patrol",
         };
-        let frame = h.wait_frame(ends.saturating_sub(now));
-        let taken = Instant::now();
-        let age = frame
+        let engine = match &gallery {
+            Some(_) => {
+                let cam: crate::config::CameraConfig = toml::from_str(&format!(
+                    "name = \"{name}\"\nurl = \"file:///bench\"\nrole = \"{role}\"\nmotion_skip = {}\n",
+                    plan.motion_skip,
+                ))
+                .map_err(|e| e.to_string())?;
+                Some((
+                    FaceEngine::new(config).map_err(|e| e.to_string())?,
+                    CameraContext::from_config(&cam, config),
+                ))
+            }
+            None => None,
+        };
+        Ok(Consumer {
+            gallery,
+            engine,
+            config: config.clone(),
+            period: plan.period,
+            max_side: config.detector().max_side,
+        })
+    }
+
+    /// Serves detection slots from `t0` for `seconds`.
+    fn run(
+        &mut self,
+        h: &CameraHandle,
+        t0: Instant,
+        seconds: Duration,
+    ) -> Result<WorkerResult, String> {
+        let max_side = self.max_side;
+        let mut engine_proc = self
+            .engine
+            .as_mut()
+            .map(|(e, ctx)| (e, Processor::new(ctx.clone(), &self.config, "bench")));
+        let mut motion = engine_proc
             .as_ref()
-            .map(|f| taken.saturating_duration_since(f.arrived));
-        r.ledger.close(taken - t0, age);
-        // A frame taken late or stale is still processed, as the gateway would.
-        let Some(frame) = frame else { continue };
-        r.taken += 1;
-        match (&mut engine_proc, &gallery) {
-            (Some((engine, proc_)), Some(g)) => {
-                let t = t0.elapsed().as_secs_f64();
-                let events = if is_still(motion.as_mut(), proc_, &frame) {
-                    // As `run_camera` does: no detection, track timeouts only.
-                    r.still += 1;
-                    proc_
-                        .tick(g, t, OffsetDateTime::now_utc())
-                        .map_err(|e| e.to_string())?
-                } else {
-                    r.detected += 1;
-                    let faces_before = proc_.faces;
-                    let events = process_frame(proc_, engine, g, &frame, max_side, t)
-                        .map_err(|e| e.to_string())?;
-                    r.faces += proc_.faces - faces_before;
-                    let st = proc_.last_stages;
-                    r.stages[0] += st.convert;
-                    r.stages[1] += st.detect;
-                    r.stages[2] += st.analyze;
-                    events
-                };
-                let l = frame.arrived.elapsed().as_secs_f64();
-                r.frame_lat.push(l);
-                if !events.is_empty() {
-                    r.decision_lat.push(l);
+            .and_then(|(_, p)| motion_gate(p.camera()));
+        let mut r = WorkerResult {
+            ledger: SlotLedger::new(self.period, STALE_AFTER),
+            ..WorkerResult::default()
+        };
+        loop {
+            let now = t0.elapsed();
+            if now >= seconds {
+                break;
+            }
+            let ends = match r.ledger.turn(now) {
+                SlotTurn::Wait(d) => {
+                    std::thread::sleep(d.min(seconds - now));
+                    continue;
+                }
+                SlotTurn::Take { ends } => ends,
+            };
+            let frame = h.wait_frame(ends.saturating_sub(now));
+            let taken = Instant::now();
+            let age = frame
+                .as_ref()
+                .map(|f| taken.saturating_duration_since(f.arrived));
+            r.ledger.close(taken - t0, age);
+            // A frame taken late or stale is still processed, as the gateway would.
+            let Some(frame) = frame else { continue };
+            r.taken += 1;
+            match (&mut engine_proc, &self.gallery) {
+                (Some((engine, proc_)), Some(g)) => {
+                    let t = t0.elapsed().as_secs_f64();
+                    let events = if is_still(motion.as_mut(), proc_, &frame) {
+                        // As `run_camera` does: no detection, track timeouts only.
+                        r.still += 1;
+                        proc_
+                            .tick(g, t, OffsetDateTime::now_utc())
+                            .map_err(|e| e.to_string())?
+                    } else {
+                        r.detected += 1;
+                        let faces_before = proc_.faces;
+                        let events = process_frame(proc_, engine, g, &frame, max_side, t)
+                            .map_err(|e| e.to_string())?;
+                        r.faces += proc_.faces - faces_before;
+                        let st = proc_.last_stages;
+                        r.stages[0] += st.convert;
+                        r.stages[1] += st.detect;
+                        r.stages[2] += st.analyze;
+                        events
+                    };
+                    let l = frame.arrived.elapsed().as_secs_f64();
+                    r.frame_lat.push(l);
+                    if !events.is_empty() {
+                        r.decision_lat.push(l);
+                    }
+                }
+                _ => {
+                    let c = Instant::now();
+                    let _ = frame.to_rgb_scaled(max_side).map_err(|e| e.to_string())?;
+                    r.rgb_time += c.elapsed();
+                    r.frame_lat.push(frame.arrived.elapsed().as_secs_f64());
                 }
             }
-            _ => {
-                let c = Instant::now();
-                let _ = frame.to_rgb_scaled(max_side).map_err(|e| e.to_string())?;
-                r.rgb_time += c.elapsed();
-                r.frame_lat.push(frame.arrived.elapsed().as_secs_f64());
-            }
         }
+        r.ledger.finish(t0.elapsed().min(seconds));
+        Ok(r)
     }
-    r.ledger.finish(t0.elapsed().min(seconds));
-    Ok(r)
 }
 
 /// The template size `facegate run` would match at: the embedder's
@@ -963,6 +1003,14 @@ pub struct LockBench {
     /// are enrolled concurrently, up to 10 photos each (2× enlarged in
     /// memory), with the real models. None: reload phases only.
     pub photos: Option<PathBuf>,
+    /// A gate camera run through the whole pipeline (detection, liveness,
+    /// embedding, match, track, decision) in every phase instead of the
+    /// bare match thread: its frame → decision latency is what a resident
+    /// at the gate waits for.
+    pub gate: Option<GateCamera>,
+    /// Photos of the gate video's resident, enrolled (real models) before
+    /// the phases, so that the gate decides owner passes.
+    pub gate_owner: Vec<PathBuf>,
 }
 
 /// Match latency (lock wait + search) of a camera thread matching every
@@ -979,6 +1027,16 @@ pub struct Latency {
 pub struct LockReport {
     pub templates: usize,
     pub dim: usize,
+    /// The bare match thread's phases (without `--gate`).
+    #[serde(flatten)]
+    pub matcher: Option<MatcherPhases>,
+    /// The gate camera's phases (with `--gate`).
+    pub gate: Option<GatePhases>,
+    pub enrolments_done: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatcherPhases {
     pub quiet: Latency,
     /// Reloads as the gateway does them now (built off the lock, swapped).
     pub reload: Latency,
@@ -988,12 +1046,35 @@ pub struct LockReport {
     pub enrol: Option<Latency>,
     /// The same with decoding and the models under the gallery lock.
     pub enrol_under_lock: Option<Latency>,
-    pub enrolments_done: usize,
     /// p99 during the phase / p99 quiet.
     pub ratio_reload_p99: f64,
     pub ratio_reload_under_lock_p99: f64,
     pub ratio_enrol_p99: Option<f64>,
     pub ratio_enrol_under_lock_p99: Option<f64>,
+}
+
+/// The gate camera's figures per phase (see [`SlotReport`]): frame →
+/// processed for every frame taken, frame → decision for the frames that
+/// decided (owner pass, stranger, …). The ratios are a phase's p99 over the
+/// mean of the two quiet phases' (one first, one last: the spread between
+/// them is the noise).
+#[derive(Debug, Clone, Serialize)]
+pub struct GatePhases {
+    pub video: String,
+    pub detect_fps: f32,
+    pub owner_enrolled: bool,
+    pub quiet: SlotReport,
+    pub reload: SlotReport,
+    pub reload_under_lock: SlotReport,
+    pub enrol: Option<SlotReport>,
+    pub enrol_under_lock: Option<SlotReport>,
+    pub quiet_after: SlotReport,
+    pub ratio_reload_frame_p99: Option<f64>,
+    pub ratio_reload_decision_p99: Option<f64>,
+    pub ratio_enrol_frame_p99: Option<f64>,
+    pub ratio_enrol_decision_p99: Option<f64>,
+    pub ratio_reload_under_lock_frame_p99: Option<f64>,
+    pub ratio_enrol_under_lock_frame_p99: Option<f64>,
 }
 
 fn latency(mut v: Vec<f64>) -> Latency {
@@ -1005,31 +1086,88 @@ fn latency(mut v: Vec<f64>) -> Latency {
     }
 }
 
-/// Matches on `shared` every 10 ms while `load` runs on other threads for
-/// `seconds`; returns the match latencies in seconds.
+/// What a phase measures: a bare match every 10 ms, or a gate camera
+/// through the whole pipeline.
+enum Probe {
+    Matcher {
+        dim: usize,
+    },
+    Gate {
+        consumer: Box<Consumer>,
+        video: IngestSource,
+    },
+}
+
+/// What a phase measured.
+enum Sample {
+    /// Match latencies, seconds.
+    Matches(Vec<f64>),
+    Gate(Box<WorkerResult>),
+}
+
+impl Sample {
+    fn matches(self) -> Vec<f64> {
+        match self {
+            Sample::Matches(v) => v,
+            Sample::Gate(_) => Vec::new(),
+        }
+    }
+
+    fn gate(self) -> SlotReport {
+        match self {
+            Sample::Gate(r) => r.report(),
+            Sample::Matches(_) => SlotReport::default(),
+        }
+    }
+}
+
+/// Runs the probe on this thread for `seconds` while `load` runs on another.
 fn camera_while(
     shared: &Mutex<Gallery>,
-    dim: usize,
+    probe: &mut Probe,
     seconds: f64,
     load: impl Fn(&std::sync::atomic::AtomicBool) + Sync,
-) -> Vec<f64> {
+) -> Result<Sample, String> {
     use crate::identify::Matcher;
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = AtomicBool::new(false);
-    let mut rng = SplitMix64(0x5eed_face_0003);
     std::thread::scope(|s| {
         s.spawn(|| load(&stop));
-        let mut lat = Vec::new();
-        let t0 = Instant::now();
-        while t0.elapsed().as_secs_f64() < seconds {
-            let probe = random_unit(&mut rng, dim);
-            let t = Instant::now();
-            let _ = std::hint::black_box(shared.best(&probe, 5, OffsetDateTime::now_utc()));
-            lat.push(t.elapsed().as_secs_f64());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let out = match probe {
+            Probe::Matcher { dim } => {
+                let mut rng = SplitMix64(0x5eed_face_0003);
+                let mut lat = Vec::new();
+                let t0 = Instant::now();
+                while t0.elapsed().as_secs_f64() < seconds {
+                    let probe = random_unit(&mut rng, *dim);
+                    let t = Instant::now();
+                    let _ = std::hint::black_box(shared.best(&probe, 5, OffsetDateTime::now_utc()));
+                    lat.push(t.elapsed().as_secs_f64());
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(Sample::Matches(lat))
+            }
+            Probe::Gate { consumer, video } => {
+                // The camera from the start of its clip in every phase, so
+                // that each phase sees the same faces.
+                let cancel = CancellationToken::new();
+                let (tx, _rx) = tokio::sync::mpsc::channel(64);
+                let spec = CameraSpec::new("bench-gate".to_owned(), video.camera_url());
+                match spawn_camera(spec, tx, cancel.clone()) {
+                    Ok(h) => {
+                        std::thread::sleep(WARM_UP);
+                        let r = consumer.run(&h, Instant::now(), Duration::from_secs_f64(seconds));
+                        cancel.cancel();
+                        h.stop();
+                        h.join();
+                        r.map(|r| Sample::Gate(Box::new(r)))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
         stop.store(true, Ordering::SeqCst);
-        lat
+        out
     })
 }
 
@@ -1039,9 +1177,17 @@ pub fn lock_contention(config: &Config, b: &LockBench, db: &Path) -> Result<Lock
     use std::sync::atomic::{AtomicUsize, Ordering};
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let now = OffsetDateTime::now_utc();
-    let engine = match &b.photos {
-        Some(_) => Some(Mutex::new(FaceEngine::new(config).map_err(|e| err(&e))?)),
-        None => None,
+    if b.gate.is_none() && !b.gate_owner.is_empty() {
+        return Err("bench lock: --gate-owner needs --gate".into());
+    }
+    if let Some(IngestSource::File(p)) = b.gate.as_ref().map(|g| &g.video)
+        && !p.is_file()
+    {
+        return Err(format!("bench lock: {}: no such file", p.display()));
+    }
+    let engine = match (&b.photos, &b.gate) {
+        (None, None) => None,
+        _ => Some(Mutex::new(FaceEngine::new(config).map_err(|e| err(&e))?)),
     };
     let (model_id, dim) = match &engine {
         Some(e) => {
@@ -1086,9 +1232,68 @@ pub fn lock_contention(config: &Config, b: &LockBench, db: &Path) -> Result<Lock
         owners += 1;
     }
     let gallery = Gallery::open(reg, &model_id, dim, now).map_err(|e| err(&e))?;
-    let shared = Mutex::new(gallery);
+    let shared = Arc::new(Mutex::new(gallery));
+    let rules = EnrolRules {
+        limits: crate::vision::image::PhotoLimits {
+            max_bytes: config.storage.max_photo_bytes,
+            max_pixels: config.storage.max_photo_pixels,
+        },
+        threshold: config.matching.threshold,
+        keep_photo: false,
+    };
+    // The gate video's resident, enrolled as the API would.
+    let owner_enrolled = match (&engine, b.gate_owner.is_empty()) {
+        (Some(engine), false) => {
+            let mut uploads = Vec::new();
+            for p in &b.gate_owner {
+                uploads.push(PhotoUpload {
+                    name: p.display().to_string(),
+                    bytes: std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+                });
+            }
+            let mut engine = engine.lock().map_err(|_| "engine lock".to_string())?;
+            let t = enrolment_templates(
+                &mut engine,
+                &*shared,
+                uploads,
+                Some("gate-owner"),
+                rules,
+                now,
+            )
+            .map_err(|e| format!("bench lock: --gate-owner: {e}"))?;
+            shared
+                .lock()
+                .map_err(|_| "gallery lock".to_string())?
+                .enroll(&owner_named("gate-owner"), &consent, &t, "bench", now)
+                .map_err(|e| err(&e))?;
+            true
+        }
+        _ => false,
+    };
+    let mut probe = match &b.gate {
+        Some(g) => {
+            let plan = WorkerPlan {
+                period: Duration::from_secs_f64(1.0 / g.detect_fps.max(0.1) as f64),
+                role: CameraRole::Gate,
+                // `motion_skip` as shipped (on by default).
+                motion_skip: true,
+                nice: 0,
+            };
+            Probe::Gate {
+                consumer: Box::new(Consumer::new(
+                    "bench-gate",
+                    Some(shared.clone()),
+                    config,
+                    plan,
+                )?),
+                video: g.video.clone(),
+            }
+        }
+        None => Probe::Matcher { dim },
+    };
+    let shared = &*shared;
     let mut other = Registry::open(db).map_err(|e| err(&e))?;
-    let quiet = camera_while(&shared, dim, b.seconds, |_| {});
+    let quiet = camera_while(shared, &mut probe, b.seconds, |_| {})?;
     // A change by another connection (the CLI), then a reload, in a loop.
     let touch = |other: &mut Registry, k: usize| {
         let patch = crate::registry::OwnerPatch {
@@ -1099,16 +1304,16 @@ pub fn lock_contention(config: &Config, b: &LockBench, db: &Path) -> Result<Lock
     };
     let other = Mutex::new(&mut other);
     let reloads = AtomicUsize::new(0);
-    let reload = camera_while(&shared, dim, b.seconds, |stop| {
+    let reload = camera_while(shared, &mut probe, b.seconds, |stop| {
         while !stop.load(Ordering::SeqCst) {
             let k = reloads.fetch_add(1, Ordering::SeqCst);
             if let Ok(mut o) = other.lock() {
                 touch(&mut o, k);
             }
-            let _ = Gallery::reload_if_changed(&shared, db, OffsetDateTime::now_utc());
+            let _ = Gallery::reload_if_changed(shared, db, OffsetDateTime::now_utc());
         }
-    });
-    let reload_under_lock = camera_while(&shared, dim, b.seconds, |stop| {
+    })?;
+    let reload_under_lock = camera_while(shared, &mut probe, b.seconds, |stop| {
         while !stop.load(Ordering::SeqCst) {
             if let Ok(mut g) = shared.lock() {
                 let _ = g.reload(OffsetDateTime::now_utc());
@@ -1118,25 +1323,16 @@ pub fn lock_contention(config: &Config, b: &LockBench, db: &Path) -> Result<Lock
             // back for minutes (the old gateway reloaded every 30 s).
             std::thread::sleep(Duration::from_millis(5));
         }
-    });
+    })?;
     let done = AtomicUsize::new(0);
     let (enrol, enrol_under_lock) = match (&engine, &b.photos) {
         (Some(engine), Some(dir)) => {
             let people = enrolment_people(dir)?;
-            let rules = EnrolRules {
-                limits: crate::vision::image::PhotoLimits {
-                    max_bytes: config.storage.max_photo_bytes,
-                    max_pixels: config.storage.max_photo_pixels,
-                },
-                threshold: config.matching.threshold,
-                keep_photo: false,
-            };
-            let run = |under_lock: bool, round: usize| {
-                camera_while(&shared, dim, b.seconds, |stop| {
+            let mut run = |under_lock: bool, round: usize| {
+                camera_while(shared, &mut probe, b.seconds, |stop| {
                     std::thread::scope(|s| {
                         for (p, photos) in people.iter().enumerate() {
                             let done = &done;
-                            let shared = &shared;
                             let consent = &consent;
                             s.spawn(move || {
                                 let mut k = 0;
@@ -1204,29 +1400,81 @@ pub fn lock_contention(config: &Config, b: &LockBench, db: &Path) -> Result<Lock
                     });
                 })
             };
-            (Some(run(false, 0)), Some(run(true, 1)))
+            (Some(run(false, 0)?), Some(run(true, 1)?))
         }
         _ => (None, None),
     };
-    let quiet = latency(quiet);
-    let ratio = |l: &Latency| l.p99_ms / quiet.p99_ms;
-    let reload = latency(reload);
-    let reload_under_lock = latency(reload_under_lock);
-    let enrol = enrol.map(latency);
-    let enrol_under_lock = enrol_under_lock.map(latency);
+    let gate_mode = matches!(probe, Probe::Gate { .. });
+    let quiet_after = if gate_mode {
+        Some(camera_while(shared, &mut probe, b.seconds, |_| {})?)
+    } else {
+        None
+    };
+    drop(probe);
+    let enrolments_done = done.load(Ordering::SeqCst);
+    let (matcher, gate) = match (&b.gate, quiet_after) {
+        (Some(g), Some(quiet_after)) => {
+            let quiet = quiet.gate();
+            let quiet_after = quiet_after.gate();
+            let base = |f: fn(&SlotReport) -> Option<f64>| match (f(&quiet), f(&quiet_after)) {
+                (Some(a), Some(b)) => Some((a + b) / 2.0),
+                (a, b) => a.or(b),
+            };
+            let frame = |r: &SlotReport| r.frame_latency_p99_ms;
+            let decision = |r: &SlotReport| r.decision_latency_p99_ms;
+            let ratio = |r: Option<&SlotReport>, f: fn(&SlotReport) -> Option<f64>| {
+                Some(f(r?)? / base(f).filter(|b| *b > 0.0)?)
+            };
+            let reload = reload.gate();
+            let reload_under_lock = reload_under_lock.gate();
+            let enrol = enrol.map(Sample::gate);
+            let enrol_under_lock = enrol_under_lock.map(Sample::gate);
+            let phases = GatePhases {
+                video: g.video.display(),
+                detect_fps: g.detect_fps,
+                owner_enrolled,
+                ratio_reload_frame_p99: ratio(Some(&reload), frame),
+                ratio_reload_decision_p99: ratio(Some(&reload), decision),
+                ratio_enrol_frame_p99: ratio(enrol.as_ref(), frame),
+                ratio_enrol_decision_p99: ratio(enrol.as_ref(), decision),
+                ratio_reload_under_lock_frame_p99: ratio(Some(&reload_under_lock), frame),
+                ratio_enrol_under_lock_frame_p99: ratio(enrol_under_lock.as_ref(), frame),
+                quiet,
+                reload,
+                reload_under_lock,
+                enrol,
+                enrol_under_lock,
+                quiet_after,
+            };
+            (None, Some(phases))
+        }
+        _ => {
+            let quiet = latency(quiet.matches());
+            let ratio = |l: &Latency| l.p99_ms / quiet.p99_ms;
+            let reload = latency(reload.matches());
+            let reload_under_lock = latency(reload_under_lock.matches());
+            let enrol = enrol.map(|s| latency(s.matches()));
+            let enrol_under_lock = enrol_under_lock.map(|s| latency(s.matches()));
+            let phases = MatcherPhases {
+                ratio_reload_p99: ratio(&reload),
+                ratio_reload_under_lock_p99: ratio(&reload_under_lock),
+                ratio_enrol_p99: enrol.as_ref().map(ratio),
+                ratio_enrol_under_lock_p99: enrol_under_lock.as_ref().map(ratio),
+                quiet,
+                reload,
+                reload_under_lock,
+                enrol,
+                enrol_under_lock,
+            };
+            (Some(phases), None)
+        }
+    };
     Ok(LockReport {
         templates: b.templates,
         dim,
-        ratio_reload_p99: ratio(&reload),
-        ratio_reload_under_lock_p99: ratio(&reload_under_lock),
-        ratio_enrol_p99: enrol.as_ref().map(ratio),
-        ratio_enrol_under_lock_p99: enrol_under_lock.as_ref().map(ratio),
-        quiet,
-        reload,
-        reload_under_lock,
-        enrol,
-        enrol_under_lock,
-        enrolments_done: done.load(Ordering::SeqCst),
+        matcher,
+        gate,
+        enrolments_done,
     })
 }
 

@@ -214,14 +214,15 @@ pub struct IngestConfig {
     pub avoid_decoders: Vec<String>,
     /// How much nicer (Linux nice steps, 0–19) the recognition and decoding
     /// threads of cameras that are not gates run than the gate cameras': on a busy box
-    /// the gate's decisions come first (BENCHMARKS.md §4 (d)). Enrolment
-    /// models and index rebuilds run at nice 10 whatever this is.
+    /// the gate's decisions come first (BENCHMARKS.md §4 (d): 5 left the gate's
+    /// p99 +13–20% next to 8 cameras, 15 and 19 +0–8%). Enrolment models and
+    /// index rebuilds run at nice 19 whatever this is.
     #[serde(default = "default_patrol_nice")]
     pub patrol_nice: i32,
 }
 
 fn default_patrol_nice() -> i32 {
-    5
+    15
 }
 
 impl Default for IngestConfig {

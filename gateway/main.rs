@@ -217,9 +217,6 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// CPU per stream (looped file in real time, or an RTSP stream) against
-    /// a bare gst-launch decode, missed detection slots, frame → decision
-    /// latency. One JSON line.
     /// 1:N search latency over N random templates at the configured
     /// template size, one thread; checked against a full f32 scan first.
     /// One JSON line: templates, dim, p50_ms, p99_ms, rss_mib, ….
@@ -241,7 +238,9 @@ enum BenchCmd {
     },
     /// A camera's match latency (p50/p99) on a quiet gallery, during
     /// reloads and during four concurrent enrolments, each also with the
-    /// old behaviour (work under the gallery lock). One JSON line.
+    /// old behaviour (work under the gallery lock); with --gate, a gate
+    /// camera's frame → decision latency through the whole pipeline
+    /// instead. One JSON line.
     Lock {
         #[arg(long, default_value_t = 100_000)]
         templates: usize,
@@ -255,7 +254,22 @@ enum BenchCmd {
         /// A new SQLite file for the bench's gallery.
         #[arg(long)]
         bench_db: PathBuf,
+        /// A gate camera (video file, looped, or rtsp:// URL) run through
+        /// detection, liveness, embedding, match and decision in every phase
+        /// (and a second quiet phase at the end), instead of the bare match.
+        #[arg(long)]
+        gate: Option<String>,
+        /// The gate camera's detection rate.
+        #[arg(long, default_value_t = 10.0)]
+        gate_fps: f32,
+        /// Photo(s) of the resident in the gate video, enrolled before the
+        /// phases (repeat for several photos).
+        #[arg(long)]
+        gate_owner: Vec<PathBuf>,
     },
+    /// CPU per stream (looped file in real time, or an RTSP stream) against
+    /// a bare gst-launch decode, missed detection slots, frame → decision
+    /// latency. One JSON line.
     Ingest {
         /// A video file, or an rtsp:// URL (camera source over TCP); repeat
         /// it and stream i plays the (i mod count)-th.
@@ -1041,11 +1055,24 @@ fn run() -> Result<()> {
             seconds,
             photos,
             bench_db,
+            gate,
+            gate_fps,
+            gate_owner,
         }) => {
             let b = facegate::bench::LockBench {
                 templates,
                 seconds,
                 photos,
+                gate: gate
+                    .map(|v| -> Result<_> {
+                        Ok(facegate::bench::GateCamera {
+                            video: facegate::bench::IngestSource::parse(&v)
+                                .map_err(|e| anyhow::anyhow!("bench lock: {v}: {e}"))?,
+                            detect_fps: gate_fps,
+                        })
+                    })
+                    .transpose()?,
+                gate_owner,
             };
             let r = facegate::bench::lock_contention(&config, &b, &bench_db)
                 .map_err(anyhow::Error::msg)?;

@@ -7,9 +7,11 @@
 //! its p99 grew 3–4× during such work (BENCHMARKS.md §9.2). So that work
 //! runs under [`background`]: the calling thread's scheduling priority is
 //! lowered to nice [`NICE`] for the guard's life and put back when it is
-//! dropped. Camera threads keep the process's priority, and Linux gives a
-//! nice-0 thread about ten times the CPU of a nice-10 one when both want it;
-//! when the cameras are idle, the background work gets the whole box.
+//! dropped. Gate cameras keep the process's priority and patrol cameras run
+//! `ingest.patrol_nice` (15) steps nicer; Linux gives a nice-0 thread about
+//! 68 times the CPU of a nice-19 one, and a nice-15 one 2.4 times, when both
+//! want it. When the cameras are idle, the background work gets the whole
+//! box.
 //!
 //! Putting the priority back needs the right to raise it
 //! (`RLIMIT_NICE` ≥ 20 − the old nice, which the packaged unit sets with
@@ -17,8 +19,9 @@
 //! pool thread is never left slow for later work; the gateway says so once
 //! at start ([`check`]). Linux only (per-thread nice); elsewhere a no-op.
 
-/// The nice value of background work (0 is normal, 19 the lowest).
-pub const NICE: i32 = 10;
+/// The nice value of background work: the lowest (0 is normal), below the
+/// patrol cameras' (`ingest.patrol_nice`, at most 19).
+pub const NICE: i32 = 19;
 
 /// Lowers this thread's priority until the guard is dropped (nested guards
 /// are fine). Hold it around model runs and index builds, not while
