@@ -2,6 +2,8 @@
 //! alongside (issue 11 item 4, BENCHMARKS.md §4 (d)): the real binary, real
 //! models, real H.264 files decoded by GStreamer.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -39,16 +41,8 @@ fn bench(db: &Path, args: &[&str]) -> Output {
 }
 
 fn report(db: &Path, args: &[&str]) -> serde_json::Value {
-    let o = bench(db, args);
-    assert!(
-        o.status.success(),
-        "bench ingest {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
     // The report is the last line (rtspsrc may print to stdout; not here).
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out.lines().last().expect("a report line");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    common::cli::last_json_line(args, bench(db, args))
 }
 
 fn n(v: &serde_json::Value, key: &str) -> u64 {

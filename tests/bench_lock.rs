@@ -21,15 +21,7 @@ fn bench(args: &[&str]) -> Output {
 }
 
 fn report(args: &[&str]) -> Value {
-    let o = bench(args);
-    assert!(
-        o.status.success(),
-        "bench lock {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out.lines().last().expect("a report line");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    common::cli::last_json_line(args, bench(args))
 }
 
 fn n(v: &Value, key: &str) -> u64 {

@@ -129,6 +129,14 @@ pub fn stdout_of_success(args: &[&str], o: Output) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// The JSON report on the last line of the stdout of `facegate ARGS` (the
+/// benches), which must have succeeded.
+pub fn last_json_line(args: &[&str], o: Output) -> serde_json::Value {
+    let out = stdout_of_success(args, o);
+    let line = out.lines().last().expect("a report line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
 /// `enroll --owner-id ID --name NAME --consent-by CONSENT_BY PHOTOS…`
 pub fn enroll_args<'a>(
     id: &'a str,
