@@ -48,7 +48,8 @@ host_tools() {
   # qemu 7.2 (bookworm) shows aarch64 programs the host's x86 /proc/cpuinfo, and ONNX Runtime's CPU
   # probe (cpuinfo) then crashes on a null pointer; qemu >= 8 emulates it. bookworm-backports has 10.x.
   local q
-  q=$(qemu-aarch64-static --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
+  # (Not installed yet on a fresh box: the probe's failure must not stop the script under pipefail.)
+  q=$(qemu-aarch64-static --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1) || q=""
   if [ -z "$q" ] || [ "$q" -lt 8 ]; then
     if [ ! -f /etc/apt/sources.list.d/backports.sources ] && ! grep -rqs bookworm-backports /etc/apt/sources.list*; then
       say "adding bookworm-backports for qemu-user-static >= 8"

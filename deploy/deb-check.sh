@@ -25,7 +25,7 @@ grep -qx /etc/facegate/facegate.toml "$DIR/DEBIAN/conffiles" || fail "facegate.t
 for s in postinst prerm postrm; do [ -x "$DIR/DEBIAN/$s" ] || fail "no $s"; done
 file -L "$DIR/root/usr/bin/facegate" | grep -q "ELF 64-bit.*$MACHINE" ||
   fail "binary is not $MACHINE: $(file -L "$DIR/root/usr/bin/facegate")"
-lib=$(ls "$DIR"/root/usr/lib/facegate/libonnxruntime.so.1.*.* 2>/dev/null | head -1)
+lib=$(ls "$DIR"/root/usr/lib/facegate/libonnxruntime.so.1.*.* 2>/dev/null | head -1) || lib=""
 [ -n "$lib" ] || fail "no libonnxruntime.so in /usr/lib/facegate"
 file -L "$lib" | grep -q "ELF 64-bit.*$MACHINE" || fail "libonnxruntime is not $MACHINE: $(file -L "$lib")"
 (cd "$DIR/root/usr/share/facegate/models" && sha256sum --quiet -c SHA256SUMS) || fail "model checksums"

@@ -116,7 +116,7 @@ in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Optio
   /tmp/facegate-2.deb >"$ROOT/target/deb-test.upgrade.log" 2>&1 ||
   { tail -20 "$ROOT/target/deb-test.upgrade.log"; fail "upgrade"; }
 [ "$(in_root dpkg-query -W -f='${Version}' facegate)" = "$V2" ] || fail "not upgraded to $V2"
-backup=$(ls "$R"/var/lib/facegate/backup/facegate.db."$V1".* 2>/dev/null | head -1)
+backup=$(ls "$R"/var/lib/facegate/backup/facegate.db."$V1".* 2>/dev/null | head -1) || backup=""
 [ -n "$backup" ] || fail "no database backup before the migration"
 [ "$(st '%a %U' "${backup#"$R"}")" = "600 facegate" ] || fail "backup permissions: $(st '%a %U' "${backup#"$R"}")"
 grep -q "schema" "$ROOT/target/deb-test.upgrade.log" || fail "the upgrade did not run the migration"
