@@ -25,15 +25,16 @@ for line in sys.stdin:
         continue
     r = json.loads(line)
     g = r.get("gate") or {}
+    a = r["all_streams"]
     n = r["streams"]
     if n and r["detect_fps"] > 0:
-        streams = (f"{r['sampled_missed']}/{r['sampled_slots']} ({r['sampled_missed_pct']:.1f}%)"
-                   f" [{r['sampled_missed_busy']}/{r['sampled_missed_no_frame']}/{r['sampled_missed_stale']}]")
-        still = f"{r['frames_still']}/{r['frames_taken']}"
-        lat = f"{f(r['frame_latency_p50_ms'])} / {f(r['frame_latency_p99_ms'])}"
-        faces = str(r["faces"])
+        streams = (f"{a['missed']}/{a['slots']} ({a['missed_pct']:.1f}%)"
+                   f" [{a['missed_busy']}/{a['missed_no_frame']}/{a['missed_stale']}]")
+        still = f"{a['frames_still']}/{a['frames_taken']}"
+        lat = f"{f(a['frame_latency_p50_ms'])} / {f(a['frame_latency_p99_ms'])}"
+        faces = str(a["faces"])
     elif n:
-        streams, still, lat, faces = f"decode only: {r['sampled_missed']}/{r['sampled_slots']}", "–", "–", "–"
+        streams, still, lat, faces = f"decode only: {a['missed']}/{a['slots']}", "–", "–", "–"
     else:
         streams, still, lat, faces = "–", "–", "–", "–"
     if g:

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use facegate::registry::FaceIndex;
 use facegate::registry::Subject;
+// The same fixed-seed PRNG as `facegate bench`: the same templates every run, no extra crate.
+use facegate::bench::{SplitMix64, random_unit};
 
 const DIM: usize = 704;
 const K: usize = 5;
@@ -56,7 +58,7 @@ fn main() {
         );
 
         let owner = probe_near(&template_of(n / 2, n), &mut rng);
-        let stranger = random_unit(&mut rng);
+        let stranger = random_unit(&mut rng, DIM);
         check_probe(&index, &owner, n);
 
         g.throughput(Throughput::Elements(n as u64));
@@ -74,43 +76,10 @@ fn main() {
     c.final_summary();
 }
 
-/// A small, fixed-seed PRNG (SplitMix64): the same templates every run, no
-/// extra crate.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn next_unit_interval(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller): normal coordinates give directions
-    /// uniform on the sphere.
-    fn next_normal(&mut self) -> f32 {
-        let (u, v) = (self.next_unit_interval(), self.next_unit_interval());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
-
-fn random_unit(rng: &mut SplitMix64) -> Vec<f32> {
-    let mut v: Vec<f32> = (0..DIM).map(|_| rng.next_normal()).collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= norm);
-    v
-}
-
 /// Template `i` of an index of `n`: seeded by its position, so the owner
 /// probe can be made again without keeping every template around.
 fn template_of(i: usize, n: usize) -> Vec<f32> {
-    random_unit(&mut SplitMix64((n as u64) << 32 | i as u64))
+    random_unit(&mut SplitMix64((n as u64) << 32 | i as u64), DIM)
 }
 
 fn build_index(n: usize) -> FaceIndex {
@@ -129,7 +98,7 @@ fn build_index(n: usize) -> FaceIndex {
 
 /// The enrolled template seen again: mixed with noise to cosine ≈ 0.7.
 fn probe_near(template: &[f32], rng: &mut SplitMix64) -> Vec<f32> {
-    let noise = random_unit(rng);
+    let noise = random_unit(rng, DIM);
     template
         .iter()
         .zip(&noise)

@@ -200,35 +200,13 @@ pub struct IngestReport {
     pub baseline_runs: Vec<f64>,
     pub ratio_to_baseline: Option<f64>,
     pub fps_in_per_stream: f64,
-    /// Detection slots (seconds × detect rate × streams) and how many were
-    /// missed; see [`SlotLedger`] for the definitions.
-    pub sampled_slots: u64,
-    pub sampled_missed: u64,
-    pub sampled_missed_pct: f64,
-    /// The misses by cause: worker busy for the whole slot, no frame came
-    /// within the slot, frame older than 100 ms when taken.
-    pub sampled_missed_busy: u64,
-    pub sampled_missed_no_frame: u64,
-    pub sampled_missed_stale: u64,
-    /// Frame arrival → frame fully processed (detect, embed, track, decide), ms.
-    pub frame_latency_p50_ms: Option<f64>,
-    pub frame_latency_p99_ms: Option<f64>,
-    /// Frame arrival → decision, for frames that produced a decision, ms.
-    pub decision_latency_p50_ms: Option<f64>,
-    pub decision_latency_p99_ms: Option<f64>,
-    pub decisions: usize,
     pub motion_skip: bool,
     pub stream_nice: i32,
-    /// The streams' frames taken, skipped as still, and detected; faces found.
-    pub frames_taken: u64,
-    pub frames_still: u64,
-    pub frames_detected: u64,
-    pub faces: u64,
-    /// The streams' mean convert / detect / analyse time per detected
-    /// frame, ms (see [`SlotReport`]).
-    pub convert_ms_mean: Option<f64>,
-    pub detect_ms_mean: Option<f64>,
-    pub analyze_ms_mean: Option<f64>,
+    /// The streams' figures, all streams together: detection slots
+    /// (seconds × detect rate × streams) missed and why, frames taken /
+    /// skipped as still / detected, faces, stage times and latencies (see
+    /// [`SlotReport`] and [`SlotLedger`]).
+    pub all_streams: SlotReport,
     /// CPU of the whole process (streams and gate camera), cores.
     pub cpu_total: f64,
     /// The gate camera's own figures, when one ran alongside.
@@ -664,7 +642,6 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
     let n = b.streams.max(1) as f64;
     let per_stream = cpu / wall / n;
     let rgb_cpu_per_stream = total.rgb_time.as_secs_f64() / wall / n;
-    let streams = total.report();
     Ok(IngestReport {
         video: b
             .videos
@@ -683,26 +660,9 @@ pub fn ingest(config: &Config, b: &IngestBench, db: &Path) -> Result<IngestRepor
         baseline_runs,
         ratio_to_baseline: baseline.filter(|b| *b > 0.0).map(|b| per_stream / b),
         fps_in_per_stream: (frames1 - frames0) as f64 / wall / n,
-        sampled_slots: streams.slots,
-        sampled_missed: streams.missed,
-        sampled_missed_pct: streams.missed_pct,
-        sampled_missed_busy: streams.missed_busy,
-        sampled_missed_no_frame: streams.missed_no_frame,
-        sampled_missed_stale: streams.missed_stale,
-        frame_latency_p50_ms: streams.frame_latency_p50_ms,
-        frame_latency_p99_ms: streams.frame_latency_p99_ms,
-        decision_latency_p50_ms: streams.decision_latency_p50_ms,
-        decision_latency_p99_ms: streams.decision_latency_p99_ms,
-        decisions: streams.decisions,
         motion_skip: b.motion_skip,
         stream_nice: b.stream_nice,
-        frames_taken: streams.frames_taken,
-        frames_still: streams.frames_still,
-        frames_detected: streams.frames_detected,
-        faces: streams.faces,
-        convert_ms_mean: streams.convert_ms_mean,
-        detect_ms_mean: streams.detect_ms_mean,
-        analyze_ms_mean: streams.analyze_ms_mean,
+        all_streams: total.report(),
         cpu_total: cpu / wall,
         gate,
         load_before,
@@ -1548,8 +1508,9 @@ fn resident_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// A small fixed-seed PRNG (SplitMix64), as in `benches/search.rs`.
-struct SplitMix64(u64);
+/// A small fixed-seed PRNG (SplitMix64): the same synthetic templates every
+/// run (`facegate bench`, `benches/search.rs`), no extra crate.
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
@@ -1562,14 +1523,15 @@ impl SplitMix64 {
 
     /// Standard normal (Box–Muller): normal coordinates give directions
     /// uniform on the sphere.
-    fn next_normal(&mut self) -> f32 {
+    pub fn next_normal(&mut self) -> f32 {
         let mut unit = || ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
         let (u, v) = (unit(), unit());
         ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
     }
 }
 
-fn random_unit(rng: &mut SplitMix64, dim: usize) -> Vec<f32> {
+/// A direction uniform on the unit sphere of `dim` dimensions.
+pub fn random_unit(rng: &mut SplitMix64, dim: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dim).map(|_| rng.next_normal()).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter_mut().for_each(|x| *x /= norm);
