@@ -137,6 +137,56 @@ struct MetricsInner {
     events: BTreeMap<&'static str, u64>,
     http: BTreeMap<(String, u16), u64>,
     snapshots_not_saved: BTreeMap<&'static str, u64>,
+    /// Registry sync (`[sync]`): None while it is off.
+    sync: Option<SyncMetrics>,
+}
+
+/// What registry sync did, by [`SyncResult`], and whether its broker link
+/// is up.
+#[derive(Default)]
+struct SyncMetrics {
+    connected: bool,
+    messages: BTreeMap<&'static str, u64>,
+}
+
+/// What became of one registry sync message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncResult {
+    /// A local change the broker acknowledged.
+    Published,
+    /// Another box's change applied here.
+    Applied,
+    /// A state this box already has (a retained message read again).
+    Unchanged,
+    /// Lost to this box's version (older, or a state over an erasure made
+    /// here and not yet published): ignored, ours goes out.
+    Stale,
+    /// Not readable under the site's secret (forged, altered, malformed).
+    Refused,
+    /// Readable but not applied (a model this box does not run, a database error).
+    Failed,
+}
+
+impl SyncResult {
+    const ALL: [SyncResult; 6] = [
+        SyncResult::Published,
+        SyncResult::Applied,
+        SyncResult::Unchanged,
+        SyncResult::Stale,
+        SyncResult::Refused,
+        SyncResult::Failed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SyncResult::Published => "published",
+            SyncResult::Applied => "applied",
+            SyncResult::Unchanged => "unchanged",
+            SyncResult::Stale => "stale",
+            SyncResult::Refused => "refused",
+            SyncResult::Failed => "failed",
+        }
+    }
 }
 
 /// Counters and latency histograms, rendered in Prometheus' text format.
@@ -182,6 +232,23 @@ impl Metrics {
     /// A snapshot that could not be written; `reason` is `disk_full` or `io`.
     pub fn count_snapshot_not_saved(&self, reason: &'static str) {
         self.with(|m| *m.snapshots_not_saved.entry(reason).or_default() += 1);
+    }
+
+    /// Registry sync's broker link went up or down (sync is on from the
+    /// first call).
+    pub fn sync_connected(&self, up: bool) {
+        self.with(|m| m.sync.get_or_insert_with(Default::default).connected = up);
+    }
+
+    /// One registry sync message and what became of it.
+    pub fn count_sync(&self, result: SyncResult) {
+        self.with(|m| {
+            *m.sync
+                .get_or_insert_with(Default::default)
+                .messages
+                .entry(result.as_str())
+                .or_default() += 1
+        });
     }
 
     pub fn count_http(&self, route: &str, status: u16) {
@@ -281,6 +348,25 @@ impl Metrics {
                 .map(|(r, v)| (format!("reason=\"{r}\""), *v))
                 .collect(),
         );
+        if let Some(sync) = &m.sync {
+            counter(
+                &mut out,
+                "facegate_sync_messages_total",
+                "Registry sync messages between this site's boxes, by result (published: a local change the broker took; applied: another box's change; unchanged: a state already here; stale: lost to this box's version, ours goes out; refused: not sealed with the site's secret; failed: not applied).",
+                SyncResult::ALL
+                    .iter()
+                    .map(|r| {
+                        let r = r.as_str();
+                        (format!("result=\"{r}\""), sync.messages.get(r).copied().unwrap_or(0))
+                    })
+                    .collect(),
+            );
+            let _ = writeln!(
+                out,
+                "# HELP facegate_sync_connected 1 when registry sync's broker link is up.\n# TYPE facegate_sync_connected gauge\nfacegate_sync_connected {}",
+                u8::from(sync.connected)
+            );
+        }
         let mut gauge_rows = Vec::new();
         for c in cameras {
             let s = c.handle.status();

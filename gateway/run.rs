@@ -187,6 +187,7 @@ fn start_the_rest(
             db: db.to_owned(),
             model_id: engine.model_id().to_owned(),
             gallery: gallery.clone(),
+            live: live.clone(),
         },
         stop.clone(),
     )

@@ -171,6 +171,19 @@ impl Gatebox {
         );
     }
 
+    /// One series of this box's `/metrics`, e.g.
+    /// `facegate_sync_messages_total{result="applied"}` (`None`: absent).
+    fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .request("GET", "/metrics")
+            .call()
+            .unwrap_or_else(|e| panic!("/metrics on {}: {e}", self.name))
+            .into_string()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// `status` of an owner as the API shows it (`None`: no such owner).
     fn status_of(&self, id: &str) -> Option<String> {
         let (s, v) = json(self.request("GET", &format!("/api/v1/owners/{id}")).call());
@@ -325,6 +338,14 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
     a.enrol("O-1", "Owner One", &obama_enrol);
     b.wait_identified(&obama_probe, Some("O-1"), "owner 1 enrolled on A");
     a.wait_published(&["O-1"]);
+    // The sync's work shows in /metrics on both boxes.
+    let sync_total = |r: &str| format!("facegate_sync_messages_total{{result=\"{r}\"}}");
+    for (bx, result) in [(&a, "published"), (&b, "applied")] {
+        let n = bx.metric(&sync_total(result));
+        assert!(n.is_some_and(|n| n >= 1.0), "{} {result}: {n:?}", bx.name);
+        assert_eq!(bx.metric("facegate_sync_connected"), Some(1.0), "{}", bx.name);
+    }
+    assert_eq!(b.metric(&sync_total("refused")), Some(0.0));
     let o1_topic = topic_of("O-1");
     let o1_state = retained(&broker, &o1_topic);
     let (v1, body) = open(&o1_topic, &o1_state);
@@ -411,6 +432,8 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
         keys.open(SITE, key, &retained(&broker, &o2_topic)).is_ok()
     });
     assert!(repaired, "the real state of owner 2 is back on the broker");
+    let n = b.metric(&sync_total("refused"));
+    assert!(n.is_some_and(|n| n >= 1.0), "B counts the refusal: {n:?}");
 
     // Owner 1's old state replayed after the erasure: they stay erased, and
     // the tombstone goes back on the broker.
@@ -419,6 +442,8 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
         b.log().contains("an older version than this box has")
     });
     assert!(stale, "B saw the replay as stale: {}", b.log());
+    let n = b.metric(&sync_total("stale"));
+    assert!(n.is_some_and(|n| n >= 1.0), "B counts the stale replay: {n:?}");
     let tombstone_back = wait_for(Duration::from_secs(30), || {
         open(&o1_topic, &retained(&broker, &o1_topic))
             .1

@@ -71,6 +71,7 @@ use tokio_util::sync::CancellationToken;
 use crate::publish::MqttConfig;
 use crate::publish::config::{BrokerUrl, MIN_SECRET_BYTES, Secret, SecretRef, is_topic_name};
 use crate::publish::connection::{self, Backoff, Link, LinkEvent};
+use crate::live::{Live, SyncResult};
 use crate::registry::{Gallery, ParseEnumError, RegistryError};
 
 use message::{Refusal, SyncKeys};
@@ -201,6 +202,8 @@ pub struct SyncSetup {
     /// The embedding model this box runs.
     pub model_id: String,
     pub gallery: Arc<Mutex<Gallery>>,
+    /// Where the task counts its messages (`/metrics`).
+    pub live: Arc<Live>,
 }
 
 /// Starts the sync task if `[sync]` is on (`Ok(None)` if off). Errors are
@@ -261,6 +264,7 @@ pub fn start(
         client,
         store: Arc::new(Mutex::new(store)),
         gallery: setup.gallery,
+        live: setup.live,
         connected: false,
         in_flight: None,
         again: VecDeque::new(),
@@ -268,6 +272,7 @@ pub fn start(
         check_broker_at: None,
     };
     let scan = Duration::from_secs_f64(sync.scan_interval_s);
+    task.live.metrics.sync_connected(false);
     Ok(Some(tokio::spawn(async move {
         task.run(rx, scan, cancel).await;
         conn_stop.cancel();
@@ -294,6 +299,7 @@ struct SyncTask {
     client: AsyncClient,
     store: Arc<Mutex<SyncStore>>,
     gallery: Arc<Mutex<Gallery>>,
+    live: Arc<Live>,
     connected: bool,
     in_flight: Option<InFlight>,
     /// Owners whose version to put back on the broker (over a stale or
@@ -348,11 +354,13 @@ impl SyncTask {
                     tracing::warn!(reason = %why, "registry sync: broker connection lost; changes wait in the database");
                 }
                 self.connected = false;
+                self.live.metrics.sync_connected(false);
                 self.in_flight = None;
             }
             LinkEvent::Mqtt(ev) => match *ev {
                 Event::Incoming(Packet::ConnAck(_)) => {
                     self.connected = true;
+                    self.live.metrics.sync_connected(true);
                     self.in_flight = None;
                     self.seen.clear();
                     self.check_broker_at = Some(tokio::time::Instant::now() + BROKER_CHECK_DELAY);
@@ -417,7 +425,10 @@ impl SyncTask {
         let version = out.version.clone();
         let erased = out.body.state.is_none();
         match self.with_store(move |s, _| s.published(&out)).await {
-            Ok(()) => tracing::info!(%version, erased, "registry sync: change published"),
+            Ok(()) => {
+                self.live.metrics.count_sync(SyncResult::Published);
+                tracing::info!(%version, erased, "registry sync: change published")
+            }
             Err(e) => tracing::error!(error = %e, "registry sync: cannot record a publication"),
         }
     }
@@ -508,6 +519,7 @@ impl SyncTask {
         let (env, body) = match self.keys.open(&self.site, key, &p.payload) {
             Ok(opened) => opened,
             Err(refusal) => {
+                self.live.metrics.count_sync(SyncResult::Refused);
                 tracing::warn!(%topic, reason = %refusal, "registry sync: message refused; nothing changed");
                 if matches!(refusal, Refusal::BadSeal | Refusal::Malformed(_)) {
                     // A retained message we cannot read replaced the real
@@ -539,6 +551,10 @@ impl SyncTask {
         let applied = self
             .with_store(move |s, g| s.apply(g, &v, &body, OffsetDateTime::now_utc()))
             .await;
+        match &applied {
+            Ok(a) => self.live.metrics.count_sync(sync_result(a)),
+            Err(_) => self.live.metrics.count_sync(SyncResult::Failed),
+        }
         match applied {
             Ok(Applied::Same) => {}
             Ok(Applied::Stale) => {
@@ -551,6 +567,17 @@ impl SyncTask {
                 tracing::warn!(%topic, %version, error = %e, "registry sync: message not applied")
             }
         }
+    }
+}
+
+/// How `/metrics` counts what became of a message.
+fn sync_result(a: &Applied) -> SyncResult {
+    match a {
+        Applied::Enrolled | Applied::Updated | Applied::Erased | Applied::TombstoneRecorded => {
+            SyncResult::Applied
+        }
+        Applied::Same | Applied::Unchanged => SyncResult::Unchanged,
+        Applied::Stale | Applied::KeptErased => SyncResult::Stale,
     }
 }
 
