@@ -972,14 +972,16 @@ fn run() -> Result<()> {
                 let w = s.work;
                 let share = |x: f64| 100.0 * x / w.frame_s.max(1e-9);
                 eprintln!(
-                    "replay: faces analysed {} (re-verifications of decided tracks {}, {:.1}/s of video), followed by box {}; recognition time: detect {:.0}%, analyse {:.0}% (re-verification {:.1}%)",
+                    "replay: faces analysed {} (re-verifications of decided tracks {}, {:.1}/s of video), followed by box {}; recognition time: detect {:.0}%, analyse {:.0}% (re-verification {:.1}%); frames converted at full resolution {} of {} processed",
                     w.analysed,
                     w.reverified,
                     w.reverified as f64 / s.duration_s.max(1e-9),
                     w.followed,
                     share(w.detect_s),
                     share(w.analyse_s),
-                    share(w.reverify_s)
+                    share(w.reverify_s),
+                    w.full_frames,
+                    s.processed
                 );
             }
         }

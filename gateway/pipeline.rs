@@ -7,6 +7,7 @@
 //! replays of a video file (every frame sampled at the detection rate in
 //! video time). It owns no threads; the caller owns the loop.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -330,6 +331,25 @@ pub struct RecognitionWork {
     /// The share of `analyse_s` spent on re-verifications (by face count).
     pub reverify_s: f64,
     pub frame_s: f64,
+    /// Frames converted to RGB at full resolution: those the detector ran
+    /// on directly (no larger than its input), and those where it found a
+    /// face on its scaled copy. A frame with no face never is.
+    pub full_frames: u64,
+}
+
+/// A frame's pictures for [`Processor::process`].
+pub enum FrameImages<'a> {
+    /// Small enough for the detector: it runs on the full picture.
+    Full(&'a RgbImage),
+    /// The detector's scaled copy (`scale` < 1) and how to get the full
+    /// resolution, which is converted only when a face is found (the face
+    /// crops and the snapshot need it; on a 1080p frame the conversion
+    /// costs about what the detector does).
+    Scaled {
+        scaled: &'a RgbImage,
+        scale: f32,
+        full: &'a dyn Fn() -> Result<RgbImage, PipelineError>,
+    },
 }
 
 /// Seconds per recognition stage on one frame.
@@ -393,8 +413,7 @@ impl Processor {
         &mut self,
         engine: &mut FaceEngine,
         gallery: &Mutex<Gallery>,
-        full: &RgbImage,
-        scaled: Option<(&RgbImage, f32)>,
+        images: FrameImages<'_>,
         now: f64,
         wall: OffsetDateTime,
         arrived: Option<Instant>,
@@ -404,17 +423,46 @@ impl Processor {
             camera: self.cam.name.clone(),
             source,
         };
-        let view = RgbView::from_image(full);
         let t0 = Instant::now();
-        let dets: Vec<Detection> = match scaled {
-            Some((img, s)) if s > 0.0 && s < 1.0 => engine
-                .detect(RgbView::from_image(img))
-                .map_err(verr)?
-                .into_iter()
-                .map(|d| d.transformed(1.0 / s, 0.0, 0.0))
-                .collect(),
-            _ => engine.detect(view).map_err(verr)?,
+        let mut convert_s = 0.0;
+        let mut to_full = |get: &dyn Fn() -> Result<RgbImage, PipelineError>| {
+            let c = Instant::now();
+            let img = get();
+            convert_s += c.elapsed().as_secs_f64();
+            img.map(Cow::Owned)
         };
+        // Detection, then the full resolution only where a face was found.
+        let (dets, scaled, full): (Vec<Detection>, _, Option<Cow<'_, RgbImage>>) = match &images {
+            FrameImages::Scaled {
+                scaled,
+                scale,
+                full,
+            } if *scale > 0.0 && *scale < 1.0 => {
+                let dets: Vec<Detection> = engine
+                    .detect(RgbView::from_image(scaled))
+                    .map_err(verr)?
+                    .into_iter()
+                    .map(|d| d.transformed(1.0 / scale, 0.0, 0.0))
+                    .collect();
+                let full = if dets.is_empty() {
+                    None
+                } else {
+                    Some(to_full(*full)?)
+                };
+                (dets, Some((*scaled, *scale)), full)
+            }
+            FrameImages::Scaled { full, .. } => {
+                let full = to_full(*full)?;
+                let dets = engine.detect(RgbView::from_image(&full)).map_err(verr)?;
+                (dets, None, Some(full))
+            }
+            FrameImages::Full(full) => (
+                engine.detect(RgbView::from_image(full)).map_err(verr)?,
+                None,
+                Some(Cow::Borrowed(*full)),
+            ),
+        };
+        self.work.full_frames += u64::from(full.is_some());
         let checks = Checks {
             liveness: self.cam.role == CameraRole::Gate,
             pose: true,
@@ -435,14 +483,21 @@ impl Processor {
                     _ => false,
                 });
         let t1 = Instant::now();
-        let analysed = engine.analyze_faces(view, fresh, checks).map_err(verr)?;
+        let analysed = match &full {
+            Some(full) => engine
+                .analyze_faces(RgbView::from_image(full), fresh, checks)
+                .map_err(verr)?,
+            // No detection, so no fresh face either.
+            None => Vec::new(),
+        };
         let t2 = Instant::now();
         self.faces += (analysed.len() + settled.len()) as u64;
         let w = &mut self.work;
         w.analysed += analysed.len() as u64;
         w.reverified += reverify;
         w.followed += settled.len() as u64;
-        w.detect_s += (t1 - t0).as_secs_f64();
+        let detect_s = (t1 - t0).as_secs_f64() - convert_s;
+        w.detect_s += detect_s;
         w.analyse_s += (t2 - t1).as_secs_f64();
         if !analysed.is_empty() {
             w.reverify_s += (t2 - t1).as_secs_f64() * reverify as f64 / analysed.len() as f64;
@@ -484,7 +539,9 @@ impl Processor {
             let Some(track) = self.tracker.get(*id).cloned() else {
                 continue;
             };
-            if track.improved || !self.best_view.contains_key(id) {
+            if let Some(full) = &full
+                && (track.improved || !self.best_view.contains_key(id))
+            {
                 self.best_view
                     .insert(*id, best_view(full, scaled, &face.det));
             }
@@ -501,8 +558,8 @@ impl Processor {
         out.extend(self.tick(gallery, now, wall)?);
         self.work.frame_s += t0.elapsed().as_secs_f64();
         self.last_stages = StageTimes {
-            convert: 0.0,
-            detect: (t1 - t0).as_secs_f64(),
+            convert: convert_s,
+            detect: detect_s,
             analyze: (t2 - t1).as_secs_f64(),
             decide: t2.elapsed().as_secs_f64(),
         };
@@ -875,24 +932,28 @@ pub fn process_frame(
         source: VisionError::Inference(e.to_string()),
     };
     let t = Instant::now();
-    let full = frame.to_rgb().map_err(conv)?;
-    let scaled = if frame.width.max(frame.height) > detect_max_side {
-        Some(frame.to_rgb_scaled(detect_max_side).map_err(conv)?)
-    } else {
-        None
-    };
-    let convert = t.elapsed().as_secs_f64();
     let wall = OffsetDateTime::from(frame.wall);
-    let out = processor.process(
-        engine,
-        gallery,
-        &full,
-        scaled.as_ref().map(|(img, s)| (img, *s)),
-        now,
-        wall,
-        Some(frame.arrived),
-    );
-    processor.last_stages.convert = convert;
+    let to_full = || frame.to_rgb().map_err(conv);
+    let (out, convert) = if frame.width.max(frame.height) > detect_max_side {
+        // The detector's copy now; the full resolution only if it finds a face.
+        let (scaled, scale) = frame.to_rgb_scaled(detect_max_side).map_err(conv)?;
+        let convert = t.elapsed().as_secs_f64();
+        let images = FrameImages::Scaled {
+            scaled: &scaled,
+            scale,
+            full: &to_full,
+        };
+        let out = processor.process(engine, gallery, images, now, wall, Some(frame.arrived));
+        (out, convert)
+    } else {
+        let full = to_full()?;
+        let convert = t.elapsed().as_secs_f64();
+        let images = FrameImages::Full(&full);
+        let out = processor.process(engine, gallery, images, now, wall, Some(frame.arrived));
+        (out, convert)
+    };
+    // The conversion done here, plus the full resolution's when `process` asked for it.
+    processor.last_stages.convert += convert;
     out
 }
 

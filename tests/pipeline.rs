@@ -39,6 +39,9 @@ fn an_owner_at_the_gate_gets_a_pass_and_the_other_man_a_stranger_alert_once_per_
     .unwrap();
     eprintln!("{stats:?}");
     assert_eq!(stats.frames, 275);
+    // 640×360: the detector runs on the full picture, so every processed
+    // frame is converted at full resolution.
+    assert_eq!(stats.work.full_frames, stats.processed);
     assert!(stats.processed >= 40, "sampled at 5 fps over 9 s");
     assert!(
         stats.faces >= 60,
@@ -110,6 +113,63 @@ fn an_owner_at_the_gate_gets_a_pass_and_the_other_man_a_stranger_alert_once_per_
         .list(&EventFilter::default())
         .unwrap();
     assert_eq!(stored.len(), seen.len());
+}
+
+/// A 1280×720 H.264 clip of a moving ball (no face), from GStreamer's test source.
+fn faceless_clip(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("ball-720p.mp4");
+    let status = std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(
+            format!(
+                "videotestsrc num-buffers=50 pattern=ball ! video/x-raw,width=1280,height=720,framerate=25/1 \
+                 ! videoconvert ! x264enc bitrate=1000 key-int-max=25 bframes=0 speed-preset=ultrafast \
+                 ! h264parse ! mp4mux ! filesink location={}",
+                out.display()
+            )
+            .split_whitespace(),
+        )
+        .status()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools)");
+    assert!(status.success(), "encoding the test clip failed");
+    out
+}
+
+#[test]
+fn only_frames_with_a_face_are_converted_at_full_resolution() {
+    let Some(faces) = common::faces_dir() else {
+        return;
+    };
+    let config = common::shipped_config();
+    assert!(config.detector().max_side < 1280);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    // No face: the detector's 640-px copy is all that is converted.
+    let ball = faceless_clip(dir.path());
+    let stats = replay_file(&config, gate(&config), &ball, &db, dir.path(), |_, _| {}).unwrap();
+    eprintln!("{stats:?}");
+    assert!(stats.processed >= 5, "{stats:?}");
+    assert_eq!((stats.faces, stats.work.full_frames), (0, 0), "{stats:?}");
+    // 1080p with people: the frames where a face was found are converted
+    // whole (the crops and snapshots need it), and the faces are analysed
+    // and recorded as before.
+    let mut events = 0;
+    let stats = replay_file(
+        &config,
+        gate(&config),
+        &faces.join("video/facenet_pytorch_video.mp4"),
+        &db,
+        dir.path(),
+        |_, _| events += 1,
+    )
+    .unwrap();
+    eprintln!("{stats:?}");
+    assert!(stats.faces > 0 && events > 0, "{stats:?}");
+    assert!(
+        stats.work.full_frames > 0 && stats.work.full_frames <= stats.processed,
+        "{stats:?}"
+    );
+    assert!(stats.work.analysed > 0, "{stats:?}");
 }
 
 #[test]
