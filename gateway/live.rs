@@ -357,7 +357,10 @@ impl Metrics {
                     .iter()
                     .map(|r| {
                         let r = r.as_str();
-                        (format!("result=\"{r}\""), sync.messages.get(r).copied().unwrap_or(0))
+                        (
+                            format!("result=\"{r}\""),
+                            sync.messages.get(r).copied().unwrap_or(0),
+                        )
                     })
                     .collect(),
             );

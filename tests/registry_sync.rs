@@ -343,7 +343,12 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
     for (bx, result) in [(&a, "published"), (&b, "applied")] {
         let n = bx.metric(&sync_total(result));
         assert!(n.is_some_and(|n| n >= 1.0), "{} {result}: {n:?}", bx.name);
-        assert_eq!(bx.metric("facegate_sync_connected"), Some(1.0), "{}", bx.name);
+        assert_eq!(
+            bx.metric("facegate_sync_connected"),
+            Some(1.0),
+            "{}",
+            bx.name
+        );
     }
     assert_eq!(b.metric(&sync_total("refused")), Some(0.0));
     let o1_topic = topic_of("O-1");
@@ -443,7 +448,10 @@ fn two_boxes_share_enrolments_and_erasures_through_the_broker() {
     });
     assert!(stale, "B saw the replay as stale: {}", b.log());
     let n = b.metric(&sync_total("stale"));
-    assert!(n.is_some_and(|n| n >= 1.0), "B counts the stale replay: {n:?}");
+    assert!(
+        n.is_some_and(|n| n >= 1.0),
+        "B counts the stale replay: {n:?}"
+    );
     let tombstone_back = wait_for(Duration::from_secs(30), || {
         open(&o1_topic, &retained(&broker, &o1_topic))
             .1

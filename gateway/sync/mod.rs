@@ -68,10 +68,10 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::live::{Live, SyncResult};
 use crate::publish::MqttConfig;
 use crate::publish::config::{BrokerUrl, MIN_SECRET_BYTES, Secret, SecretRef, is_topic_name};
 use crate::publish::connection::{self, Backoff, Link, LinkEvent};
-use crate::live::{Live, SyncResult};
 use crate::registry::{Gallery, ParseEnumError, RegistryError};
 
 use message::{Refusal, SyncKeys};
